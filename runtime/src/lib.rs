@@ -1,0 +1,14 @@
+//! wasmraid: block devices laid out by untrusted, proven WebAssembly
+//! components.
+//!
+//! The flow from component bytes to a cached, proven layout:
+//! [`sandbox::component::load`] (validate, AOT compile or take the cached
+//! artifact, refuse imports) -> [`layout::proven::ProvenLayout::prove`]
+//! (configure, prove every rule, precompute one period or set up the
+//! fingerprinted block cache) -> [`layout::proven::ProvenLayout::locate`] on
+//! the data path.
+
+pub mod builtins;
+pub mod layout;
+pub mod sandbox;
+pub mod units;

@@ -1,0 +1,164 @@
+//! Loading a layout component: validate, compile ahead of time (or take the
+//! cached artifact), refuse imports, pre-link against the contract.
+
+use super::artifact_cache::ArtifactCache;
+use super::{Sandbox, SandboxError};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Linker};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "layout",
+});
+
+pub use exports::wasmraid::layout::algorithm as wit;
+
+/// State every guest store carries: the memory limiter.
+pub struct GuestState {
+    pub(crate) limiter: MemoryLimiter,
+}
+
+/// Caps linear memory, remembering whether the cap was hit so a trap that
+/// follows can be reported as what it is.
+pub struct MemoryLimiter {
+    pub(crate) cap: usize,
+    pub(crate) hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.cap {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+/// How a component was obtained.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LoadStats {
+    /// Time to compile, or to read and deserialize the cached artifact.
+    pub load_time: Duration,
+    /// Whether the compiled artifact came from the disk cache.
+    pub from_cache: bool,
+    /// Why an existing cache entry was not used, if one was refused.
+    pub cache_rejected: Option<String>,
+    /// Why the artifact could not be written to the cache, if so.
+    pub cache_write_failed: Option<String>,
+}
+
+/// A validated, compiled component, ready to instantiate.
+pub struct LoadedComponent {
+    pub sha256: [u8; 32],
+    pub size: usize,
+    pub stats: LoadStats,
+    /// (field, name version) pairs from `producers` sections.
+    pub producers: Vec<(String, String)>,
+    pub(crate) pre: LayoutPre<GuestState>,
+    pub(crate) sandbox: Arc<Sandbox>,
+}
+
+impl LoadedComponent {
+    /// The component's sha256 as hex.
+    pub fn hash(&self) -> String {
+        hex::encode(self.sha256)
+    }
+}
+
+const COMPONENT_HEADER: [u8; 8] = [0, b'a', b's', b'm', 0x0d, 0x00, 0x01, 0x00];
+const MODULE_HEADER: [u8; 8] = [0, b'a', b's', b'm', 0x01, 0x00, 0x00, 0x00];
+
+/// Validate and compile `bytes` (or deserialize its cached artifact).
+pub fn load(sandbox: &Arc<Sandbox>, bytes: &[u8]) -> Result<LoadedComponent, SandboxError> {
+    match bytes.get(..8) {
+        Some(h) if h == COMPONENT_HEADER => {}
+        Some(h) if h == MODULE_HEADER => {
+            return Err(SandboxError::Invalid(
+                "this is a core module, not a component (wrap it with wit-component or `wasm-tools component new`)".into(),
+            ));
+        }
+        _ => return Err(SandboxError::Invalid("no WebAssembly component header".into())),
+    }
+    let sha256: [u8; 32] = Sha256::digest(bytes).into();
+    let engine = &sandbox.engine;
+    let compat = sandbox.compatibility_hash();
+    let cache = sandbox.config.cache_dir.as_ref().map(ArtifactCache::new);
+    let started = Instant::now();
+    let mut stats = LoadStats { load_time: Duration::ZERO, from_cache: false, cache_rejected: None, cache_write_failed: None };
+
+    let mut component = None;
+    if let Some(cache) = &cache {
+        match cache.read(&sha256, &compat) {
+            Ok(Some(artifact)) => {
+                // SAFETY: the artifact was written by this program for this
+                // component and this engine (the entry's header says so) and
+                // its sha256 matches, so it is the output of
+                // `precompile_component` below; wasmtime checks its own
+                // header and engine settings again.
+                match unsafe { Component::deserialize(engine, &artifact) } {
+                    Ok(c) => {
+                        stats.from_cache = true;
+                        component = Some(c);
+                    }
+                    Err(e) => stats.cache_rejected = Some(format!("wasmtime refused the cached artifact: {e:#}")),
+                }
+            }
+            Ok(None) => {}
+            Err(why) => stats.cache_rejected = Some(why.to_string()),
+        }
+    }
+    if let Some(why) = &stats.cache_rejected {
+        tracing::warn!("{why}; recompiling");
+    }
+    let component = match component {
+        Some(c) => c,
+        None => {
+            let artifact = engine.precompile_component(bytes).map_err(|e| SandboxError::Invalid(format!("{e:#}")))?;
+            if let Some(cache) = &cache {
+                if let Err(e) = cache.write(&sha256, &compat, &artifact) {
+                    stats.cache_write_failed = Some(format!("cannot write to the cache in {}: {e}", cache.dir().display()));
+                }
+            }
+            // SAFETY: `artifact` was just produced by `precompile_component`
+            // on this very engine.
+            unsafe { Component::deserialize(engine, &artifact) }.map_err(|e| SandboxError::Invalid(format!("{e:#}")))?
+        }
+    };
+    stats.load_time = started.elapsed();
+
+    let imports: Vec<String> = component.component_type().imports(engine).map(|(name, _)| name.to_string()).collect();
+    if !imports.is_empty() {
+        return Err(SandboxError::Imports { names: imports });
+    }
+    let linker: Linker<GuestState> = Linker::new(engine);
+    let pre = linker
+        .instantiate_pre(&component)
+        .and_then(LayoutPre::new)
+        .map_err(|e| SandboxError::Contract(format!("{e:#}")))?;
+    Ok(LoadedComponent { sha256, size: bytes.len(), stats, producers: producers(bytes), pre, sandbox: sandbox.clone() })
+}
+
+/// The `producers` custom sections of a component and its modules.
+fn producers(bytes: &[u8]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let Ok(wasmparser::Payload::CustomSection(custom)) = payload else { continue };
+        let wasmparser::KnownCustom::Producers(reader) = custom.as_known() else { continue };
+        for field in reader.into_iter().flatten() {
+            for value in field.values.into_iter().flatten() {
+                let entry = (field.name.to_string(), format!("{} {}", value.name, value.version).trim().to_string());
+                if !out.contains(&entry) {
+                    out.push(entry);
+                }
+            }
+        }
+    }
+    out
+}
