@@ -7,9 +7,12 @@ cd "$(dirname "$0")/.."
 echo "== guest algorithms: unit tests against md's vectors"
 cargo test --release --manifest-path guest-algorithms/Cargo.toml
 
+echo "== build everything once (lib, binary, tests, benches share one feature set)"
+cargo build --release --workspace --all-targets
+
 echo "== runtime, hostile components, layout properties"
 cargo test --release --workspace
 
 echo "== demo"
-cargo run --release -q -p wasmraid -- demo >/dev/null
+./target/release/wasmraid demo >/dev/null
 echo "all tests passed"

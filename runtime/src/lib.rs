@@ -8,7 +8,10 @@
 //! fingerprinted block cache) -> [`layout::proven::ProvenLayout::locate`] on
 //! the data path.
 
+pub mod array;
 pub mod builtins;
+pub mod device;
 pub mod layout;
+pub mod parity;
 pub mod sandbox;
 pub mod units;

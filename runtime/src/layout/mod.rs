@@ -1,6 +1,7 @@
 //! Layouts as the host sees them: stripes of slots, decoded from a guest's
 //! flat answer, proven, then cached so the guest is off the data path.
 
+pub mod compare;
 pub mod decode;
 pub mod draw;
 pub mod gf256;

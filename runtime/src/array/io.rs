@@ -1,0 +1,373 @@
+//! The array's read, write, flush, discard and write-zeroes paths.
+
+use super::{Array, ArrayError, Counters};
+use crate::layout::Role;
+use crate::layout::map::StripeView;
+use crate::layout::proven::ProvenLayout;
+use crate::parity::{EncodeMatrix, encode, encode_accumulate};
+
+impl Array {
+    fn check_range(&self, layout: &ProvenLayout, offset: u64, len: u64) -> Result<(), ArrayError> {
+        let size = layout.capacity_bytes();
+        match offset.checked_add(len) {
+            Some(end) if end <= size => Ok(()),
+            _ => Err(ArrayError::OutOfRange { offset, len, size }),
+        }
+    }
+
+    /// Read from leg `leg` at chunk `chunk` + `within`; an error marks the
+    /// leg dead and returns false.
+    fn leg_read(&self, leg: u32, chunk: u64, within: u64, buf: &mut [u8]) -> bool {
+        let Some(l) = self.legs.get(leg as usize) else { return false };
+        if !l.is_alive() {
+            return false;
+        }
+        match l.device.read_at(buf, l.offset + chunk * self.chunk_bytes + within) {
+            Ok(()) => {
+                Counters::add(&l.reads, 1);
+                true
+            }
+            Err(e) => {
+                Counters::add(&l.errors, 1);
+                self.fail_leg(leg as usize, &format!("read error: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Write to a leg; an error marks it dead and returns false.
+    fn leg_write(&self, leg: u32, chunk: u64, within: u64, buf: &[u8], fua: bool) -> bool {
+        let Some(l) = self.legs.get(leg as usize) else { return false };
+        if !l.is_alive() {
+            return false;
+        }
+        match l.device.write_at(buf, l.offset + chunk * self.chunk_bytes + within, fua) {
+            Ok(()) => {
+                Counters::add(&l.writes, 1);
+                true
+            }
+            Err(e) => {
+                Counters::add(&l.errors, 1);
+                self.fail_leg(leg as usize, &format!("write error: {e}"));
+                false
+            }
+        }
+    }
+
+    /// A whole-chunk read for scrubbing.
+    pub(super) fn leg_read_pub(&self, leg: u32, chunk: u64, buf: &mut [u8]) -> bool {
+        self.leg_read(leg, chunk, 0, buf)
+    }
+
+    /// A whole-chunk write for repair.
+    pub(super) fn leg_write_pub(&self, leg: u32, chunk: u64, buf: &[u8]) -> bool {
+        self.leg_write(leg, chunk, 0, buf, false)
+    }
+
+    fn leg_alive(&self, leg: u32) -> bool {
+        self.legs.get(leg as usize).is_some_and(|l| l.is_alive())
+    }
+
+    pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<(), ArrayError> {
+        let layout = self.layout.load();
+        self.check_range(&layout, offset, buf.len() as u64)?;
+        Counters::add(&self.counters.reads, 1);
+        Counters::add(&self.counters.read_bytes, buf.len() as u64);
+        let cb = self.chunk_bytes;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            let (c, within) = (at / cb, at % cb);
+            let n = ((cb - within) as usize).min(buf.len() - done);
+            self.read_piece(&layout, c, within, &mut buf[done..done + n])?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn read_piece(&self, layout: &ProvenLayout, c: u64, within: u64, buf: &mut [u8]) -> Result<(), ArrayError> {
+        let place = layout.locate(c)?;
+        if self.leg_read(place.leg, place.chunk, within, buf) {
+            return Ok(());
+        }
+        let d = u64::from(layout.descriptor.data_chunks);
+        let s = c / d;
+        let _held = self.locks.lock(s);
+        let view = layout.stripe(s)?;
+        Counters::add(&self.counters.degraded_reads, 1);
+        self.rebuild(layout, &view, s, (c % d) as usize, within, buf)
+    }
+
+    /// Bytes `within..within + out.len()` of data chunk `k` of stripe `s`,
+    /// from any live copy or solved from the stripe's equations. The caller
+    /// holds the stripe's lock.
+    fn rebuild(&self, layout: &ProvenLayout, view: &StripeView, s: u64, k: usize, within: u64, out: &mut [u8]) -> Result<(), ArrayError> {
+        let d = layout.descriptor.data_chunks as usize;
+        for _attempt in 0..=self.legs.len() {
+            let copies = view.shape.slots.iter().enumerate().filter(|(_, sl)| matches!(sl.role, Role::Data(j) | Role::Replica(j) if j as usize == k));
+            for (i, slot) in copies {
+                if self.leg_read(slot.leg, view.place(i).chunk, within, out) {
+                    return Ok(());
+                }
+            }
+            let Some(plan) = self.plans.plan(&view.shape, d, |leg| self.leg_alive(leg)) else {
+                return Err(ArrayError::Unrecoverable { stripe: s, detail: format!("data chunk {k} is lost: legs {} are dead", self.dead_list()) });
+            };
+            let mut sources = vec![vec![0u8; out.len()]; plan.sources.len()];
+            let all_read = plan.sources.iter().zip(sources.iter_mut()).all(|(&i, buf)| self.leg_read(view.shape.slots[i].leg, view.place(i).chunk, within, buf));
+            if !all_read {
+                continue; // a source leg just died: plan again without it
+            }
+            let refs: Vec<&[u8]> = sources.iter().map(Vec::as_slice).collect();
+            encode(&EncodeMatrix::new(&[plan.rebuild[k].clone()]), &refs, &mut [out]);
+            return Ok(());
+        }
+        Err(ArrayError::Unrecoverable { stripe: s, detail: format!("data chunk {k}: legs kept failing while rebuilding it") })
+    }
+
+    fn dead_list(&self) -> String {
+        let dead: Vec<String> = self.legs.iter().enumerate().filter(|(_, l)| !l.is_alive()).map(|(i, _)| i.to_string()).collect();
+        dead.join(", ")
+    }
+
+    pub fn write(&self, data: &[u8], offset: u64, fua: bool) -> Result<(), ArrayError> {
+        let layout = self.layout.load();
+        self.check_range(&layout, offset, data.len() as u64)?;
+        Counters::add(&self.counters.writes, 1);
+        Counters::add(&self.counters.written_bytes, data.len() as u64);
+        let stripe_bytes = u64::from(layout.descriptor.data_chunks) * self.chunk_bytes;
+        let mut done = 0usize;
+        while done < data.len() {
+            let at = offset + done as u64;
+            let (s, a) = (at / stripe_bytes, at % stripe_bytes);
+            let n = ((stripe_bytes - a) as usize).min(data.len() - done);
+            self.write_stripe(&layout, s, a, &data[done..done + n], fua)?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Write `src` at byte `a` of stripe `s`'s data.
+    fn write_stripe(&self, layout: &ProvenLayout, s: u64, a: u64, src: &[u8], fua: bool) -> Result<(), ArrayError> {
+        let cb = self.chunk_bytes;
+        let d = u64::from(layout.descriptor.data_chunks);
+        let view = layout.stripe(s)?;
+        let _held = self.locks.lock(s);
+        let b = a + src.len() as u64;
+        // Column runs in which the same data chunks are touched.
+        let mut cuts = vec![0, cb, a % cb, b % cb];
+        cuts.sort_unstable();
+        cuts.dedup();
+        for w in cuts.windows(2) {
+            let (x0, x1) = (w[0], w[1]);
+            let touched: Vec<(usize, &[u8])> = (0..d)
+                .filter_map(|k| {
+                    let (lo, hi) = (k * cb + x0, k * cb + x1);
+                    (lo >= a && hi <= b).then(|| (k as usize, &src[(lo - a) as usize..(hi - a) as usize]))
+                })
+                .collect();
+            if !touched.is_empty() {
+                self.write_columns(layout, &view, s, x0, &touched, fua)?;
+            }
+        }
+        self.check_stripe_survives(layout, &view, s)
+    }
+
+    fn check_stripe_survives(&self, layout: &ProvenLayout, view: &StripeView, s: u64) -> Result<(), ArrayError> {
+        let d = layout.descriptor.data_chunks as usize;
+        if self.plans.plan(&view.shape, d, |leg| self.leg_alive(leg)).is_none() {
+            return Err(ArrayError::Unrecoverable { stripe: s, detail: format!("too many dead legs ({}) to keep the stripe's data", self.dead_list()) });
+        }
+        Ok(())
+    }
+
+    /// Update columns `x0..x0 + len` of the touched data chunks and every
+    /// live parity covering them.
+    fn write_columns(&self, layout: &ProvenLayout, view: &StripeView, s: u64, x0: u64, touched: &[(usize, &[u8])], fua: bool) -> Result<(), ArrayError> {
+        let slots = &view.shape.slots;
+        let d = layout.descriptor.data_chunks as usize;
+        let len = touched[0].1.len();
+        let copies_of = |k: usize| slots.iter().enumerate().filter(move |(_, sl)| matches!(sl.role, Role::Data(j) | Role::Replica(j) if j as usize == k));
+        let parity: Vec<(usize, &[u8])> = slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, sl)| match &sl.role {
+                Role::Parity { coefficients, .. } if self.leg_alive(sl.leg) => Some((i, &coefficients[..])),
+                _ => None,
+            })
+            .collect();
+        let mut parity_out: Vec<Vec<u8>> = Vec::new();
+        if !parity.is_empty() {
+            let has_live_copy = |k: usize| copies_of(k).any(|(_, sl)| self.leg_alive(sl.leg));
+            let rmw_reads = touched.len() + parity.len();
+            let rcw_reads = d - touched.len();
+            let mut done = false;
+            if rmw_reads < rcw_reads && touched.iter().all(|(k, _)| has_live_copy(*k)) {
+                done = self.read_modify_write(view, x0, touched, &parity, &mut parity_out);
+            }
+            if !done {
+                self.reconstruct_write(layout, view, s, x0, touched, &parity, &mut parity_out)?;
+                Counters::add(if touched.len() == d { &self.counters.full_stripe } else { &self.counters.rcw }, 1);
+            } else {
+                Counters::add(&self.counters.rmw, 1);
+            }
+        }
+        for (k, new) in touched {
+            for (i, slot) in copies_of(*k) {
+                self.leg_write(slot.leg, view.place(i).chunk, x0, new, fua);
+            }
+        }
+        for ((i, _), out) in parity.iter().zip(&parity_out) {
+            if out.len() == len {
+                self.leg_write(slots[*i].leg, view.place(*i).chunk, x0, out, fua);
+            }
+        }
+        Ok(())
+    }
+
+    /// New parity = old parity + coefficients x (old data + new data).
+    /// False when an old value could not be read (the caller reconstructs).
+    fn read_modify_write(&self, view: &StripeView, x0: u64, touched: &[(usize, &[u8])], parity: &[(usize, &[u8])], out: &mut Vec<Vec<u8>>) -> bool {
+        let len = touched[0].1.len();
+        let slots = &view.shape.slots;
+        let mut deltas: Vec<Vec<u8>> = Vec::with_capacity(touched.len());
+        for (k, new) in touched {
+            let mut old = vec![0u8; len];
+            let read = slots
+                .iter()
+                .enumerate()
+                .filter(|(_, sl)| matches!(sl.role, Role::Data(j) | Role::Replica(j) if j as usize == *k))
+                .any(|(i, sl)| self.leg_read(sl.leg, view.place(i).chunk, x0, &mut old));
+            if !read {
+                return false;
+            }
+            old.iter_mut().zip(new.iter()).for_each(|(o, n)| *o ^= n);
+            deltas.push(old);
+        }
+        out.clear();
+        for (i, _) in parity {
+            let mut old = vec![0u8; len];
+            if !self.leg_read(slots[*i].leg, view.place(*i).chunk, x0, &mut old) {
+                return false;
+            }
+            out.push(old);
+        }
+        let rows: Vec<Vec<u8>> = parity.iter().map(|(_, c)| touched.iter().map(|(k, _)| c[*k]).collect()).collect();
+        let refs: Vec<&[u8]> = deltas.iter().map(Vec::as_slice).collect();
+        let mut outs: Vec<&mut [u8]> = out.iter_mut().map(Vec::as_mut_slice).collect();
+        encode_accumulate(&EncodeMatrix::new(&rows), &refs, &mut outs);
+        true
+    }
+
+    /// Parity from every data chunk: the touched ones new, the others read
+    /// (or rebuilt when their leg is dead).
+    #[allow(clippy::too_many_arguments)]
+    fn reconstruct_write(
+        &self,
+        layout: &ProvenLayout,
+        view: &StripeView,
+        s: u64,
+        x0: u64,
+        touched: &[(usize, &[u8])],
+        parity: &[(usize, &[u8])],
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<(), ArrayError> {
+        let d = layout.descriptor.data_chunks as usize;
+        let len = touched[0].1.len();
+        let mut owned: Vec<Option<Vec<u8>>> = vec![None; d];
+        for k in 0..d {
+            if !touched.iter().any(|(t, _)| *t == k) {
+                let mut buf = vec![0u8; len];
+                self.rebuild(layout, view, s, k, x0, &mut buf)?;
+                owned[k] = Some(buf);
+            }
+        }
+        let values: Vec<&[u8]> = (0..d)
+            .map(|k| match touched.iter().find(|(t, _)| *t == k) {
+                Some((_, new)) => *new,
+                None => owned[k].as_deref().unwrap_or(&[]),
+            })
+            .collect();
+        let rows: Vec<Vec<u8>> = parity.iter().map(|(_, c)| c.to_vec()).collect();
+        *out = vec![vec![0u8; len]; parity.len()];
+        let mut outs: Vec<&mut [u8]> = out.iter_mut().map(Vec::as_mut_slice).collect();
+        encode(&EncodeMatrix::new(&rows), &values, &mut outs);
+        Ok(())
+    }
+
+    /// FLUSH reaches every live leg; a leg that fails it is marked dead.
+    pub fn flush_legs(&self) -> Result<(), ArrayError> {
+        Counters::add(&self.counters.flushes, 1);
+        for (i, leg) in self.legs.iter().enumerate() {
+            if leg.is_alive() {
+                if let Err(e) = leg.device.flush() {
+                    self.fail_leg(i, &format!("flush error: {e}"));
+                }
+            }
+        }
+        if self.legs.iter().all(|l| !l.is_alive()) {
+            return Err(ArrayError::Unrecoverable { stripe: 0, detail: "every leg is dead".into() });
+        }
+        Ok(())
+    }
+
+    /// Whole stripes of a range, and the partial pieces before and after.
+    fn split_whole_stripes(&self, layout: &ProvenLayout, offset: u64, len: u64) -> (std::ops::Range<u64>, [(u64, u64); 2]) {
+        let sb = u64::from(layout.descriptor.data_chunks) * self.chunk_bytes;
+        let end = offset + len;
+        let first = offset.div_ceil(sb);
+        let last = end / sb;
+        if first >= last {
+            return (0..0, [(offset, len), (end, 0)]);
+        }
+        (first..last, [(offset, first * sb - offset), (last * sb, end - last * sb)])
+    }
+
+    /// Zero every slot (but spares) of whole stripes `stripes`.
+    fn zero_stripes(&self, layout: &ProvenLayout, stripes: std::ops::Range<u64>, fua: bool) -> Result<(), ArrayError> {
+        let cb = self.chunk_bytes;
+        for s in stripes {
+            let view = layout.stripe(s)?;
+            let _held = self.locks.lock(s);
+            for (i, slot) in view.shape.slots.iter().enumerate() {
+                if matches!(slot.role, Role::Spare(_)) || !self.leg_alive(slot.leg) {
+                    continue;
+                }
+                let leg = &self.legs[slot.leg as usize];
+                if let Err(e) = leg.device.write_zeroes(leg.offset + view.place(i).chunk * cb, cb, fua) {
+                    self.fail_leg(slot.leg as usize, &format!("write-zeroes error: {e}"));
+                }
+            }
+            self.check_stripe_survives(layout, &view, s)?;
+        }
+        Ok(())
+    }
+
+    /// TRIM: whole stripes are zeroed on every leg (so parity stays
+    /// consistent whatever each leg does with a discard); partial stripes
+    /// are left alone, as the hint allows.
+    pub fn discard_range(&self, offset: u64, len: u64) -> Result<(), ArrayError> {
+        let layout = self.layout.load();
+        self.check_range(&layout, offset, len)?;
+        let (whole, _) = self.split_whole_stripes(&layout, offset, len);
+        self.zero_stripes(&layout, whole, false)
+    }
+
+    /// WRITE_ZEROES: whole stripes zeroed on every leg, the rest written.
+    pub fn zero_range(&self, offset: u64, len: u64, fua: bool) -> Result<(), ArrayError> {
+        let layout = self.layout.load();
+        self.check_range(&layout, offset, len)?;
+        let (whole, pieces) = self.split_whole_stripes(&layout, offset, len);
+        self.zero_stripes(&layout, whole, fua)?;
+        let zeros = vec![0u8; (1 << 20).min(len as usize)];
+        for (mut at, mut left) in pieces {
+            while left > 0 {
+                let n = left.min(zeros.len() as u64);
+                self.write(&zeros[..n as usize], at, fua)?;
+                at += n;
+                left -= n;
+            }
+        }
+        Ok(())
+    }
+}

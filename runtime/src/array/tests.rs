@@ -1,0 +1,181 @@
+//! The array against a shadow copy: random writes and reads, legs failed
+//! up to the layout's tolerance, parity checked by scrubbing.
+
+use super::*;
+use crate::device::file::FileLeg;
+use crate::layout::Geometry;
+use crate::sandbox::{Sandbox, SandboxConfig, component};
+use proptest::prelude::*;
+use std::sync::LazyLock;
+
+static SANDBOX: LazyLock<Arc<Sandbox>> =
+    LazyLock::new(|| Sandbox::new(SandboxConfig { cache_dir: None, ..SandboxConfig::default() }).expect("sandbox"));
+
+/// An array of `legs` sparse files of `leg_chunks` 4 KiB chunks.
+pub(crate) fn array(dir: &std::path::Path, layout: &str, legs: usize, leg_chunks: u64, args: &str) -> Array {
+    let chunk = 4096u64;
+    let devices: Vec<(Arc<dyn BlockDevice>, u64)> = (0..legs)
+        .map(|i| {
+            let leg = FileLeg::create(&dir.join(format!("leg{i}")), leg_chunks * chunk + 8192).expect("leg");
+            (Arc::new(leg) as Arc<dyn BlockDevice>, 8192)
+        })
+        .collect();
+    let loaded = Arc::new(component::load(&SANDBOX, crate::builtins::find(layout).expect("built-in")).expect("load"));
+    let g = Geometry { chunk_sectors: 8, leg_chunks: vec![leg_chunks; legs], args: args.into() };
+    let proven = ProvenLayout::prove(loaded, g).expect("prove");
+    Array::new(layout, devices, proven)
+}
+
+fn scrub_all(a: &Array) -> u64 {
+    (0..a.layout().descriptor.stripes).map(|s| a.scrub_stripe(s, false).expect("scrub")).sum()
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write { at: u64, len: usize, byte: u8 },
+    Read { at: u64, len: usize },
+    Fail,
+}
+
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    let op = prop_oneof![
+        6 => (any::<u64>(), 1usize..20_000, any::<u8>()).prop_map(|(at, len, byte)| Op::Write { at, len, byte }),
+        3 => (any::<u64>(), 1usize..20_000).prop_map(|(at, len)| Op::Read { at, len }),
+        1 => Just(Op::Fail),
+    ];
+    prop::collection::vec(op, 1..40)
+}
+
+fn run_ops(layout: &str, legs: usize, args: &str, ops: &[Op], seed: u64) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let a = array(dir.path(), layout, legs, 24, args);
+    let size = a.size();
+    let ft = a.layout().descriptor.fault_tolerance as usize;
+    let mut shadow = vec![0u8; size as usize];
+    let mut failed = 0usize;
+    let mut rng = seed;
+    for op in ops {
+        match *op {
+            Op::Write { at, len, byte } => {
+                let at = at % size;
+                let len = len.min((size - at) as usize);
+                let data: Vec<u8> = (0..len).map(|i| byte.wrapping_add((i / 7) as u8)).collect();
+                a.write(&data, at, false).map_err(|e| TestCaseError::fail(format!("write: {e}")))?;
+                shadow[at as usize..at as usize + len].copy_from_slice(&data);
+            }
+            Op::Read { at, len } => {
+                let at = at % size;
+                let len = len.min((size - at) as usize);
+                let mut buf = vec![0u8; len];
+                a.read(&mut buf, at).map_err(|e| TestCaseError::fail(format!("read: {e}")))?;
+                prop_assert!(buf == shadow[at as usize..at as usize + len], "read at {} of {} differs", at, len);
+            }
+            Op::Fail => {
+                if failed < ft {
+                    rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let leg = (rng >> 33) as usize % legs;
+                    if a.legs()[leg].is_alive() {
+                        a.fail_leg(leg, "test");
+                        failed += 1;
+                    }
+                }
+            }
+        }
+    }
+    let mut all = vec![0u8; size as usize];
+    a.read(&mut all, 0).map_err(|e| TestCaseError::fail(format!("final read: {e}")))?;
+    prop_assert!(all == shadow, "final contents differ");
+    if failed == 0 {
+        prop_assert_eq!(scrub_all(&a), 0, "parity inconsistent");
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn raid5_matches_a_shadow_copy(ops in ops(), seed: u64) { run_ops("raid5", 5, "", &ops, seed)?; }
+
+    #[test]
+    fn raid6_matches_a_shadow_copy(ops in ops(), seed: u64, args in prop::sample::select(vec!["la", "ls", "rotating-n-restart"])) { run_ops("raid6", 6, args, &ops, seed)?; }
+
+    #[test]
+    fn raid7_matches_a_shadow_copy(ops in ops(), seed: u64) { run_ops("raid7", 7, "", &ops, seed)?; }
+
+    #[test]
+    fn raid10_matches_a_shadow_copy(ops in ops(), seed: u64, args in prop::sample::select(vec!["n2", "f2", "o2"])) { run_ops("raid10", 4, args, &ops, seed)?; }
+
+    #[test]
+    fn raid1_matches_a_shadow_copy(ops in ops(), seed: u64) { run_ops("raid1", 3, "", &ops, seed)?; }
+
+    #[test]
+    fn pyramid_matches_a_shadow_copy(ops in ops(), seed: u64) { run_ops("pyramid", 14, "", &ops, seed)?; }
+
+    #[test]
+    fn draid_matches_a_shadow_copy(ops in ops(), seed: u64) { run_ops("draid", 8, "p=2,s=1,seed=3", &ops, seed)?; }
+
+    #[test]
+    fn raid0_and_linear_match(ops in ops().prop_filter("no failures", |o| o.iter().all(|x| !matches!(x, Op::Fail))), seed: u64) {
+        run_ops("raid0", 3, "", &ops, seed)?;
+        run_ops("linear", 3, "", &ops, seed)?;
+    }
+}
+
+#[test]
+fn one_failure_too_many_is_an_error_not_wrong_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = array(dir.path(), "raid5", 4, 16, "");
+    a.write(&vec![0x5a; 3 * 4096 * 4], 0, false).unwrap();
+    a.fail_leg(0, "test");
+    a.fail_leg(1, "test");
+    let mut buf = vec![0u8; 3 * 4096 * 4];
+    let e = a.read(&mut buf, 0).unwrap_err();
+    assert!(e.to_string().contains("lost"), "{e}");
+}
+
+#[test]
+fn io_errors_fail_the_leg_and_reads_go_degraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = array(dir.path(), "raid6", 5, 16, "");
+    let data: Vec<u8> = (0..a.size()).map(|i| (i * 13 % 251) as u8).collect();
+    a.write(&data, 0, false).unwrap();
+    // Shrink leg 2 underneath the array: its reads now fail with EOF.
+    std::fs::OpenOptions::new().write(true).open(dir.path().join("leg2")).unwrap().set_len(0).unwrap();
+    let mut back = vec![0u8; data.len()];
+    a.read(&mut back, 0).unwrap();
+    assert_eq!(back, data);
+    assert_eq!(a.health_chars(), "AADAA");
+    assert!(a.legs()[2].last_error().unwrap().contains("read error"));
+}
+
+#[test]
+fn full_stripe_writes_read_nothing_and_partial_ones_choose_the_cheaper_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = array(dir.path(), "raid6", 8, 16, "");
+    let stripe = 6 * 4096;
+    a.write(&vec![1u8; stripe], 0, false).unwrap();
+    assert_eq!(a.counters.full_stripe.load(Ordering::Relaxed), 1);
+    let reads_before: u64 = a.legs().iter().map(|l| l.reads.load(Ordering::Relaxed)).sum();
+    assert_eq!(reads_before, 0, "a full-stripe write reads nothing");
+    // One 4 KiB chunk of six: RMW reads 1 data + 2 parity < RCW's 5.
+    a.write(&vec![2u8; 4096], 4096, false).unwrap();
+    assert_eq!(a.counters.rmw.load(Ordering::Relaxed), 1);
+    // Five chunks of six: RCW reads 1 < RMW's 7.
+    a.write(&vec![3u8; 5 * 4096], stripe as u64, false).unwrap();
+    assert_eq!(a.counters.rcw.load(Ordering::Relaxed), 1);
+    assert_eq!(scrub_all(&a), 0);
+}
+
+#[test]
+fn discard_and_write_zeroes_keep_parity() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = array(dir.path(), "raid5", 4, 16, "");
+    a.write(&vec![9u8; a.size() as usize], 0, false).unwrap();
+    a.zero_range(1000, 50_000, false).unwrap();
+    a.discard_range(0, 3 * 4096 * 3).unwrap();
+    assert_eq!(scrub_all(&a), 0);
+    let mut buf = vec![0u8; 50_000];
+    a.read(&mut buf, 1000).unwrap();
+    assert!(buf.iter().all(|&b| b == 0));
+}

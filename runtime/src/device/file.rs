@@ -1,0 +1,229 @@
+//! A leg that is a file or a block device, with positioned I/O.
+//!
+//! Requests are served synchronously on the caller's thread (the frontends
+//! run them on a thread pool; see `benches/legio.rs` for why a pool and not
+//! io_uring). FUA writes use `pwritev2(RWF_DSYNC)`; discard punches holes;
+//! write-zeroes uses `FALLOC_FL_ZERO_RANGE` (or writes zeroes where the file
+//! system cannot). With `direct`, the file is opened `O_DIRECT` and requests
+//! are bounced through aligned buffers when the caller's are not aligned.
+
+use super::{BlockDevice, check_range, io_error};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// O_DIRECT alignment used for bounce buffers.
+const DIRECT_ALIGN: usize = 4096;
+
+pub struct FileLeg {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    direct: bool,
+}
+
+/// Options for opening a leg.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenFlags {
+    pub direct: bool,
+    pub read_only: bool,
+}
+
+impl FileLeg {
+    /// Open an existing file or block device.
+    pub fn open(path: &Path, flags: OpenFlags) -> io::Result<FileLeg> {
+        let mut options = OpenOptions::new();
+        options.read(true).write(!flags.read_only);
+        if flags.direct {
+            options.custom_flags(libc::O_DIRECT);
+        }
+        let file = options.open(path).map_err(|e| io::Error::new(e.kind(), format!("cannot open leg {}: {e}", path.display())))?;
+        let size = device_size(&file).map_err(|e| io::Error::new(e.kind(), format!("cannot size leg {}: {e}", path.display())))?;
+        Ok(FileLeg { file, path: path.to_path_buf(), size, direct: flags.direct })
+    }
+
+    /// Create (or extend) a sparse file of `size` bytes and open it.
+    pub fn create(path: &Path, size: u64) -> io::Result<FileLeg> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        if file.metadata()?.len() < size {
+            file.set_len(size)?;
+        }
+        drop(file);
+        FileLeg::open(path, OpenFlags::default())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn aligned(&self, ptr: *const u8, len: usize, offset: u64) -> bool {
+        !self.direct || (ptr as usize % DIRECT_ALIGN == 0 && len % 512 == 0 && offset % 512 == 0)
+    }
+
+    fn fallocate(&self, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
+        // SAFETY: fallocate on an fd we own, with plain integer arguments.
+        let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, offset as libc::off_t, len as libc::off_t) };
+        if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    }
+
+    fn write_zero_buffer(&self, offset: u64, len: u64, fua: bool) -> io::Result<()> {
+        let block = vec![0u8; (1 << 20).min(len as usize)];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(block.len() as u64) as usize;
+            self.write_at(&block[..n], offset + done, fua)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// A buffer aligned for O_DIRECT.
+struct Bounce {
+    storage: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Bounce {
+    fn new(len: usize) -> Bounce {
+        let storage = vec![0u8; len + DIRECT_ALIGN];
+        let start = storage.as_ptr().align_offset(DIRECT_ALIGN);
+        Bounce { storage, start, len }
+    }
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+}
+
+fn device_size(file: &File) -> io::Result<u64> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = file.metadata()?;
+    if meta.file_type().is_block_device() {
+        let mut size: u64 = 0;
+        // SAFETY: BLKGETSIZE64 writes one u64 through the pointer we pass.
+        let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(size)
+    } else {
+        Ok(meta.len())
+    }
+}
+
+/// `_IOR(0x12, 114, size_t)`
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+
+impl BlockDevice for FileLeg {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        check_range(self, offset, buf.len() as u64)?;
+        let result = if self.aligned(buf.as_ptr(), buf.len(), offset) {
+            self.file.read_exact_at(buf, offset)
+        } else {
+            let mut bounce = Bounce::new(buf.len());
+            self.file.read_exact_at(bounce.as_mut(), offset).map(|()| buf.copy_from_slice(bounce.as_mut()))
+        };
+        result.map_err(|e| io_error(&self.describe(), "read", offset, buf.len() as u64, e))
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
+        check_range(self, offset, buf.len() as u64)?;
+        let mut bounce;
+        let data = if self.aligned(buf.as_ptr(), buf.len(), offset) {
+            buf
+        } else {
+            bounce = Bounce::new(buf.len());
+            bounce.as_mut().copy_from_slice(buf);
+            &*bounce.as_mut()
+        };
+        let result = if fua { pwrite_dsync(&self.file, data, offset) } else { self.file.write_all_at(data, offset) };
+        result.map_err(|e| io_error(&self.describe(), "write", offset, buf.len() as u64, e))
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.file.sync_data().map_err(|e| io::Error::new(e.kind(), format!("{}: flush: {e}", self.describe())))
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        check_range(self, offset, len)?;
+        match self.fallocate(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, offset, len) {
+            Ok(()) => Ok(()),
+            // A hint: a leg that cannot punch holes keeps its data.
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(()),
+            Err(e) => Err(io_error(&self.describe(), "discard", offset, len, e)),
+        }
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> io::Result<()> {
+        check_range(self, offset, len)?;
+        let zeroed = self
+            .fallocate(libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE, offset, len)
+            .or_else(|_| self.fallocate(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, offset, len));
+        match zeroed {
+            Ok(()) if fua => self.flush(),
+            Ok(()) => Ok(()),
+            Err(_) => self.write_zero_buffer(offset, len, fua),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// pwritev2 with RWF_DSYNC: this write alone is durable on return.
+fn pwrite_dsync(file: &File, mut data: &[u8], mut offset: u64) -> io::Result<()> {
+    while !data.is_empty() {
+        let iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+        // SAFETY: one iovec describing `data`, which outlives the call.
+        let n = unsafe { libc::pwritev2(file.as_raw_fd(), &iov, 1, offset as libc::off_t, libc::RWF_DSYNC) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            if e.raw_os_error() == Some(libc::EOPNOTSUPP) || e.raw_os_error() == Some(libc::ENOSYS) {
+                file.write_all_at(data, offset)?;
+                return file.sync_data();
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "pwritev2 wrote nothing"));
+        }
+        data = &data[n as usize..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_write_zero_discard_and_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let leg = FileLeg::create(&dir.path().join("leg"), 1 << 20).unwrap();
+        assert_eq!(leg.size(), 1 << 20);
+        leg.write_at(&[7u8; 8192], 4096, false).unwrap();
+        leg.write_at(&[9u8; 100], 100, true).unwrap();
+        let mut buf = vec![0u8; 8192];
+        leg.read_at(&mut buf, 4096).unwrap();
+        assert!(buf.iter().all(|&b| b == 7));
+        leg.write_zeroes(4096, 4096, false).unwrap();
+        leg.read_at(&mut buf, 4096).unwrap();
+        assert!(buf[..4096].iter().all(|&b| b == 0) && buf[4096..].iter().all(|&b| b == 7));
+        leg.discard(0, 1 << 20).unwrap();
+        leg.flush().unwrap();
+        let e = leg.read_at(&mut buf, (1 << 20) - 100).unwrap_err();
+        assert!(e.to_string().contains("beyond the end"), "{e}");
+    }
+}

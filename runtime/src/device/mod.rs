@@ -1,0 +1,44 @@
+//! Block devices: the one trait every leg, target, table and array
+//! implements, so an array or a table segment can be a leg of another array
+//! and every frontend serves the same thing.
+
+pub mod file;
+
+use std::io;
+
+/// A byte-addressed block device with synchronous I/O.
+///
+/// Offsets and lengths are in bytes; callers keep them within `size()`.
+/// Implementations are shared between threads.
+pub trait BlockDevice: Send + Sync {
+    /// Size in bytes.
+    fn size(&self) -> u64;
+    /// Fill `buf` from `offset`.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Write `buf` at `offset`; with `fua` the data is durable on return.
+    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()>;
+    /// Make every completed write durable.
+    fn flush(&self) -> io::Result<()>;
+    /// A hint that the range is unused; reads of it may return anything.
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Make the range read back as zeroes.
+    fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> io::Result<()>;
+    /// What this device is, for status and errors (a path, a target).
+    fn describe(&self) -> String;
+}
+
+/// An I/O error naming the device and the range.
+pub fn io_error(device: &str, what: &str, offset: u64, len: u64, e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("{device}: {what} of {len} bytes at {offset}: {e}"))
+}
+
+/// Refuse a request beyond the end of a device.
+pub fn check_range(device: &dyn BlockDevice, offset: u64, len: u64) -> io::Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= device.size() => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: {len} bytes at {offset} go beyond the end ({} bytes)", device.describe(), device.size()),
+        )),
+    }
+}
