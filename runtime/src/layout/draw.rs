@@ -41,7 +41,7 @@ impl Grid {
                 let cell = match &slot.role {
                     Role::Data(k) => (format!("D{}", s * d + u64::from(*k)), Kind::Data),
                     Role::Replica(k) => (format!("D{}'", s * d + u64::from(*k)), Kind::Replica),
-                    Role::Parity { ordinal, .. } => (slot.role.label(), Kind::Parity(*ordinal)),
+                    Role::Parity { ordinal, .. } => (parity_label(&view.shape.slots, &slot.role), Kind::Parity(*ordinal)),
                     Role::Spare(_) => ("S".into(), Kind::Spare),
                 };
                 cells.insert((place.leg, place.chunk), cell);
@@ -110,6 +110,29 @@ impl Grid {
         }
         out.push_str("</svg>\n");
         out
+    }
+}
+
+/// `P` for XOR over every data chunk, `L1`, `L2`... for XOR over a group
+/// (local parities), `Q`, `R`, `G3`... for weighted parities in ordinal
+/// order.
+fn parity_label(slots: &[super::Slot], role: &Role) -> String {
+    let Role::Parity { ordinal, coefficients } = role else { return role.label() };
+    let binary = |c: &[u8]| c.iter().all(|&x| x <= 1);
+    if coefficients.iter().all(|&c| c == 1) {
+        return "P".into();
+    }
+    if binary(coefficients) {
+        return format!("L{}", ordinal + 1);
+    }
+    let rank = slots
+        .iter()
+        .filter(|s| matches!(&s.role, Role::Parity { ordinal: o, coefficients: c } if o < ordinal && !binary(c)))
+        .count();
+    match rank {
+        0 => "Q".into(),
+        1 => "R".into(),
+        n => format!("G{}", n + 1),
     }
 }
 

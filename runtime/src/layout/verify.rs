@@ -293,19 +293,30 @@ impl<'a> Checker<'a> {
     }
 
     /// Prove the fault tolerance of `stripe`'s shape unless an identical
-    /// shape (same roles grouped by leg) was proven already.
+    /// shape (same roles grouped by leg, whatever the legs' numbers) was
+    /// proven already.
     fn check_shape(&mut self, s: u64, stripe: &Stripe) -> Result<(), ProofError> {
-        let mut groups: HashMap<u32, Vec<&Role>> = HashMap::new();
-        for slot in &stripe.slots {
-            groups.entry(slot.leg).or_default().push(&slot.role);
-        }
-        let mut key: Vec<Vec<&Role>> = groups.into_values().collect();
-        for group in &mut key {
-            group.sort_by_key(|r| role_order(r));
-        }
-        key.sort_by(|a, b| a.iter().map(|r| role_order(r)).cmp(b.iter().map(|r| role_order(r))));
+        let mut slots: Vec<(u32, u64)> = stripe
+            .slots
+            .iter()
+            .map(|sl| {
+                let mut h = self.shape_hasher.build_hasher();
+                sl.role.hash(&mut h);
+                (sl.leg, h.finish())
+            })
+            .collect();
+        slots.sort_unstable();
+        let mut groups: Vec<u64> = slots
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|group| {
+                let mut h = self.shape_hasher.build_hasher();
+                group.iter().for_each(|(_, role)| role.hash(&mut h));
+                h.finish()
+            })
+            .collect();
+        groups.sort_unstable();
         let mut h = self.shape_hasher.build_hasher();
-        key.hash(&mut h);
+        groups.hash(&mut h);
         if self.shapes.insert(h.finish(), ()).is_some() {
             return Ok(());
         }
@@ -317,15 +328,6 @@ impl<'a> Checker<'a> {
             self.used = self.g.leg_chunks.iter().map(|&n| vec![0u64; n.div_ceil(64) as usize]).collect();
         }
         &mut self.used
-    }
-}
-
-fn role_order(r: &Role) -> (u8, u32, Vec<u8>) {
-    match r {
-        Role::Data(k) => (0, *k, Vec::new()),
-        Role::Replica(k) => (1, *k, Vec::new()),
-        Role::Parity { ordinal, coefficients } => (2, *ordinal, coefficients.to_vec()),
-        Role::Spare(o) => (3, *o, Vec::new()),
     }
 }
 
@@ -541,8 +543,11 @@ fn prove_aperiodic(source: &mut dyn StripeSource, ck: &mut Checker<'_>, hasher: 
         for (i, stripe) in stripes.iter().enumerate() {
             let s = first + i as u64;
             ck.check_stripe(s, stripe)?;
-            let legs = ck.g.leg_chunks.clone();
-            let bits = ck.bitmaps();
+            let legs = &ck.g.leg_chunks;
+            if ck.used.is_empty() {
+                ck.used = legs.iter().map(|&n| vec![0u64; n.div_ceil(64) as usize]).collect();
+            }
+            let bits = &mut ck.used;
             for (k, slot) in stripe.slots.iter().enumerate() {
                 let size = legs[slot.leg as usize];
                 if slot.chunk >= size {
