@@ -33,3 +33,150 @@ pub fn builtin(sandbox: &Arc<Sandbox>, name: &str) -> Arc<LoadedComponent> {
 pub fn geometry(legs: usize, leg_chunks: u64, args: &str) -> Geometry {
     Geometry { chunk_sectors: 128, leg_chunks: vec![leg_chunks; legs], args: args.into() }
 }
+
+/// The `wasmraid` binary built alongside the tests (target/<profile>/).
+pub fn wasmraid_bin() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("WASMRAID_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps");
+    let bin = dir.join("wasmraid");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build --release -p wasmraid, or ./scripts/test.sh)",
+        bin.display()
+    );
+    bin
+}
+
+/// Fail loudly (never skip) when a client tool is missing.
+pub fn require(tool: &str) {
+    let found = std::process::Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(found, "{tool} is not installed: run ./scripts/setup.sh (it installs qemu-utils, libnbd-bin, nbdkit, fio)");
+}
+
+/// A `wasmraid serve` process on a Unix socket, in its own folder.
+pub struct Served {
+    pub child: std::process::Child,
+    pub dir: tempfile::TempDir,
+    pub name: String,
+    pub socket: std::path::PathBuf,
+    pub run_dir: std::path::PathBuf,
+}
+
+impl Served {
+    /// Serve `layout` over `legs` sparse files of `leg_size`.
+    pub fn layout(layout: &str, legs: usize, leg_size: &str, args: &str, chunk: &str) -> Served {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let leg_list: Vec<String> = (0..legs).map(|i| dir.path().join(format!("leg{i}")).display().to_string()).collect();
+        let extra = vec![
+            "--layout".to_string(),
+            layout.to_string(),
+            "--legs".into(),
+            leg_list.join(","),
+            "--create-legs".into(),
+            leg_size.into(),
+            "--chunk".into(),
+            chunk.into(),
+            format!("--args={args}"),
+        ];
+        Served::start(dir, extra)
+    }
+
+    /// Serve a table written by `make(dir)`.
+    pub fn table(make: impl FnOnce(&std::path::Path) -> String) -> Served {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = make(dir.path());
+        let path = dir.path().join("table");
+        std::fs::write(&path, text).expect("write table");
+        Served::start(dir, vec!["--table".into(), path.display().to_string()])
+    }
+
+    fn start(dir: tempfile::TempDir, extra: Vec<String>) -> Served {
+        let name = "dev".to_string();
+        let socket = dir.path().join("nbd.sock");
+        let run_dir = dir.path().join("run");
+        let log = std::fs::File::create(dir.path().join("serve.log")).expect("log");
+        let child = std::process::Command::new(wasmraid_bin())
+            .arg("--no-cache")
+            .arg("serve")
+            .arg(&name)
+            .args(&extra)
+            .arg("--nbd-unix")
+            .arg(&socket)
+            .arg("--run-dir")
+            .arg(&run_dir)
+            .env("WASMRAID_LOG", "info")
+            .stderr(log)
+            .spawn()
+            .expect("spawn wasmraid serve");
+        let mut served = Served { child, dir, name, socket, run_dir };
+        let control = served.run_dir.join("dev.sock");
+        for _ in 0..300 {
+            if control.exists() && served.socket.exists() {
+                return served;
+            }
+            if let Ok(Some(status)) = served.child.try_wait() {
+                panic!("wasmraid serve exited ({status}): {}", served.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("wasmraid serve did not come up: {}", served.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// The NBD URI of the export.
+    pub fn uri(&self) -> String {
+        format!("nbd+unix:///{}?socket={}", self.name, self.socket.display())
+    }
+
+    /// Run a control command (`status`, `leg fail`, ...) against this server.
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = std::process::Command::new(wasmraid_bin());
+        cmd.args(args);
+        // --run-dir belongs to the subcommand, after its positional words.
+        cmd.arg("--run-dir").arg(&self.run_dir);
+        cmd.output().expect("run wasmraid")
+    }
+
+    /// `status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.ctl(&["status", &self.name, "--json"]);
+        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("status json")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run a command, returning (success, stdout + stderr).
+pub fn run(cmd: &mut std::process::Command) -> (bool, String) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// fio with the nbd engine against `uri`, verify=crc32c; extra options
+/// override. Returns (no error, output).
+pub fn fio(uri: &str, extra: &[&str]) -> (bool, String) {
+    let mut cmd = std::process::Command::new("fio");
+    cmd.args(["--name=job", "--ioengine=nbd", &format!("--uri={uri}"), "--rw=randwrite", "--bs=8k", "--iodepth=32", "--size=32M", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--exitall_on_error=1"]);
+    cmd.args(extra);
+    let (ok, text) = run(&mut cmd);
+    let clean = ok
+        && text.contains("err= 0")
+        && !text.contains("io_u error")
+        && !text.contains("verify failed")
+        && !text.contains("bad magic")
+        && !text.contains("bad header");
+    (clean, text)
+}

@@ -10,8 +10,12 @@
 
 pub mod array;
 pub mod builtins;
+pub mod control;
 pub mod device;
+pub mod frontend;
 pub mod layout;
 pub mod parity;
 pub mod sandbox;
+pub mod serve;
+pub mod table;
 pub mod units;

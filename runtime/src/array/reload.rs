@@ -12,7 +12,7 @@ pub struct ReloadReport {
     pub old_hash: String,
     pub new_hash: String,
     pub stripes_compared: u64,
-    #[serde(serialize_with = "crate::units::as_millis")]
+    #[serde(rename = "compare_time_ms", serialize_with = "crate::units::as_millis")]
     pub compare_time: Duration,
 }
 

@@ -1,7 +1,9 @@
 //! Command-line interface (clap); `anyhow` lives only here.
 
 mod algo;
+mod control;
 mod demo;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -53,8 +55,67 @@ enum Command {
     /// Compile, prove, draw and list layout algorithms.
     #[command(subcommand)]
     Algo(algo::AlgoCommand),
-    /// Prove and draw a few built-in layouts (the README's first command).
+    /// Prove and draw a few built-in layouts, then serve an array over NBD and exercise it (the README's first command).
     Demo,
+    /// Serve a table or an array over NBD, with a control socket.
+    Serve(serve::ServeArgs),
+    /// Check a device-mapper style table.
+    #[command(subcommand)]
+    Table(TableCommand),
+    /// Show a served device: per-leg health (dm-raid A/a/D), layout, counters.
+    Status {
+        name: String,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_name = "DIR")]
+        run_dir: Option<PathBuf>,
+    },
+    /// Leg operations on a served array.
+    #[command(subcommand)]
+    Leg(LegCommand),
+    /// Replace a served array's layout component with one proven identical.
+    Reload {
+        name: String,
+        /// A component file or a built-in name.
+        component: String,
+        /// The array within the device (when its table has several).
+        #[arg(long)]
+        array: Option<String>,
+        /// New algorithm arguments (default: keep the running ones).
+        #[arg(long, allow_hyphen_values = true)]
+        args: Option<String>,
+        #[arg(long, value_name = "DIR")]
+        run_dir: Option<PathBuf>,
+    },
+    /// Stop serving a device (flushes, removes its sockets).
+    Stop {
+        name: String,
+        #[arg(long, value_name = "DIR")]
+        run_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TableCommand {
+    /// Parse and validate a table; with --bind also open legs and prove layouts.
+    Check {
+        file: PathBuf,
+        #[arg(long)]
+        bind: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LegCommand {
+    /// Mark a leg failed; the array continues degraded.
+    Fail {
+        name: String,
+        leg: usize,
+        #[arg(long)]
+        array: Option<String>,
+        #[arg(long, value_name = "DIR")]
+        run_dir: Option<PathBuf>,
+    },
 }
 
 pub fn main() -> std::process::ExitCode {
@@ -62,10 +123,42 @@ pub fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WASMRAID_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Algo(cmd) => algo::run(cmd, &cli.sandbox),
         Command::Demo => demo::run(&cli.sandbox),
+        Command::Serve(args) => serve::run(args, &cli.sandbox),
+        Command::Table(TableCommand::Check { file, bind }) => serve::check(&file, bind, &cli.sandbox),
+        Command::Status { name, json, run_dir } => control::status(&run_dir, &name, json),
+        Command::Leg(LegCommand::Fail { name, leg, array, run_dir }) => {
+            control::call(&run_dir, &name, wasmraid::control::Request::LegFail { array, leg }, Duration::from_secs(10)).map(|r| {
+                println!("{name}: leg {leg} failed; health {}", r.result["health"].as_str().unwrap_or("?"));
+                std::process::ExitCode::SUCCESS
+            })
+        }
+        Command::Reload { name, component, array, args, run_dir } => {
+            // The server resolves the path: make it absolute here.
+            let component = match std::path::Path::new(&component) {
+                p if p.exists() => std::fs::canonicalize(p).map(|p| p.display().to_string()).unwrap_or(component),
+                _ => component,
+            };
+            control::call(&run_dir, &name, wasmraid::control::Request::Reload { array, component, args }, Duration::from_secs(600)).map(|r| {
+                let x = &r.result;
+                println!(
+                    "{name}: reloaded {} -> {} ({} stripes proven identical in {:.1} ms)",
+                    &x["old_hash"].as_str().unwrap_or("")[..16.min(x["old_hash"].as_str().unwrap_or("").len())],
+                    &x["new_hash"].as_str().unwrap_or("")[..16.min(x["new_hash"].as_str().unwrap_or("").len())],
+                    x["stripes_compared"],
+                    x["compare_time_ms"].as_f64().unwrap_or(0.0)
+                );
+                std::process::ExitCode::SUCCESS
+            })
+        }
+        Command::Stop { name, run_dir } => control::call(&run_dir, &name, wasmraid::control::Request::Stop, Duration::from_secs(10)).map(|_| {
+            println!("{name}: stopping");
+            std::process::ExitCode::SUCCESS
+        }),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,152 @@
+//! `wasmraid serve` and `wasmraid table check`.
+
+use super::SandboxArgs;
+use anyhow::{Context, bail};
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use wasmraid::device::BlockDevice;
+use wasmraid::device::file::{FileLeg, OpenFlags};
+use wasmraid::frontend::nbd::Listen;
+use wasmraid::table::bind::BindContext;
+use wasmraid::table::{Table, parse};
+use wasmraid::units::{format_size, parse_size};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The device's name (its NBD export name and control socket name).
+    name: String,
+    /// A device-mapper style table file (`<start> <length> <target> <args>`).
+    #[arg(long, conflicts_with = "layout")]
+    table: Option<PathBuf>,
+    /// Serve one array: a component file or a built-in layout name.
+    #[arg(long, requires = "legs")]
+    layout: Option<String>,
+    /// The array's legs (files or block devices), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    legs: Vec<PathBuf>,
+    /// Chunk size.
+    #[arg(long, default_value = "64K")]
+    chunk: String,
+    /// The layout's arguments.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    args: String,
+    /// Bytes to skip at the start of every leg (md's data offset), e.g. 1M.
+    #[arg(long, default_value = "0")]
+    data_offset: String,
+    /// Create legs that do not exist as sparse files of this size.
+    #[arg(long, value_name = "SIZE")]
+    create_legs: Option<String>,
+    /// Serve NBD on this TCP address (default 127.0.0.1:10809 when no --nbd-unix is given).
+    #[arg(long)]
+    nbd: Vec<SocketAddr>,
+    /// Serve NBD on this Unix socket.
+    #[arg(long)]
+    nbd_unix: Vec<PathBuf>,
+    /// Open legs with O_DIRECT.
+    #[arg(long)]
+    direct: bool,
+    /// Directory of control sockets.
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+}
+
+/// The table a `--layout` serve stands for, with a given length.
+fn layout_table(a: &ServeArgs, layout: &str, sectors: u64) -> anyhow::Result<String> {
+    let chunk = parse_size(&a.chunk)?;
+    if chunk == 0 || chunk % 512 != 0 {
+        bail!("chunk size {} must be a non-zero multiple of 512 bytes", a.chunk);
+    }
+    let offset = parse_size(&a.data_offset)?;
+    if offset % 512 != 0 {
+        bail!("data offset {} must be a multiple of 512 bytes", a.data_offset);
+    }
+    let mut line = format!("0 {sectors} wasm {layout} {} {}", chunk / 512, a.legs.len());
+    for leg in &a.legs {
+        let text = leg.to_str().context("leg paths must be UTF-8")?;
+        if text.chars().any(char::is_whitespace) {
+            bail!("leg path {text:?} contains white space");
+        }
+        line.push_str(&format!(" {text} {}", offset / 512));
+    }
+    if !a.args.trim().is_empty() {
+        line.push_str(&format!(" -- {}", a.args.trim()));
+    }
+    Ok(line)
+}
+
+fn bind(name: &str, text: &str, sandbox: &Arc<wasmraid::sandbox::Sandbox>, flags: OpenFlags) -> anyhow::Result<Table> {
+    let spec = parse::parse(text)?;
+    Ok(Table::bind(&spec, BindContext::new(name, sandbox.clone(), flags))?)
+}
+
+pub fn run(a: ServeArgs, sandbox_args: &SandboxArgs) -> anyhow::Result<ExitCode> {
+    wasmraid::control::valid_name(&a.name).map_err(anyhow::Error::msg)?;
+    let sandbox = sandbox_args.sandbox()?;
+    let flags = OpenFlags { direct: a.direct, read_only: false };
+    if let Some(size) = &a.create_legs {
+        let size = parse_size(size)?;
+        for leg in &a.legs {
+            if !leg.exists() {
+                FileLeg::create(leg, size).with_context(|| format!("creating leg {}", leg.display()))?;
+            }
+        }
+    }
+    let table = match (&a.table, &a.layout) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading table {}", path.display()))?;
+            bind(&a.name, &text, &sandbox, flags).with_context(|| format!("table {}", path.display()))?
+        }
+        (None, Some(layout)) => {
+            // Prove once to learn the capacity, then bind the whole array.
+            let probe = bind(&a.name, &layout_table(&a, layout, 1)?, &sandbox, flags)?;
+            let sectors = probe.arrays.first().map(|x| x.size() / 512).unwrap_or(0);
+            drop(probe);
+            bind(&a.name, &layout_table(&a, layout, sectors)?, &sandbox, flags)?
+        }
+        (None, None) => bail!("give --table FILE, or --layout COMPONENT with --legs"),
+    };
+    let mut listens: Vec<Listen> = a.nbd.iter().map(|addr| Listen::Tcp(*addr)).chain(a.nbd_unix.iter().map(|p| Listen::Unix(p.clone()))).collect();
+    if listens.is_empty() {
+        listens.push(Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 10809))));
+    }
+    let run_dir = a.run_dir.clone().unwrap_or_else(wasmraid::control::default_run_dir);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("wasmraid").build()?;
+    let table = Arc::new(table);
+    runtime.block_on(wasmraid::serve::run(a.name.clone(), table, sandbox, listens, run_dir, |served, socket| {
+        eprintln!(
+            "wasmraid: serving {} ({}) on {}; control {}",
+            served.name,
+            format_size(served.table.size()),
+            served.listening.join(", "),
+            socket.display()
+        );
+    }))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wasmraid table check FILE`: parse and validate a table without opening
+/// anything; with `--bind`, also open the legs and prove the layouts.
+pub fn check(path: &PathBuf, bind_too: bool, sandbox_args: &SandboxArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading table {}", path.display()))?;
+    let spec = match parse::parse(&text) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("{}: {e}", path.display());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    println!("{}: {} line(s), {} sectors ({}): valid", path.display(), spec.lines.len(), spec.sectors(), format_size(spec.sectors() * 512));
+    if bind_too {
+        match Table::bind(&spec, BindContext::new("check", sandbox_args.sandbox()?, OpenFlags { direct: false, read_only: true })) {
+            Ok(t) => println!("bound: {}", t.describe()),
+            Err(e) => {
+                println!("{}: {e}", path.display());
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,56 @@
+//! The control plane: a Unix socket (mode 0600) per served device speaking
+//! one JSON object per line, for `status`, `leg fail`, `reload` and `stop`.
+
+pub mod client;
+pub mod server;
+pub mod status;
+
+use std::path::{Path, PathBuf};
+
+/// A control request.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    Status,
+    LegFail { array: Option<String>, leg: usize },
+    Reload { array: Option<String>, component: String, args: Option<String> },
+    Stop,
+}
+
+/// A control answer: `ok` with a result, or an error message.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub result: serde_json::Value,
+}
+
+/// Where control sockets live: `$WASMRAID_RUN_DIR`, else `/run/wasmraid`
+/// for root, else `$XDG_RUNTIME_DIR/wasmraid`, else `/tmp/wasmraid-<uid>`.
+pub fn default_run_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("WASMRAID_RUN_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if uid == 0 {
+        return PathBuf::from("/run/wasmraid");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d).join("wasmraid"),
+        None => PathBuf::from(format!("/tmp/wasmraid-{uid}")),
+    }
+}
+
+/// The control socket of device `name`.
+pub fn socket_path(run_dir: &Path, name: &str) -> PathBuf {
+    run_dir.join(format!("{name}.sock"))
+}
+
+/// Device names become file names: keep them tame.
+pub fn valid_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) && !name.starts_with('.');
+    if ok { Ok(()) } else { Err(format!("device name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.'")) }
+}

@@ -1,0 +1,96 @@
+//! The serving side of the control socket.
+
+use super::{Request, Response};
+use crate::array::Array;
+use crate::layout::proven::ProvenLayout;
+use crate::serve::Served;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+
+/// Answer control connections until the listener is dropped.
+pub async fn run(listener: UnixListener, served: Arc<Served>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let served = served.clone();
+        tokio::spawn(async move {
+            let (rd, mut wr) = stream.into_split();
+            let mut lines = BufReader::new(rd).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let response = match serde_json::from_str::<Request>(&line) {
+                    Ok(request) => handle(&served, request).await,
+                    Err(e) => failure(format!("cannot read the request: {e}")),
+                };
+                let mut out = serde_json::to_string(&response).unwrap_or_else(|_| "{\"ok\":false}".into());
+                out.push('\n');
+                if wr.write_all(out.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+fn failure(message: String) -> Response {
+    Response { ok: false, error: Some(message), result: serde_json::Value::Null }
+}
+
+fn success(result: serde_json::Value) -> Response {
+    Response { ok: true, error: None, result }
+}
+
+/// The array a request names, or the only one.
+fn find_array(served: &Served, name: Option<&str>) -> Result<Arc<Array>, String> {
+    let arrays = &served.table.arrays;
+    let names = || arrays.iter().map(|a| a.name().to_string()).collect::<Vec<_>>().join(", ");
+    match name {
+        Some(n) => arrays.iter().find(|a| a.name() == n).cloned().ok_or_else(|| format!("no array named {n:?} (arrays: {})", names())),
+        None => match arrays.as_slice() {
+            [only] => Ok(only.clone()),
+            [] => Err(format!("{} has no array (its table has no wasm target)", served.name)),
+            _ => Err(format!("{} has several arrays ({}): name one", served.name, names())),
+        },
+    }
+}
+
+async fn handle(served: &Arc<Served>, request: Request) -> Response {
+    match request {
+        Request::Status => success(served.status()),
+        Request::Stop => {
+            served.stop.notify_one();
+            success(serde_json::json!({"stopping": served.name}))
+        }
+        Request::LegFail { array, leg } => match find_array(served, array.as_deref()) {
+            Err(e) => failure(e),
+            Ok(a) if leg >= a.legs().len() => failure(format!("array {} has legs 0 to {}, not {leg}", a.name(), a.legs().len() - 1)),
+            Ok(a) => {
+                a.fail_leg(leg, "failed by the operator");
+                success(serde_json::json!({"array": a.name(), "leg": leg, "health": a.health_chars()}))
+            }
+        },
+        Request::Reload { array, component, args } => {
+            let array = match find_array(served, array.as_deref()) {
+                Ok(a) => a,
+                Err(e) => return failure(e),
+            };
+            let sandbox = served.sandbox.clone();
+            let outcome = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
+                let (origin, bytes) = crate::builtins::resolve(&component).map_err(|e| e.to_string())?;
+                let loaded = crate::sandbox::component::load(&sandbox, &bytes).map_err(|e| format!("{origin}: {e}"))?;
+                let mut geometry = array.layout().geometry.clone();
+                if let Some(a) = args {
+                    geometry.args = a;
+                }
+                let proven = ProvenLayout::prove(Arc::new(loaded), geometry).map_err(|e| format!("{origin}: {e}"))?;
+                let report = array.reload(proven).map_err(|e| format!("{origin} refused: {e}"))?;
+                serde_json::to_value(report).map_err(|e| e.to_string())
+            })
+            .await;
+            match outcome {
+                Ok(Ok(report)) => success(report),
+                Ok(Err(e)) => failure(e),
+                Err(e) => failure(format!("reload task failed: {e}")),
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Device-mapper style tables: segments of sectors mapped onto targets.
+
+pub mod bind;
+mod index;
+pub mod parse;
+pub mod targets;
+
+use crate::array::Array;
+use crate::device::{BlockDevice, check_range};
+use bind::BindContext;
+use parse::{Line, TableError, TableSpec};
+use std::io;
+use std::sync::Arc;
+
+struct Segment {
+    start: u64,
+    len: u64,
+    device: Arc<dyn BlockDevice>,
+    line: Line,
+}
+
+/// A bound table: one block device made of segments.
+pub struct Table {
+    name: String,
+    segments: Vec<Segment>,
+    index: index::SegmentIndex,
+    size: u64,
+    pub arrays: Vec<Arc<Array>>,
+}
+
+impl Table {
+    /// Open every device and build every target of `spec`.
+    pub fn bind(spec: &TableSpec, mut ctx: BindContext) -> Result<Table, TableError> {
+        ctx.wasm_lines = spec.lines.iter().filter(|l| l.target == "wasm").map(|l| l.number).collect();
+        let mut segments = Vec::with_capacity(spec.lines.len());
+        for line in &spec.lines {
+            let device = targets::build(line, &mut ctx)?;
+            segments.push(Segment { start: line.start * 512, len: line.length * 512, device, line: line.clone() });
+        }
+        let starts: Vec<u64> = segments.iter().map(|s| s.start / 512).collect();
+        Ok(Table {
+            name: ctx.name.clone(),
+            size: spec.sectors() * 512,
+            index: index::SegmentIndex::new(&starts),
+            segments,
+            arrays: ctx.arrays,
+        })
+    }
+
+    /// A table of one segment: a whole array.
+    pub fn single(name: &str, array: Arc<Array>) -> Table {
+        let len = array.size();
+        let line = Line { number: 1, start: 0, length: len / 512, target: "wasm".into(), args: Vec::new() };
+        Table {
+            name: name.into(),
+            segments: vec![Segment { start: 0, len, device: array.clone(), line }],
+            index: index::SegmentIndex::new(&[0]),
+            size: len,
+            arrays: vec![array],
+        }
+    }
+
+    /// The table as dmsetup prints it.
+    pub fn text(&self) -> String {
+        self.segments
+            .iter()
+            .map(|s| {
+                let args: Vec<&str> = s.line.args.iter().map(|f| f.text.as_str()).collect();
+                format!("{} {} {} {}", s.start / 512, s.len / 512, s.line.target, args.join(" ")).trim_end().to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Apply `f(device, offset within the segment, range start, len)` to
+    /// each segment piece of a request.
+    fn each(&self, offset: u64, len: u64, mut f: impl FnMut(&dyn BlockDevice, u64, usize, usize) -> io::Result<()>) -> io::Result<()> {
+        check_range(self, offset, len)?;
+        let mut done = 0u64;
+        while done < len {
+            let at = offset + done;
+            let seg = &self.segments[self.index.find(at / 512)];
+            let within = at - seg.start;
+            let piece = (seg.len - within).min(len - done);
+            f(&*seg.device, within, done as usize, piece as usize)
+                .map_err(|e| io::Error::new(e.kind(), format!("{} line {}: {e}", self.name, seg.line.number)))?;
+            done += piece;
+        }
+        Ok(())
+    }
+}
+
+impl BlockDevice for Table {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.each(offset, buf.len() as u64, |d, at, from, n| d.read_at(&mut buf[from..from + n], at))
+    }
+    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
+        self.each(offset, buf.len() as u64, |d, at, from, n| d.write_at(&buf[from..from + n], at, fua))
+    }
+    fn flush(&self) -> io::Result<()> {
+        let mut seen: Vec<*const ()> = Vec::new();
+        for s in &self.segments {
+            let p = Arc::as_ptr(&s.device) as *const ();
+            if !seen.contains(&p) {
+                seen.push(p);
+                s.device.flush()?;
+            }
+        }
+        Ok(())
+    }
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.each(offset, len, |d, at, _, n| d.discard(at, n as u64))
+    }
+    fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> io::Result<()> {
+        self.each(offset, len, |d, at, _, n| d.write_zeroes(at, n as u64, fua))
+    }
+    fn describe(&self) -> String {
+        format!("{} ({} segment(s))", self.name, self.segments.len())
+    }
+}

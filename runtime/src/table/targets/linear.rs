@@ -1,0 +1,65 @@
+//! `linear <dev> <offset>`: the segment maps onto `dev` from sector
+//! `offset` (dm's linear target).
+
+use super::super::bind::BindContext;
+use super::super::parse::{Field, Line, TableError, number};
+use crate::device::{BlockDevice, check_range};
+use std::io;
+use std::sync::Arc;
+
+pub fn check(line: usize, args: &[Field]) -> Result<(), TableError> {
+    match args {
+        [_dev, offset] => number(line, offset, "<offset>").map(|_| ()),
+        _ => Err(TableError::at(line, 4, "<dev> <offset>", format!("linear takes <dev> <offset>, got {} argument(s)", args.len()))),
+    }
+}
+
+pub fn build(line: &Line, ctx: &mut BindContext) -> Result<Arc<dyn BlockDevice>, TableError> {
+    let (dev, offset) = (&line.args[0], number(line.number, &line.args[1], "<offset>")?);
+    let device = ctx.open_leg(line.number, dev)?;
+    let (start, len) = (offset * 512, line.length * 512);
+    if start.checked_add(len).is_none_or(|end| end > device.size()) {
+        return Err(TableError::at(
+            line.number,
+            2,
+            "<length>",
+            format!("{} sectors from sector {offset} go beyond {} ({} sectors)", line.length, dev.text, device.size() / 512),
+        ));
+    }
+    Ok(Arc::new(Linear { device, start, len, name: format!("linear {} {offset}", dev.text) }))
+}
+
+pub struct Linear {
+    device: Arc<dyn BlockDevice>,
+    start: u64,
+    len: u64,
+    name: String,
+}
+
+impl BlockDevice for Linear {
+    fn size(&self) -> u64 {
+        self.len
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        check_range(self, offset, buf.len() as u64)?;
+        self.device.read_at(buf, self.start + offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
+        check_range(self, offset, buf.len() as u64)?;
+        self.device.write_at(buf, self.start + offset, fua)
+    }
+    fn flush(&self) -> io::Result<()> {
+        self.device.flush()
+    }
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        check_range(self, offset, len)?;
+        self.device.discard(self.start + offset, len)
+    }
+    fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> io::Result<()> {
+        check_range(self, offset, len)?;
+        self.device.write_zeroes(self.start + offset, len, fua)
+    }
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+}
