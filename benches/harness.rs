@@ -1,3 +1,5 @@
+#![allow(dead_code)] // each bench binary uses a different part of the harness
+
 //! A small measuring harness shared by the bench binaries: warm up, take
 //! several samples, report the median, print ratios against a reference
 //! measured in the same run.
