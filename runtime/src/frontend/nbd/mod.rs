@@ -107,10 +107,28 @@ pub async fn bind_and_spawn(listen: Listen, exports: Exports) -> std::io::Result
     }
 }
 
-fn spawn_connection<S>(stream: S, peer: String, exports: Exports)
-where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
+/// A tokio stream the transmission phase can take over in blocking mode.
+pub trait IntoBlocking: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    fn into_blocking(self) -> std::io::Result<transmission::Socket>;
+}
+
+impl IntoBlocking for tokio::net::TcpStream {
+    fn into_blocking(self) -> std::io::Result<transmission::Socket> {
+        let s = self.into_std()?;
+        s.set_nonblocking(false)?;
+        Ok(transmission::Socket::Tcp(s))
+    }
+}
+
+impl IntoBlocking for tokio::net::UnixStream {
+    fn into_blocking(self) -> std::io::Result<transmission::Socket> {
+        let s = self.into_std()?;
+        s.set_nonblocking(false)?;
+        Ok(transmission::Socket::Unix(s))
+    }
+}
+
+fn spawn_connection<S: IntoBlocking>(stream: S, peer: String, exports: Exports) {
     tokio::spawn(async move {
         tracing::debug!(%peer, "nbd connection");
         match connection(stream, &exports).await {
@@ -123,13 +141,16 @@ where
     });
 }
 
-async fn connection<S>(stream: S, exports: &Exports) -> Result<(), NbdError>
-where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
+/// Handshake on tokio, then serve the transmission phase on worker threads.
+async fn connection<S: IntoBlocking>(stream: S, exports: &Exports) -> Result<(), NbdError> {
     let (mut rd, mut wr) = tokio::io::split(stream);
     match handshake::negotiate(&mut rd, &mut wr, exports).await? {
         handshake::Outcome::Done => Ok(()),
-        handshake::Outcome::Serve(export) => transmission::run(rd, wr, export).await,
+        handshake::Outcome::Serve(export) => {
+            let socket = rd.unsplit(wr).into_blocking()?;
+            tokio::task::spawn_blocking(move || transmission::run(socket, export))
+                .await
+                .map_err(|e| NbdError::Protocol(format!("connection thread failed: {e}")))?
+        }
     }
 }

@@ -1,84 +1,180 @@
-//! The transmission phase: requests are read in order, served concurrently
-//! on the blocking pool, and answered as they complete (out of order,
-//! matched by cookie).
+//! The transmission phase, served the way nbdkit serves it: a few worker
+//! threads per connection, each taking the next request under the read
+//! lock, serving it, and sending its reply under the write lock. Requests
+//! are served concurrently and answered as they complete (out of order,
+//! matched by cookie), with no hand-off between threads on the hot path.
+//! (A design with one tokio task per request and the I/O on tokio's
+//! blocking pool measured 0.38x nbdkit at 4k random reads; see
+//! `benches/nbd.rs`.)
 
 use super::proto::*;
 use super::{Export, NbdError};
 use crate::device::BlockDevice;
+use parking_lot::Mutex;
+use std::io::{BufReader, IoSlice, Read, Write};
+use std::net::Shutdown;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{Mutex, Semaphore};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Requests served at once per connection.
-const IN_FLIGHT: u32 = 128;
+/// Worker threads per connection (nbdkit's default is 16).
+const WORKERS: usize = 16;
 
-pub async fn run<S>(mut rd: ReadHalf<S>, wr: WriteHalf<S>, export: Arc<Export>) -> Result<(), NbdError>
-where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
-    let wr = Arc::new(Mutex::new(wr));
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT as usize));
-    let mut header = [0u8; REQUEST_HEADER];
-    loop {
-        if let Err(e) = rd.read_exact(&mut header).await {
-            drain(&slots).await;
-            return if e.kind() == std::io::ErrorKind::UnexpectedEof { Ok(()) } else { Err(e.into()) };
-        }
-        let request = match decode_request(&header) {
-            Ok(r) => r,
-            Err(e) => {
-                drain(&slots).await;
-                return Err(e.into());
-            }
+/// A connected socket in blocking mode.
+pub enum Socket {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Socket {
+    fn try_clone(&self) -> std::io::Result<Socket> {
+        Ok(match self {
+            Socket::Tcp(s) => Socket::Tcp(s.try_clone()?),
+            Socket::Unix(s) => Socket::Unix(s.try_clone()?),
+        })
+    }
+
+    fn shutdown(&self) {
+        let _ = match self {
+            Socket::Tcp(s) => s.shutdown(Shutdown::Both),
+            Socket::Unix(s) => s.shutdown(Shutdown::Both),
         };
-        if request.command == CMD_DISC {
-            // Finish what is in flight, then close.
-            drain(&slots).await;
-            return Ok(());
-        }
-        let payload = if request.command == CMD_WRITE {
-            let mut data = vec![0u8; request.length as usize];
-            rd.read_exact(&mut data).await?;
-            Some(data)
-        } else {
-            None
-        };
-        let permit = slots.clone().acquire_owned().await.map_err(|_| NbdError::Protocol("connection shutting down".into()))?;
-        let (device, wr) = (export.device.clone(), wr.clone());
-        tokio::spawn(async move {
-            let reply = tokio::task::spawn_blocking(move || serve(&*device, request, payload)).await;
-            let (error, data) = match reply {
-                Ok(r) => r,
-                Err(_) => (EIO, None),
-            };
-            let mut w = wr.lock().await;
-            let header = simple_reply(error, request.cookie);
-            let sent = match &data {
-                Some(d) if error == 0 => async {
-                    w.write_all(&header).await?;
-                    w.write_all(d).await?;
-                    w.flush().await
-                }
-                .await,
-                _ => async {
-                    w.write_all(&header).await?;
-                    w.flush().await
-                }
-                .await,
-            };
-            if let Err(e) = sent {
-                tracing::debug!("nbd reply not sent: {e}");
-            }
-            drop(permit);
-        });
     }
 }
 
-async fn drain(slots: &Semaphore) {
-    let _ = slots.acquire_many(IN_FLIGHT).await;
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.read(buf),
+            Socket::Unix(s) => s.read(buf),
+        }
+    }
 }
 
-/// Serve one request on a blocking thread: (NBD error, data for a read).
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.write(buf),
+            Socket::Unix(s) => s.write(buf),
+        }
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.write_vectored(bufs),
+            Socket::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Connection {
+    reader: Mutex<BufReader<Socket>>,
+    writer: Mutex<Socket>,
+    closing: AtomicBool,
+    export: Arc<Export>,
+}
+
+/// Serve requests until the client disconnects; the first protocol error
+/// is returned (and the connection closed).
+pub fn run(socket: Socket, export: Arc<Export>) -> Result<(), NbdError> {
+    let writer = socket.try_clone()?;
+    let conn = Arc::new(Connection {
+        reader: Mutex::new(BufReader::with_capacity(256 << 10, socket)),
+        writer: Mutex::new(writer),
+        closing: AtomicBool::new(false),
+        export,
+    });
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|i| {
+            let conn = conn.clone();
+            std::thread::Builder::new().name(format!("nbd-worker-{i}")).spawn(move || worker(&conn))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut first_error = None;
+    for w in workers {
+        match w.join() {
+            Ok(Err(e)) if first_error.is_none() => first_error = Some(e),
+            _ => {}
+        }
+    }
+    conn.writer.lock().shutdown();
+    first_error.map_or(Ok(()), Err)
+}
+
+fn worker(conn: &Connection) -> Result<(), NbdError> {
+    loop {
+        let (request, payload) = {
+            let mut rd = conn.reader.lock();
+            if conn.closing.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            match next_request(&mut rd) {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    // EOF or DISC: the others finish what they hold.
+                    conn.closing.store(true, Ordering::Release);
+                    return Ok(());
+                }
+                Err(e) => {
+                    conn.closing.store(true, Ordering::Release);
+                    rd.get_ref().shutdown();
+                    return Err(e);
+                }
+            }
+        };
+        let (error, data) = serve(&*conn.export.device, request, payload);
+        let header = simple_reply(error, request.cookie);
+        let mut w = conn.writer.lock();
+        let sent = match (&data, error) {
+            (Some(d), 0) => write_all_vectored(&mut *w, &header, d),
+            _ => w.write_all(&header),
+        };
+        if let Err(e) = sent {
+            conn.closing.store(true, Ordering::Release);
+            w.shutdown();
+            return Err(e.into());
+        }
+    }
+}
+
+/// The next request and its payload; None at EOF or DISC.
+fn next_request(rd: &mut BufReader<Socket>) -> Result<Option<(Request, Option<Vec<u8>>)>, NbdError> {
+    let mut header = [0u8; REQUEST_HEADER];
+    match rd.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let request = decode_request(&header)?;
+    if request.command == CMD_DISC {
+        return Ok(None);
+    }
+    let payload = if request.command == CMD_WRITE {
+        let mut data = vec![0u8; request.length as usize];
+        rd.read_exact(&mut data)?;
+        Some(data)
+    } else {
+        None
+    };
+    Ok(Some((request, payload)))
+}
+
+fn write_all_vectored(w: &mut Socket, header: &[u8], data: &[u8]) -> std::io::Result<()> {
+    let (mut h, mut d) = (header, data);
+    while !h.is_empty() || !d.is_empty() {
+        let n = w.write_vectored(&[IoSlice::new(h), IoSlice::new(d)])?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let from_header = n.min(h.len());
+        h = &h[from_header..];
+        d = &d[n - from_header..];
+    }
+    Ok(())
+}
+
+/// Serve one request: (NBD error, data for a read).
 fn serve(device: &dyn BlockDevice, r: Request, payload: Option<Vec<u8>>) -> (u32, Option<Vec<u8>>) {
     let fua = r.flags & CMD_FLAG_FUA != 0;
     let in_range = r.offset.checked_add(u64::from(r.length)).is_some_and(|end| end <= device.size());

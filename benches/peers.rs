@@ -1,0 +1,131 @@
+//! Servers and clients the benches run: the wasmraid binary, nbdkit,
+//! qemu-nbd and fio with its nbd engine.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// target/<profile>/wasmraid, next to the bench executable's deps folder.
+pub fn wasmraid_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("bench executable");
+    let bin = exe.parent().and_then(|d| d.parent()).expect("target dir").join("wasmraid");
+    assert!(bin.exists(), "{} is missing: run `cargo build --release -p wasmraid` first (scripts/bench.sh does)", bin.display());
+    bin
+}
+
+pub fn require(tool: &str) {
+    let ok = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success());
+    assert!(ok, "{tool} is not installed: run ./scripts/setup.sh");
+}
+
+/// A server process, killed on drop.
+pub struct Server {
+    pub name: &'static str,
+    child: Child,
+    pub uri: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A socket path, with any stale socket of an earlier run removed.
+fn fresh(path: PathBuf) -> PathBuf {
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+fn wait_for(path: &Path, child: &mut Child, what: &str) {
+    for _ in 0..500 {
+        if path.exists() {
+            std::thread::sleep(Duration::from_millis(50));
+            return;
+        }
+        if let Ok(Some(s)) = child.try_wait() {
+            panic!("{what} exited early: {s}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not create {}", path.display());
+}
+
+/// `wasmraid serve` with the given serve arguments, on a Unix socket.
+pub fn wasmraid(dir: &Path, args: &[String]) -> Server {
+    let sock = fresh(dir.join("wasmraid.sock"));
+    let mut child = Command::new(wasmraid_bin())
+        .arg("serve")
+        .arg("bench")
+        .args(args)
+        .arg("--nbd-unix")
+        .arg(&sock)
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn wasmraid");
+    wait_for(&sock, &mut child, "wasmraid serve");
+    Server { name: "wasmraid", child, uri: format!("nbd+unix:///bench?socket={}", sock.display()) }
+}
+
+/// nbdkit's file plugin serving `file`.
+pub fn nbdkit(dir: &Path, file: &Path) -> Server {
+    require("nbdkit");
+    let sock = fresh(dir.join("nbdkit.sock"));
+    let mut child = Command::new("nbdkit")
+        .args(["--foreground", "--exit-with-parent", "--unix"])
+        .arg(&sock)
+        .arg("file")
+        .arg(file)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn nbdkit");
+    wait_for(&sock, &mut child, "nbdkit");
+    Server { name: "nbdkit file", child, uri: format!("nbd+unix:///?socket={}", sock.display()) }
+}
+
+/// qemu-nbd serving `file` (raw).
+pub fn qemu_nbd(dir: &Path, file: &Path) -> Server {
+    require("qemu-nbd");
+    let sock = fresh(dir.join("qemu-nbd.sock"));
+    let mut child = Command::new("qemu-nbd")
+        .args(["-f", "raw", "--persistent", "--shared=16", "-k"])
+        .arg(&sock)
+        .arg(file)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn qemu-nbd");
+    wait_for(&sock, &mut child, "qemu-nbd");
+    Server { name: "qemu-nbd", child, uri: format!("nbd+unix:///?socket={}", sock.display()) }
+}
+
+/// Run fio's nbd engine; returns (IOPS, bytes/s) of the job's reads or
+/// writes.
+pub fn fio(uri: &str, args: &[&str], write: bool) -> (f64, f64) {
+    require("fio");
+    let out = Command::new("fio")
+        .args(["--name=bench", "--ioengine=nbd", &format!("--uri={uri}"), "--output-format=json"])
+        .args(args)
+        .output()
+        .expect("run fio");
+    assert!(out.status.success(), "fio failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // fio's nbd engine prints a line before the JSON document.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value = serde_json::from_str(&text[text.find('{').unwrap_or(0)..]).expect("fio json");
+    let job = &json["jobs"][0][if write { "write" } else { "read" }];
+    assert_eq!(json["jobs"][0]["error"].as_i64(), Some(0), "fio reported an error");
+    (job["iops"].as_f64().unwrap_or(0.0), job["bw_bytes"].as_f64().unwrap_or(0.0))
+}
+
+/// A file of `size` bytes filled with non-zero data.
+pub fn filled_file(path: &Path, size: u64) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).expect("create");
+    let block: Vec<u8> = (0..1 << 20).map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8 | 1).collect();
+    for _ in 0..size >> 20 {
+        f.write_all(&block).expect("fill");
+    }
+}
