@@ -5,6 +5,43 @@ use crate::layout::Role;
 use crate::layout::map::StripeView;
 use crate::layout::proven::ProvenLayout;
 use crate::parity::{EncodeMatrix, encode, encode_accumulate};
+use std::cell::RefCell;
+
+/// Stripes writing at least this many bytes spread their leg writes over
+/// threads (measured in `benches/array.rs`); smaller ones stay inline.
+const PARALLEL_BYTES: usize = 128 << 10;
+
+thread_local! {
+    /// Reusable chunk-sized buffers: parity outputs and old values are
+    /// taken from here instead of allocated (and zeroed) per stripe.
+    static SCRATCH: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `n` buffers of `len` bytes with unspecified contents (every user
+/// overwrites them whole).
+fn take_buffers(n: usize, len: usize) -> Vec<Vec<u8>> {
+    SCRATCH.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        (0..n)
+            .map(|_| {
+                let mut b = pool.pop().unwrap_or_default();
+                b.resize(len, 0);
+                b
+            })
+            .collect()
+    })
+}
+
+fn give_back(buffers: Vec<Vec<u8>>) {
+    SCRATCH.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        for b in buffers {
+            if pool.len() < 32 {
+                pool.push(b);
+            }
+        }
+    });
+}
 
 impl Array {
     fn check_range(&self, layout: &ProvenLayout, offset: u64, len: u64) -> Result<(), ArrayError> {
@@ -196,33 +233,74 @@ impl Array {
                 _ => None,
             })
             .collect();
-        let mut parity_out: Vec<Vec<u8>> = Vec::new();
-        if !parity.is_empty() {
-            let has_live_copy = |k: usize| copies_of(k).any(|(_, sl)| self.leg_alive(sl.leg));
-            let rmw_reads = touched.len() + parity.len();
-            let rcw_reads = d - touched.len();
-            let mut done = false;
-            if rmw_reads < rcw_reads && touched.iter().all(|(k, _)| has_live_copy(*k)) {
-                done = self.read_modify_write(view, x0, touched, &parity, &mut parity_out);
-            }
-            if !done {
-                self.reconstruct_write(layout, view, s, x0, touched, &parity, &mut parity_out)?;
-                Counters::add(if touched.len() == d { &self.counters.full_stripe } else { &self.counters.rcw }, 1);
+        let data_writes: Vec<(u32, u64, &[u8])> =
+            touched.iter().flat_map(|(k, new)| copies_of(*k).map(move |(i, slot)| (slot.leg, view.place(i).chunk, *new))).collect();
+        let parallel = len * data_writes.len() >= PARALLEL_BYTES;
+        if parity.is_empty() {
+            self.write_batch(&data_writes, x0, fua, parallel);
+            return Ok(());
+        }
+        if touched.len() == d {
+            // A full stripe reads nothing: write the data while the parity
+            // is computed, then write the parity.
+            Counters::add(&self.counters.full_stripe, 1);
+            let parity_job = || {
+                let values: Vec<&[u8]> = touched.iter().map(|(_, new)| *new).collect();
+                let rows: Vec<Vec<u8>> = parity.iter().map(|(_, c)| c.to_vec()).collect();
+                let mut out = take_buffers(parity.len(), len);
+                let mut outs: Vec<&mut [u8]> = out.iter_mut().map(Vec::as_mut_slice).collect();
+                encode(&EncodeMatrix::new(&rows), &values, &mut outs);
+                for ((i, _), buf) in parity.iter().zip(&out) {
+                    self.leg_write(slots[*i].leg, view.place(*i).chunk, x0, buf, fua);
+                }
+                give_back(out);
+            };
+            if parallel {
+                rayon::join(|| self.write_batch(&data_writes, x0, fua, true), parity_job);
             } else {
-                Counters::add(&self.counters.rmw, 1);
+                self.write_batch(&data_writes, x0, fua, false);
+                parity_job();
             }
+            return Ok(());
         }
-        for (k, new) in touched {
-            for (i, slot) in copies_of(*k) {
-                self.leg_write(slot.leg, view.place(i).chunk, x0, new, fua);
-            }
+        let mut parity_out: Vec<Vec<u8>> = Vec::new();
+        let has_live_copy = |k: usize| copies_of(k).any(|(_, sl)| self.leg_alive(sl.leg));
+        let rmw_reads = touched.len() + parity.len();
+        let rcw_reads = d - touched.len();
+        let mut done = false;
+        if rmw_reads < rcw_reads && touched.iter().all(|(k, _)| has_live_copy(*k)) {
+            done = self.read_modify_write(view, x0, touched, &parity, &mut parity_out);
         }
+        if done {
+            Counters::add(&self.counters.rmw, 1);
+        } else {
+            self.reconstruct_write(layout, view, s, x0, touched, &parity, &mut parity_out)?;
+            Counters::add(&self.counters.rcw, 1);
+        }
+        let mut writes = data_writes;
         for ((i, _), out) in parity.iter().zip(&parity_out) {
             if out.len() == len {
-                self.leg_write(slots[*i].leg, view.place(*i).chunk, x0, out, fua);
+                writes.push((slots[*i].leg, view.place(*i).chunk, out.as_slice()));
             }
         }
+        self.write_batch(&writes, x0, fua, parallel);
+        give_back(parity_out);
         Ok(())
+    }
+
+    /// Issue leg writes, spread over the I/O threads when there is enough
+    /// to gain (a failing leg is marked dead, as always).
+    fn write_batch(&self, writes: &[(u32, u64, &[u8])], x0: u64, fua: bool, parallel: bool) {
+        if parallel && writes.len() > 1 {
+            use rayon::prelude::*;
+            writes.par_iter().for_each(|(leg, chunk, buf)| {
+                self.leg_write(*leg, *chunk, x0, buf, fua);
+            });
+        } else {
+            for (leg, chunk, buf) in writes {
+                self.leg_write(*leg, *chunk, x0, buf, fua);
+            }
+        }
     }
 
     /// New parity = old parity + coefficients x (old data + new data).
@@ -232,30 +310,32 @@ impl Array {
         let slots = &view.shape.slots;
         let mut deltas: Vec<Vec<u8>> = Vec::with_capacity(touched.len());
         for (k, new) in touched {
-            let mut old = vec![0u8; len];
+            let mut old = take_buffers(1, len).remove(0);
             let read = slots
                 .iter()
                 .enumerate()
                 .filter(|(_, sl)| matches!(sl.role, Role::Data(j) | Role::Replica(j) if j as usize == *k))
                 .any(|(i, sl)| self.leg_read(sl.leg, view.place(i).chunk, x0, &mut old));
             if !read {
+                give_back(deltas);
                 return false;
             }
             old.iter_mut().zip(new.iter()).for_each(|(o, n)| *o ^= n);
             deltas.push(old);
         }
-        out.clear();
-        for (i, _) in parity {
-            let mut old = vec![0u8; len];
-            if !self.leg_read(slots[*i].leg, view.place(*i).chunk, x0, &mut old) {
+        give_back(std::mem::take(out));
+        *out = take_buffers(parity.len(), len);
+        for ((i, _), old) in parity.iter().zip(out.iter_mut()) {
+            if !self.leg_read(slots[*i].leg, view.place(*i).chunk, x0, old) {
+                give_back(deltas);
                 return false;
             }
-            out.push(old);
         }
         let rows: Vec<Vec<u8>> = parity.iter().map(|(_, c)| touched.iter().map(|(k, _)| c[*k]).collect()).collect();
         let refs: Vec<&[u8]> = deltas.iter().map(Vec::as_slice).collect();
         let mut outs: Vec<&mut [u8]> = out.iter_mut().map(Vec::as_mut_slice).collect();
         encode_accumulate(&EncodeMatrix::new(&rows), &refs, &mut outs);
+        give_back(deltas);
         true
     }
 
@@ -289,7 +369,8 @@ impl Array {
             })
             .collect();
         let rows: Vec<Vec<u8>> = parity.iter().map(|(_, c)| c.to_vec()).collect();
-        *out = vec![vec![0u8; len]; parity.len()];
+        give_back(std::mem::take(out));
+        *out = take_buffers(parity.len(), len);
         let mut outs: Vec<&mut [u8]> = out.iter_mut().map(Vec::as_mut_slice).collect();
         encode(&EncodeMatrix::new(&rows), &values, &mut outs);
         Ok(())
