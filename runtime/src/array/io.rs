@@ -256,7 +256,7 @@ impl Array {
                 give_back(out);
             };
             if parallel {
-                rayon::join(|| self.write_batch(&data_writes, x0, fua, true), parity_job);
+                super::io_pool().install(|| rayon::join(|| self.write_batch(&data_writes, x0, fua, true), parity_job));
             } else {
                 self.write_batch(&data_writes, x0, fua, false);
                 parity_job();
@@ -293,8 +293,10 @@ impl Array {
     fn write_batch(&self, writes: &[(u32, u64, &[u8])], x0: u64, fua: bool, parallel: bool) {
         if parallel && writes.len() > 1 {
             use rayon::prelude::*;
-            writes.par_iter().for_each(|(leg, chunk, buf)| {
-                self.leg_write(*leg, *chunk, x0, buf, fua);
+            super::io_pool().install(|| {
+                writes.par_iter().for_each(|(leg, chunk, buf)| {
+                    self.leg_write(*leg, *chunk, x0, buf, fua);
+                })
             });
         } else {
             for (leg, chunk, buf) in writes {

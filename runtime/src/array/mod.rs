@@ -22,6 +22,23 @@ use health::{ArrayLeg, Health};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The threads that spread a large stripe's leg I/O, apart from rayon's
+/// global pool so nothing else (a compile, say) can hold them up.
+pub(crate) fn io_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("wasmraid-io-{i}"))
+            .build()
+            .unwrap_or_else(|_| {
+                // Without threads of its own the pool runs on the caller.
+                rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap_or_else(|e| panic!("no I/O thread pool: {e}"))
+            })
+    })
+}
+
 /// Why an array request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ArrayError {

@@ -31,6 +31,34 @@ pub async fn run(listener: UnixListener, served: Arc<Served>) {
     }
 }
 
+/// Lowers this thread's scheduling priority while alive.
+struct Niced {
+    previous: libc::c_int,
+}
+
+impl Niced {
+    fn new(nice: libc::c_int) -> Niced {
+        // SAFETY: gettid and get/setpriority take plain integers and only
+        // affect the calling thread.
+        unsafe {
+            let tid = libc::gettid() as libc::id_t;
+            let previous = libc::getpriority(libc::PRIO_PROCESS, tid);
+            libc::setpriority(libc::PRIO_PROCESS, tid, nice);
+            Niced { previous }
+        }
+    }
+}
+
+impl Drop for Niced {
+    fn drop(&mut self) {
+        // SAFETY: as in `new`. Raising priority back may need privilege; a
+        // failure leaves this pool thread niced, which is harmless.
+        unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, self.previous);
+        }
+    }
+}
+
 fn failure(message: String) -> Response {
     Response { ok: false, error: Some(message), result: serde_json::Value::Null }
 }
@@ -75,6 +103,9 @@ async fn handle(served: &Arc<Served>, request: Request) -> Response {
             };
             let sandbox = served.sandbox.clone();
             let outcome = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
+                // Compiling and proving is background work: keep it from
+                // competing with the data path (restored below).
+                let _background = Niced::new(10);
                 let (origin, bytes) = crate::builtins::resolve(&component).map_err(|e| e.to_string())?;
                 let loaded = crate::sandbox::component::load(&sandbox, &bytes).map_err(|e| format!("{origin}: {e}"))?;
                 let mut geometry = array.layout().geometry.clone();

@@ -48,6 +48,10 @@ impl Sandbox {
         c.epoch_interruption(true);
         c.max_wasm_stack(config.stack_bytes);
         c.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // Compiling on every core starves the data path while a component
+        // is (re)loaded under load (benches/reload.rs); compiled code is
+        // cached on disk, so a compile is a one-time cost.
+        c.parallel_compilation(false);
         let engine = wasmtime::Engine::new(&c).map_err(|e| SandboxError::Setup(format!("{e:#}")))?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = {
