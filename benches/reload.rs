@@ -21,7 +21,7 @@ fn main() {
     let server = peers::wasmraid(dir.path(), &args);
     let log_prefix = dir.path().join("lat");
     let started = Instant::now();
-    let mut fio = Command::new("fio")
+    let fio = Command::new("fio")
         .args(["--name=reload", "--ioengine=nbd", &format!("--uri={}", server.uri), "--rw=randrw", "--bs=4k", "--iodepth=16"])
         .args(["--time_based", "--runtime=6", "--size=256M", "--log_avg_msec=0", "--output-format=json"])
         .arg(format!("--write_lat_log={}", log_prefix.display()))
