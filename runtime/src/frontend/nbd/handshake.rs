@@ -86,7 +86,7 @@ where
                 }
             }
             OPT_INFO | OPT_GO => {
-                match parse_info_request(&data) {
+                match super::proto::decode_info_request(&data) {
                     Err(why) => wr.write_all(&option_reply(option, REP_ERR_INVALID, why.as_bytes())).await?,
                     Ok((name, requests)) => match exports.find(&name) {
                         None => {
@@ -113,20 +113,6 @@ where
         }
         wr.flush().await?;
     }
-}
-
-/// `u32 name length, name, u16 count, u16 info types`.
-fn parse_info_request(data: &[u8]) -> Result<(String, Vec<u16>), String> {
-    let name_len = data.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).ok_or("INFO/GO data too short")?;
-    let name = data.get(4..4 + name_len).ok_or("export name runs past the option")?;
-    let rest = &data[4 + name_len..];
-    let count = rest.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize).ok_or("missing info request count")?;
-    let list = rest.get(2..2 + 2 * count).ok_or("info requests run past the option")?;
-    if rest.len() != 2 + 2 * count {
-        return Err("trailing bytes after the info requests".into());
-    }
-    let requests = list.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
-    Ok((String::from_utf8_lossy(name).into_owned(), requests))
 }
 
 fn info_replies(export: &Export, name: &str, requests: &[u16]) -> Vec<Vec<u8>> {
