@@ -14,6 +14,7 @@ pub mod control;
 pub mod device;
 pub mod frontend;
 pub mod layout;
+pub mod meta;
 pub mod parity;
 pub mod sandbox;
 pub mod serve;

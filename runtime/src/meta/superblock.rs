@@ -1,0 +1,322 @@
+//! The per-leg superblock: who this leg is, which array it belongs to, how
+//! fresh it is, and the layout (component bytes included) so an array can be
+//! assembled where the `.wasm` file never was.
+//!
+//! Two copies of one 4 KiB block at the start of every leg (offsets 0 and
+//! 4 KiB), little endian, crc32c over everything but the last 4 bytes. On
+//! load the valid copy with the highest generation wins.
+
+/// Bytes of one superblock copy.
+pub const BLOCK: usize = 4096;
+pub const MAGIC: &[u8; 8] = b"WRAIDSB1";
+pub const VERSION: u32 = 1;
+/// Most legs an array records (their uuids fit one block).
+pub const MAX_LEGS: usize = 64;
+const ARGS_MAX: usize = 256;
+const NAME_MAX: usize = 32;
+
+/// A leg's metadata.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Superblock {
+    pub array_uuid: [u8; 16],
+    pub name: String,
+    /// This leg's own uuid.
+    pub leg_uuid: [u8; 16],
+    /// This leg's position in the array.
+    pub leg_index: u32,
+    /// Every leg's uuid, in order (zero for an empty slot).
+    pub legs: Vec<[u8; 16]>,
+    /// Legs the array considered failed (or missing) at this generation.
+    pub failed: Vec<bool>,
+    /// Event counter: bumped on every change of the array's state.
+    pub generation: u64,
+    /// True while the array is running (cleared by a clean stop).
+    pub dirty: bool,
+    pub chunk_sectors: u32,
+    /// Where data starts on every leg, in bytes.
+    pub data_offset: u64,
+    /// Usable chunks per leg.
+    pub leg_chunks: u64,
+    pub layout_name: String,
+    pub args: String,
+    pub component_sha256: [u8; 32],
+    /// Where the component bytes are stored on the leg, and their length.
+    pub component_offset: u64,
+    pub component_len: u64,
+    /// The write-intent bitmap: offset of copy A (copy B follows), the
+    /// bytes reserved per copy, region size and count.
+    pub bitmap_offset: u64,
+    pub bitmap_bytes: u64,
+    pub region_stripes: u64,
+    pub regions: u64,
+    /// Seconds since the epoch at creation and at the last update.
+    pub created: u64,
+    pub updated: u64,
+}
+
+/// Why a superblock copy could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SuperblockError {
+    #[error("no wasmraid superblock (magic {0:?})")]
+    Magic(String),
+    #[error("superblock checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    Checksum { stored: u32, computed: u32 },
+    #[error("superblock version {0} is not supported (this wasmraid reads version {VERSION})")]
+    Version(u32),
+    #[error("superblock field {0} is out of range")]
+    Field(&'static str),
+    #[error("the block is shorter than {BLOCK} bytes")]
+    Short,
+}
+
+struct Writer {
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+    }
+    /// A string in a fixed field: u16 length then the bytes, zero padded.
+    fn text(&mut self, s: &str, max: usize) {
+        let b = &s.as_bytes()[..s.len().min(max)];
+        self.buf.extend_from_slice(&(b.len() as u16).to_le_bytes());
+        self.buf.extend_from_slice(b);
+        self.buf.extend(std::iter::repeat_n(0, max - b.len()));
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> &[u8] {
+        let s = &self.buf[self.at..self.at + n];
+        self.at += n;
+        s
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.take(4).try_into().unwrap_or_default())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.take(8).try_into().unwrap_or_default())
+    }
+    fn array<const N: usize>(&mut self) -> [u8; N] {
+        self.take(N).try_into().unwrap_or([0; N])
+    }
+    fn text(&mut self, max: usize, field: &'static str) -> Result<String, SuperblockError> {
+        let len = u16::from_le_bytes(self.array::<2>()) as usize;
+        let raw = self.take(max);
+        if len > max {
+            return Err(SuperblockError::Field(field));
+        }
+        String::from_utf8(raw[..len].to_vec()).map_err(|_| SuperblockError::Field(field))
+    }
+}
+
+impl Superblock {
+    /// The block as written to disk.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer { buf: Vec::with_capacity(BLOCK) };
+        w.bytes(MAGIC);
+        w.u32(VERSION);
+        w.bytes(&self.array_uuid);
+        w.text(&self.name, NAME_MAX);
+        w.bytes(&self.leg_uuid);
+        w.u32(self.leg_index);
+        w.u64(self.generation);
+        w.u32(u32::from(self.dirty));
+        w.u32(self.chunk_sectors);
+        w.u64(self.data_offset);
+        w.u64(self.leg_chunks);
+        w.text(&self.layout_name, NAME_MAX);
+        w.text(&self.args, ARGS_MAX);
+        w.bytes(&self.component_sha256);
+        w.u64(self.component_offset);
+        w.u64(self.component_len);
+        w.u64(self.bitmap_offset);
+        w.u64(self.bitmap_bytes);
+        w.u64(self.region_stripes);
+        w.u64(self.regions);
+        w.u64(self.created);
+        w.u64(self.updated);
+        w.u32(self.legs.len() as u32);
+        for (i, uuid) in self.legs.iter().enumerate().take(MAX_LEGS) {
+            w.bytes(uuid);
+            w.bytes(&[u8::from(self.failed.get(i).copied().unwrap_or(false))]);
+        }
+        w.buf.resize(BLOCK - 4, 0);
+        let crc = crc32c::crc32c(&w.buf);
+        w.u32(crc);
+        w.buf
+    }
+
+    /// Read one copy, checking magic, version and checksum.
+    pub fn decode(block: &[u8]) -> Result<Superblock, SuperblockError> {
+        if block.len() < BLOCK {
+            return Err(SuperblockError::Short);
+        }
+        let block = &block[..BLOCK];
+        if &block[..8] != MAGIC {
+            return Err(SuperblockError::Magic(String::from_utf8_lossy(&block[..8]).into_owned()));
+        }
+        let stored = u32::from_le_bytes(block[BLOCK - 4..].try_into().unwrap_or_default());
+        let computed = crc32c::crc32c(&block[..BLOCK - 4]);
+        if stored != computed {
+            return Err(SuperblockError::Checksum { stored, computed });
+        }
+        let mut r = Reader { buf: block, at: 8 };
+        let version = r.u32();
+        if version != VERSION {
+            return Err(SuperblockError::Version(version));
+        }
+        let array_uuid = r.array();
+        let name = r.text(NAME_MAX, "name")?;
+        let leg_uuid = r.array();
+        let leg_index = r.u32();
+        let generation = r.u64();
+        let dirty = r.u32() != 0;
+        let chunk_sectors = r.u32();
+        let data_offset = r.u64();
+        let leg_chunks = r.u64();
+        let layout_name = r.text(NAME_MAX, "layout name")?;
+        let args = r.text(ARGS_MAX, "args")?;
+        let component_sha256 = r.array();
+        let (component_offset, component_len) = (r.u64(), r.u64());
+        let (bitmap_offset, bitmap_bytes, region_stripes, regions) = (r.u64(), r.u64(), r.u64(), r.u64());
+        let (created, updated) = (r.u64(), r.u64());
+        let count = r.u32() as usize;
+        if count == 0 || count > MAX_LEGS || leg_index as usize >= count {
+            return Err(SuperblockError::Field("leg count"));
+        }
+        let mut legs = Vec::with_capacity(count);
+        let mut failed = Vec::with_capacity(count);
+        for _ in 0..count {
+            legs.push(r.array());
+            failed.push(r.array::<1>()[0] != 0);
+        }
+        if chunk_sectors == 0 || region_stripes == 0 {
+            return Err(SuperblockError::Field("geometry"));
+        }
+        Ok(Superblock {
+            array_uuid,
+            name,
+            leg_uuid,
+            leg_index,
+            legs,
+            failed,
+            generation,
+            dirty,
+            chunk_sectors,
+            data_offset,
+            leg_chunks,
+            layout_name,
+            args,
+            component_sha256,
+            component_offset,
+            component_len,
+            bitmap_offset,
+            bitmap_bytes,
+            region_stripes,
+            regions,
+            created,
+            updated,
+        })
+    }
+
+    /// Of two copies, the valid one with the highest generation; the errors
+    /// of both when neither is valid.
+    pub fn pick(a: &[u8], b: &[u8]) -> Result<Superblock, (SuperblockError, SuperblockError)> {
+        match (Superblock::decode(a), Superblock::decode(b)) {
+            (Ok(x), Ok(y)) => Ok(if y.generation > x.generation { y } else { x }),
+            (Ok(x), Err(_)) | (Err(_), Ok(x)) => Ok(x),
+            (Err(e1), Err(e2)) => Err((e1, e2)),
+        }
+    }
+}
+
+/// A uuid as 8-4-4-4-12 hex.
+pub fn uuid_text(u: &[u8; 16]) -> String {
+    let h = hex::encode(u);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+/// A fresh random (version 4) uuid.
+pub fn new_uuid() -> [u8; 16] {
+    let mut u: [u8; 16] = rand::random();
+    u[6] = (u[6] & 0x0f) | 0x40;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    u
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Superblock {
+        Superblock {
+            array_uuid: [1; 16],
+            name: "tank".into(),
+            leg_uuid: [2; 16],
+            leg_index: 1,
+            legs: vec![[3; 16], [2; 16], [4; 16]],
+            failed: vec![false, false, true],
+            generation: 42,
+            dirty: true,
+            chunk_sectors: 128,
+            data_offset: 1 << 20,
+            leg_chunks: 1000,
+            layout_name: "raid5".into(),
+            args: "left-symmetric".into(),
+            component_sha256: [9; 32],
+            component_offset: 8192,
+            component_len: 25000,
+            bitmap_offset: 40960,
+            bitmap_bytes: 8192,
+            region_stripes: 64,
+            regions: 16,
+            created: 1,
+            updated: 2,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_damage() {
+        let sb = sample();
+        let block = sb.encode();
+        assert_eq!(block.len(), BLOCK);
+        assert_eq!(Superblock::decode(&block).unwrap(), sb);
+        let mut bad = block.clone();
+        bad[100] ^= 1;
+        assert!(matches!(Superblock::decode(&bad), Err(SuperblockError::Checksum { .. })));
+        assert!(matches!(Superblock::decode(&[0u8; BLOCK]), Err(SuperblockError::Magic(_))));
+        assert_eq!(Superblock::decode(&block[..100]), Err(SuperblockError::Short));
+    }
+
+    #[test]
+    fn newest_valid_copy_wins() {
+        let old = sample();
+        let new = Superblock { generation: 43, ..sample() };
+        assert_eq!(Superblock::pick(&old.encode(), &new.encode()).unwrap().generation, 43);
+        let mut torn = new.encode();
+        torn[200] ^= 0xff;
+        assert_eq!(Superblock::pick(&old.encode(), &torn).unwrap().generation, 42);
+        assert!(Superblock::pick(&torn, &[0u8; BLOCK]).is_err());
+    }
+
+    #[test]
+    fn uuids_look_like_uuids() {
+        let u = new_uuid();
+        let t = uuid_text(&u);
+        assert_eq!(t.len(), 36);
+        assert_eq!(&t[14..15], "4");
+    }
+}
