@@ -2,6 +2,8 @@
 //! per-leg superblocks (identity, generation, geometry, the component
 //! itself) and the dual-copy write-intent bitmap.
 
+pub mod area;
 pub mod bitmap_copy;
 pub mod bitmap_state;
+pub mod store;
 pub mod superblock;

@@ -32,6 +32,10 @@ pub struct Superblock {
     pub generation: u64,
     /// True while the array is running (cleared by a clean stop).
     pub dirty: bool,
+    /// Generation at which the bitmap last forgot what a missing leg
+    /// missed: a leg at least this fresh can be re-added with a
+    /// bitmap-only recovery.
+    pub events_cleared: u64,
     pub chunk_sectors: u32,
     /// Where data starts on every leg, in bytes.
     pub data_offset: u64,
@@ -134,6 +138,7 @@ impl Superblock {
         w.u32(self.leg_index);
         w.u64(self.generation);
         w.u32(u32::from(self.dirty));
+        w.u64(self.events_cleared);
         w.u32(self.chunk_sectors);
         w.u64(self.data_offset);
         w.u64(self.leg_chunks);
@@ -184,6 +189,7 @@ impl Superblock {
         let leg_index = r.u32();
         let generation = r.u64();
         let dirty = r.u32() != 0;
+        let events_cleared = r.u64();
         let chunk_sectors = r.u32();
         let data_offset = r.u64();
         let leg_chunks = r.u64();
@@ -215,6 +221,7 @@ impl Superblock {
             failed,
             generation,
             dirty,
+            events_cleared,
             chunk_sectors,
             data_offset,
             leg_chunks,
@@ -271,6 +278,7 @@ mod tests {
             failed: vec![false, false, true],
             generation: 42,
             dirty: true,
+            events_cleared: 40,
             chunk_sectors: 128,
             data_offset: 1 << 20,
             leg_chunks: 1000,
