@@ -79,6 +79,21 @@ pub async fn run(
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).map_err(control_err)?;
     let served = Arc::new(Served { name: name.clone(), table: table.clone(), sandbox, listening, stop: Notify::new() });
     let control_task = tokio::spawn(control::server::run(listener, served.clone()));
+    // The bitmap daemon: clear idle regions lazily (md's daemon_sleep).
+    let daemon = {
+        let arrays: Vec<_> = table.arrays.iter().filter(|a| a.meta.is_some()).cloned().collect();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                for a in &arrays {
+                    let a = a.clone();
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || a.bitmap_daemon()).await {
+                        tracing::error!("bitmap daemon: {e}");
+                    }
+                }
+            }
+        })
+    };
     ready(&served, &socket);
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(control_err)?;
@@ -91,6 +106,7 @@ pub async fn run(
         t.abort();
     }
     control_task.abort();
+    daemon.abort();
     let _ = std::fs::remove_file(&socket);
     for listen in &listens {
         if let Listen::Unix(p) = listen {
@@ -100,6 +116,13 @@ pub async fn run(
     let t = table.clone();
     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || t.flush()).await {
         tracing::error!("final flush failed: {e}");
+    }
+    // A clean stop: mark idle regions clean and the arrays not dirty.
+    for a in table.arrays.iter().cloned() {
+        let name = a.name().to_string();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || a.shutdown()).await {
+            tracing::error!(array = %name, "clean shutdown failed: {e}");
+        }
     }
     Ok(())
 }

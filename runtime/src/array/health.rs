@@ -1,17 +1,19 @@
-//! A leg of an array: its device, data offset, health and counters.
+//! A leg of an array: its device (and a replacement being rebuilt), data
+//! offset, health, identity and counters.
 
 use crate::device::BlockDevice;
+use parking_lot::{Mutex, RwLock};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 /// dm-raid's health characters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Health {
     /// `A`: alive and in sync.
     Alive,
-    /// `a`: alive, not in sync (being rebuilt).
+    /// `a`: alive, not in sync (being rebuilt): written, not read.
     Recovering,
-    /// `D`: dead (failed).
+    /// `D`: dead (failed or missing).
     Dead,
 }
 
@@ -42,35 +44,72 @@ impl Health {
 }
 
 pub struct ArrayLeg {
-    pub device: Arc<dyn BlockDevice>,
-    /// Bytes skipped at the start of the leg (md's data offset).
+    device: RwLock<Arc<dyn BlockDevice>>,
+    /// A device being rebuilt to take this leg's place (`leg replace`).
+    replacement: RwLock<Option<Arc<dyn BlockDevice>>>,
+    /// Bytes skipped at the start of the leg (metadata, or md's data offset).
     pub offset: u64,
     health: AtomicU8,
+    /// This leg's uuid (zero without metadata).
+    pub uuid: Mutex<[u8; 16]>,
+    /// The uuid the replacement takes when it finishes.
+    pub replacement_uuid: Mutex<[u8; 16]>,
+    /// Requests in flight on this leg (least-outstanding-I/O reads).
+    pub inflight: AtomicU32,
+    /// Where the last request on this leg ended (nearest-position reads).
+    pub last_position: AtomicU64,
     pub reads: AtomicU64,
     pub writes: AtomicU64,
     pub errors: AtomicU64,
-    last_error: parking_lot::Mutex<Option<String>>,
+    last_error: Mutex<Option<String>>,
 }
 
 impl ArrayLeg {
     pub fn new(device: Arc<dyn BlockDevice>, offset: u64) -> Self {
         ArrayLeg {
-            device,
+            device: RwLock::new(device),
+            replacement: RwLock::new(None),
             offset,
             health: AtomicU8::new(Health::Alive.as_u8()),
+            uuid: Mutex::new([0; 16]),
+            replacement_uuid: Mutex::new([0; 16]),
+            inflight: AtomicU32::new(0),
+            last_position: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            last_error: parking_lot::Mutex::new(None),
+            last_error: Mutex::new(None),
         }
+    }
+
+    pub fn device(&self) -> Arc<dyn BlockDevice> {
+        self.device.read().clone()
+    }
+
+    pub fn set_device(&self, device: Arc<dyn BlockDevice>) {
+        *self.device.write() = device;
+    }
+
+    pub fn replacement(&self) -> Option<Arc<dyn BlockDevice>> {
+        self.replacement.read().clone()
+    }
+
+    pub fn set_replacement(&self, device: Option<Arc<dyn BlockDevice>>) {
+        *self.replacement.write() = device;
     }
 
     pub fn health(&self) -> Health {
         Health::from_u8(self.health.load(Ordering::Acquire))
     }
 
+    /// Readable: alive and in sync.
     pub fn is_alive(&self) -> bool {
         self.health() == Health::Alive
+    }
+
+    /// Writable: alive, or being rebuilt.
+    pub fn is_writable(&self) -> bool {
+        self.health() != Health::Dead
     }
 
     /// Mark the leg dead; true if it was not dead already.

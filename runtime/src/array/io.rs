@@ -54,12 +54,17 @@ impl Array {
 
     /// Read from leg `leg` at chunk `chunk` + `within`; an error marks the
     /// leg dead and returns false.
-    fn leg_read(&self, leg: u32, chunk: u64, within: u64, buf: &mut [u8]) -> bool {
+    pub(super) fn leg_read(&self, leg: u32, chunk: u64, within: u64, buf: &mut [u8]) -> bool {
         let Some(l) = self.legs.get(leg as usize) else { return false };
         if !l.is_alive() {
             return false;
         }
-        match l.device.read_at(buf, l.offset + chunk * self.chunk_bytes + within) {
+        let at = l.offset + chunk * self.chunk_bytes + within;
+        l.inflight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let result = l.device().read_at(buf, at);
+        l.inflight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        l.last_position.store(at + buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        match result {
             Ok(()) => {
                 Counters::add(&l.reads, 1);
                 true
@@ -72,13 +77,30 @@ impl Array {
         }
     }
 
-    /// Write to a leg; an error marks it dead and returns false.
-    fn leg_write(&self, leg: u32, chunk: u64, within: u64, buf: &[u8], fua: bool) -> bool {
+    /// Write to a leg (alive or being rebuilt) and to its replacement if one
+    /// is being rebuilt; an error marks the leg dead and returns false.
+    pub(super) fn leg_write(&self, leg: u32, chunk: u64, within: u64, buf: &[u8], fua: bool) -> bool {
         let Some(l) = self.legs.get(leg as usize) else { return false };
-        if !l.is_alive() {
-            return false;
+        let at = l.offset + chunk * self.chunk_bytes + within;
+        // A replacement being rebuilt gets every write, even when the leg
+        // it replaces has died meanwhile.
+        let mut replaced = false;
+        if let Some(r) = l.replacement() {
+            match r.write_at(buf, at, fua) {
+                Ok(()) => replaced = true,
+                Err(e) => {
+                    tracing::error!(array = %self.name, leg, "replacement {} failed: {e}; replacement abandoned", r.describe());
+                    l.set_replacement(None);
+                }
+            }
         }
-        match l.device.write_at(buf, l.offset + chunk * self.chunk_bytes + within, fua) {
+        if !l.is_writable() {
+            return replaced;
+        }
+        l.inflight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let result = l.device().write_at(buf, at, fua);
+        l.inflight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        match result {
             Ok(()) => {
                 Counters::add(&l.writes, 1);
                 true
@@ -89,6 +111,10 @@ impl Array {
                 false
             }
         }
+    }
+
+    fn leg_writable(&self, leg: u32) -> bool {
+        self.legs.get(leg as usize).is_some_and(|l| l.is_writable())
     }
 
     /// A whole-chunk read for scrubbing.
@@ -123,7 +149,7 @@ impl Array {
     }
 
     fn read_piece(&self, layout: &ProvenLayout, c: u64, within: u64, buf: &mut [u8]) -> Result<(), ArrayError> {
-        let place = layout.locate(c)?;
+        let place = if layout.descriptor.replica_chunks > 0 { self.choose_copy(layout, c)? } else { layout.locate(c)? };
         if self.leg_read(place.leg, place.chunk, within, buf) {
             return Ok(());
         }
@@ -135,10 +161,40 @@ impl Array {
         self.rebuild(layout, &view, s, (c % d) as usize, within, buf)
     }
 
+    /// The live copy of data chunk `c` to read, by the array's policy.
+    fn choose_copy(&self, layout: &ProvenLayout, c: u64) -> Result<crate::layout::map::Place, ArrayError> {
+        let d = u64::from(layout.descriptor.data_chunks);
+        let view = layout.stripe(c / d)?;
+        let k = (c % d) as u32;
+        let cb = self.chunk_bytes;
+        let policy = self.read_policy();
+        let best = view
+            .shape
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, sl)| matches!(sl.role, Role::Data(j) | Role::Replica(j) if j == k) && self.leg_alive(sl.leg))
+            .min_by_key(|(i, sl)| {
+                let leg = &self.legs[sl.leg as usize];
+                match policy {
+                    super::ReadPolicy::LeastOutstanding => u64::from(leg.inflight.load(std::sync::atomic::Ordering::Relaxed)),
+                    super::ReadPolicy::Nearest => {
+                        let at = leg.offset + view.place(*i).chunk * cb;
+                        at.abs_diff(leg.last_position.load(std::sync::atomic::Ordering::Relaxed))
+                    }
+                }
+            })
+            .map(|(i, _)| view.place(i));
+        Ok(match best {
+            Some(p) => p,
+            None => layout.locate(c)?,
+        })
+    }
+
     /// Bytes `within..within + out.len()` of data chunk `k` of stripe `s`,
     /// from any live copy or solved from the stripe's equations. The caller
     /// holds the stripe's lock.
-    fn rebuild(&self, layout: &ProvenLayout, view: &StripeView, s: u64, k: usize, within: u64, out: &mut [u8]) -> Result<(), ArrayError> {
+    pub(super) fn rebuild(&self, layout: &ProvenLayout, view: &StripeView, s: u64, k: usize, within: u64, out: &mut [u8]) -> Result<(), ArrayError> {
         let d = layout.descriptor.data_chunks as usize;
         for _attempt in 0..=self.legs.len() {
             let copies = view.shape.slots.iter().enumerate().filter(|(_, sl)| matches!(sl.role, Role::Data(j) | Role::Replica(j) if j as usize == k));
@@ -189,6 +245,7 @@ impl Array {
         let cb = self.chunk_bytes;
         let d = u64::from(layout.descriptor.data_chunks);
         let view = layout.stripe(s)?;
+        let _intent = self.intent_begin(s)?;
         let _held = self.locks.lock(s);
         let b = a + src.len() as u64;
         // Column runs in which the same data chunks are touched.
@@ -229,7 +286,7 @@ impl Array {
             .iter()
             .enumerate()
             .filter_map(|(i, sl)| match &sl.role {
-                Role::Parity { coefficients, .. } if self.leg_alive(sl.leg) => Some((i, &coefficients[..])),
+                Role::Parity { coefficients, .. } if self.leg_writable(sl.leg) => Some((i, &coefficients[..])),
                 _ => None,
             })
             .collect();
@@ -268,7 +325,12 @@ impl Array {
         let rmw_reads = touched.len() + parity.len();
         let rcw_reads = d - touched.len();
         let mut done = false;
-        if rmw_reads < rcw_reads && touched.iter().all(|(k, _)| has_live_copy(*k)) {
+        // RMW needs trusted old parity (not in a region awaiting resync) on
+        // legs that are in sync.
+        let rmw_possible = self.parity_trusted(s)
+            && parity.iter().all(|(i, _)| self.leg_alive(slots[*i].leg))
+            && touched.iter().all(|(k, _)| has_live_copy(*k));
+        if rmw_reads < rcw_reads && rmw_possible {
             done = self.read_modify_write(view, x0, touched, &parity, &mut parity_out);
         }
         if done {
@@ -382,8 +444,8 @@ impl Array {
     pub fn flush_legs(&self) -> Result<(), ArrayError> {
         Counters::add(&self.counters.flushes, 1);
         for (i, leg) in self.legs.iter().enumerate() {
-            if leg.is_alive() {
-                if let Err(e) = leg.device.flush() {
+            if leg.is_writable() {
+                if let Err(e) = leg.device().flush() {
                     self.fail_leg(i, &format!("flush error: {e}"));
                 }
             }
@@ -411,13 +473,18 @@ impl Array {
         let cb = self.chunk_bytes;
         for s in stripes {
             let view = layout.stripe(s)?;
+            let _intent = self.intent_begin(s)?;
             let _held = self.locks.lock(s);
             for (i, slot) in view.shape.slots.iter().enumerate() {
-                if matches!(slot.role, Role::Spare(_)) || !self.leg_alive(slot.leg) {
+                if matches!(slot.role, Role::Spare(_)) || !self.leg_writable(slot.leg) {
                     continue;
                 }
                 let leg = &self.legs[slot.leg as usize];
-                if let Err(e) = leg.device.write_zeroes(leg.offset + view.place(i).chunk * cb, cb, fua) {
+                let at = leg.offset + view.place(i).chunk * cb;
+                if let Some(r) = leg.replacement() {
+                    let _ = r.write_zeroes(at, cb, fua);
+                }
+                if let Err(e) = leg.device().write_zeroes(at, cb, fua) {
                     self.fail_leg(slot.leg as usize, &format!("write-zeroes error: {e}"));
                 }
             }

@@ -5,22 +5,29 @@
 //! stripe and, for every run of columns touched by the same data chunks,
 //! compute parity by read-modify-write or reconstruct-write, whichever reads
 //! less. A leg that returns an I/O error is marked dead and the array goes
-//! on degraded; it never returns wrong data.
+//! on degraded; it never returns wrong data. With metadata (`wasmraid
+//! create`), every leg carries a superblock and the write-intent bitmap.
 
 mod decode;
 pub mod health;
+pub mod intent;
 mod io;
 mod locks;
+pub mod create;
+pub mod members;
 pub mod reload;
 mod scrub;
+pub mod sync;
 
 use crate::device::BlockDevice;
 use crate::layout::map::MapError;
 use crate::layout::proven::ProvenLayout;
+use crate::meta::superblock::Superblock;
 use arc_swap::ArcSwap;
 use health::{ArrayLeg, Health};
+use parking_lot::Mutex;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 /// The threads that spread a large stripe's leg I/O, apart from rayon's
 /// global pool so nothing else (a compile, say) can hold them up.
@@ -48,6 +55,8 @@ pub enum ArrayError {
     Unrecoverable { stripe: u64, detail: String },
     #[error("{len} bytes at {offset} go beyond the array's {size} bytes")]
     OutOfRange { offset: u64, len: u64, size: u64 },
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<ArrayError> for std::io::Error {
@@ -80,6 +89,37 @@ impl Counters {
     }
 }
 
+/// Which copy a mirror read goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadPolicy {
+    /// The copy whose leg has the fewest requests in flight (default).
+    LeastOutstanding,
+    /// The copy whose leg last worked closest to it (DST's mirror policy).
+    Nearest,
+}
+
+impl std::str::FromStr for ReadPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "least-outstanding" | "lo" => Ok(ReadPolicy::LeastOutstanding),
+            "nearest" => Ok(ReadPolicy::Nearest),
+            other => Err(format!("unknown read policy '{other}' (least-outstanding, nearest)")),
+        }
+    }
+}
+
+/// What the metadata keeps for a self-describing array.
+pub struct Meta {
+    /// The array-level superblock fields; each leg's copy differs only in
+    /// its index and uuid.
+    pub template: Mutex<Superblock>,
+    pub intent: intent::Intent,
+    /// The layout component, written onto every leg added later.
+    pub component: Vec<u8>,
+}
+
 pub struct Array {
     name: String,
     legs: Vec<ArrayLeg>,
@@ -87,21 +127,31 @@ pub struct Array {
     chunk_bytes: u64,
     locks: locks::StripeLocks,
     plans: decode::Plans,
+    pub meta: Option<Meta>,
+    pub sync: sync::SyncState,
+    read_policy: AtomicU8,
     pub counters: Counters,
 }
 
 impl Array {
     /// An array over `legs` (device, data offset in bytes) laid out by a
-    /// layout proven for exactly these legs.
+    /// layout proven for exactly these legs, without metadata.
     pub fn new(name: impl Into<String>, legs: Vec<(Arc<dyn BlockDevice>, u64)>, layout: ProvenLayout) -> Self {
+        Array::build(name.into(), legs, layout, None)
+    }
+
+    pub(crate) fn build(name: String, legs: Vec<(Arc<dyn BlockDevice>, u64)>, layout: ProvenLayout, meta: Option<Meta>) -> Self {
         let chunk_bytes = layout.geometry.chunk_bytes();
         Array {
-            name: name.into(),
+            name,
             legs: legs.into_iter().map(|(d, off)| ArrayLeg::new(d, off)).collect(),
             layout: ArcSwap::from_pointee(layout),
             chunk_bytes,
             locks: locks::StripeLocks::new(4096),
             plans: decode::Plans::default(),
+            meta,
+            sync: sync::SyncState::default(),
+            read_policy: AtomicU8::new(0),
             counters: Counters::default(),
         }
     }
@@ -118,18 +168,72 @@ impl Array {
         &self.legs
     }
 
-    /// Mark leg `i` failed (the operator's `leg fail`).
-    pub fn fail_leg(&self, i: usize, why: &str) -> bool {
-        match self.legs.get(i) {
-            Some(leg) => {
-                let newly = leg.fail(why);
-                if newly {
-                    tracing::error!(array = %self.name, leg = i, device = %leg.device.describe(), "leg failed: {why}");
-                }
-                true
-            }
-            None => false,
+    pub fn read_policy(&self) -> ReadPolicy {
+        if self.read_policy.load(Ordering::Relaxed) == 1 { ReadPolicy::Nearest } else { ReadPolicy::LeastOutstanding }
+    }
+
+    pub fn set_read_policy(&self, p: ReadPolicy) {
+        self.read_policy.store(u8::from(p == ReadPolicy::Nearest), Ordering::Relaxed);
+    }
+
+    /// Mark leg `i` dead without touching metadata (used while writing
+    /// metadata, where recording the failure would recurse).
+    pub(crate) fn mark_dead(&self, i: usize, why: &str) -> bool {
+        let Some(leg) = self.legs.get(i) else { return false };
+        let newly = leg.fail(why);
+        if newly {
+            tracing::error!(array = %self.name, leg = i, device = %leg.device().describe(), "leg failed: {why}");
         }
+        newly
+    }
+
+    /// Mark leg `i` failed (an I/O error, or the operator's `leg fail`),
+    /// and record it in the surviving legs' superblocks.
+    pub fn fail_leg(&self, i: usize, why: &str) -> bool {
+        if i >= self.legs.len() {
+            return false;
+        }
+        if self.mark_dead(i, why) {
+            if let Err(e) = self.write_superblocks(None) {
+                tracing::error!(array = %self.name, "recording the failure of leg {i}: {e}");
+            }
+        }
+        true
+    }
+
+    /// Bump the generation and write every writable leg's superblock (with
+    /// `dirty` changed when given). Legs that fail the write are marked
+    /// dead and recorded in the same pass.
+    pub fn write_superblocks(&self, dirty: Option<bool>) -> Result<(), ArrayError> {
+        let Some(meta) = &self.meta else { return Ok(()) };
+        let mut template = meta.template.lock();
+        if let Some(d) = dirty {
+            template.dirty = d;
+        }
+        for _ in 0..=self.legs.len() {
+            template.generation += 1;
+            template.updated = crate::meta::superblock::now();
+            template.failed = self.legs.iter().map(|l| l.health() == Health::Dead).collect();
+            template.legs = self.legs.iter().map(|l| *l.uuid.lock()).collect();
+            let mut newly_dead = false;
+            let mut written = 0;
+            for (i, leg) in self.legs.iter().enumerate() {
+                if !leg.is_writable() {
+                    continue;
+                }
+                let mut sb = template.clone();
+                sb.leg_index = i as u32;
+                sb.leg_uuid = *leg.uuid.lock();
+                match crate::meta::store::write_superblock(&*leg.device(), &sb) {
+                    Ok(()) => written += 1,
+                    Err(e) => newly_dead |= self.mark_dead(i, &format!("superblock write failed: {e}")),
+                }
+            }
+            if !newly_dead {
+                return if written == 0 { Err(ArrayError::Refused("no leg could record the array's state".into())) } else { Ok(()) };
+            }
+        }
+        Ok(())
     }
 
     /// dm-raid style health string, e.g. `AAD`.
@@ -140,6 +244,21 @@ impl Array {
     /// Legs that are dead.
     pub fn dead_legs(&self) -> usize {
         self.legs.iter().filter(|l| l.health() == Health::Dead).count()
+    }
+
+    /// A clean stop: flush, mark every region clean that can be, and
+    /// record the array as cleanly shut down.
+    pub fn shutdown(&self) -> Result<(), ArrayError> {
+        self.sync.stop_and_wait();
+        self.flush_legs()?;
+        if let Some(meta) = &self.meta {
+            if self.dead_legs() == 0 {
+                let regions: Vec<usize> = (0..meta.intent.regions()).collect();
+                self.intent_apply(&regions, crate::meta::bitmap_state::Action::Daemon)?;
+            }
+            self.write_superblocks(Some(false))?;
+        }
+        Ok(())
     }
 }
 

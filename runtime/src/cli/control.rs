@@ -38,6 +38,12 @@ pub fn status(run_dir: &Option<PathBuf>, name: &str, json: bool) -> anyhow::Resu
             a["fault_tolerance"]
         );
         println!("  dm: {}", a["dm_status"].as_str().unwrap_or(""));
+        if let Some(m) = a["metadata"].as_object() {
+            println!("  uuid {} generation {}; bitmap {} regions: {}", m["uuid"].as_str().unwrap_or(""), m["generation"], m["regions"], m["bitmap"]);
+        }
+        if let Some(last) = a["sync_last"].as_str() {
+            println!("  last background action: {last}");
+        }
         for l in a["legs"].as_array().into_iter().flatten() {
             let err = l["last_error"].as_str().map(|e| format!("  ({e})")).unwrap_or_default();
             println!(
@@ -59,6 +65,73 @@ pub fn status(run_dir: &Option<PathBuf>, name: &str, json: bool) -> anyhow::Resu
             c["flushes"],
             c["errors"]
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A path the server (another process, another directory) can open.
+pub fn absolute(p: &std::path::Path) -> anyhow::Result<String> {
+    Ok(std::fs::canonicalize(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?.display().to_string())
+}
+
+/// Wait for the array's background action to end, with a progress bar.
+fn wait_for_sync(run_dir: &Option<PathBuf>, name: &str, array: Option<&str>) -> anyhow::Result<serde_json::Value> {
+    let bar = indicatif::ProgressBar::new(1000);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>10} [{bar:40}] {percent:>3}% {elapsed_precise} (eta {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    loop {
+        let status = call(run_dir, name, Request::Status, Duration::from_secs(10))?.result;
+        let arrays = status["arrays"].as_array().cloned().unwrap_or_default();
+        let a = arrays.iter().find(|a| array.is_none_or(|n| a["name"] == n)).cloned().unwrap_or_default();
+        let action = a["sync_action"].as_str().unwrap_or("idle").to_string();
+        if action == "idle" {
+            bar.finish_and_clear();
+            return Ok(a);
+        }
+        let ratio = a["sync_ratio"].as_str().unwrap_or("0/1");
+        let (done, total) = ratio.split_once('/').map(|(d, t)| (d.parse::<f64>().unwrap_or(0.0), t.parse::<f64>().unwrap_or(1.0))).unwrap_or((0.0, 1.0));
+        bar.set_message(action);
+        bar.set_position((done / total.max(1.0) * 1000.0) as u64);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn sync(run_dir: &Option<PathBuf>, name: &str, array: Option<String>, action: &str, wait: bool) -> anyhow::Result<ExitCode> {
+    call(run_dir, name, Request::Sync { array: array.clone(), action: action.into() }, Duration::from_secs(10))?;
+    if !wait {
+        println!("{name}: {action} started (see `wasmraid status {name}`)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let a = wait_for_sync(run_dir, name, array.as_deref())?;
+    println!("{name}: {action} done: mismatch_cnt {}; {}", a["mismatch_cnt"], a["sync_last"].as_str().unwrap_or(""));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn leg(run_dir: &Option<PathBuf>, name: &str, request: Request, wait: bool) -> anyhow::Result<ExitCode> {
+    let array = match &request {
+        Request::LegAdd { array, .. } | Request::LegReplace { array, .. } | Request::LegReadd { array, .. } | Request::LegRemove { array, .. } => array.clone(),
+        _ => None,
+    };
+    let r = call(run_dir, name, request, Duration::from_secs(60))?.result;
+    println!("{name}: {}", serde_json::to_string(&r)?);
+    if wait {
+        let a = wait_for_sync(run_dir, name, array.as_deref())?;
+        println!("{name}: health {}; {}", a["health"].as_str().unwrap_or("?"), a["sync_last"].as_str().unwrap_or(""));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn tune(run_dir: &Option<PathBuf>, name: &str, array: Option<String>, rate: Option<String>, policy: Option<String>) -> anyhow::Result<ExitCode> {
+    if let Some(rate) = rate {
+        let bytes_per_second = wasmraid::units::parse_size(&rate)?;
+        call(run_dir, name, Request::SyncRate { array: array.clone(), bytes_per_second }, Duration::from_secs(10))?;
+        println!("{name}: sync rate {}", if bytes_per_second == 0 { "unlimited".into() } else { format!("{}/s", format_size(bytes_per_second)) });
+    }
+    if let Some(policy) = policy {
+        call(run_dir, name, Request::ReadPolicy { array, policy: policy.clone() }, Duration::from_secs(10))?;
+        println!("{name}: read policy {policy}");
     }
     Ok(ExitCode::SUCCESS)
 }

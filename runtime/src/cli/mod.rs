@@ -3,6 +3,7 @@
 mod algo;
 mod control;
 mod demo;
+mod meta;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -87,6 +88,34 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         run_dir: Option<PathBuf>,
     },
+    /// Write superblocks, the component and bitmaps onto legs (like mdadm --create).
+    Create(meta::CreateArgs),
+    /// Find an array's legs by uuid, check them, and serve it (like mdadm --assemble).
+    Assemble(meta::AssembleArgs),
+    /// Print a leg's metadata (like mdadm --examine).
+    Examine {
+        leg: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Scrub a served array: count parity/copy mismatches (md's check).
+    Check(SyncArgs),
+    /// Scrub a served array and rewrite what disagrees (md's repair).
+    Repair(SyncArgs),
+    /// Background settings of a served array.
+    Tune {
+        name: String,
+        #[arg(long)]
+        array: Option<String>,
+        /// Rate limit for resync, recovery, check (e.g. 50M per second; 0 = none).
+        #[arg(long)]
+        sync_rate: Option<String>,
+        /// Mirror reads: least-outstanding or nearest.
+        #[arg(long)]
+        read_policy: Option<String>,
+        #[arg(long, value_name = "DIR")]
+        run_dir: Option<PathBuf>,
+    },
     /// Stop serving a device (flushes, removes its sockets).
     Stop {
         name: String,
@@ -105,6 +134,19 @@ enum TableCommand {
     },
 }
 
+/// Which array, and whether to wait with a progress bar.
+#[derive(clap::Args)]
+pub struct SyncArgs {
+    name: String,
+    #[arg(long)]
+    array: Option<String>,
+    /// Wait for the end, showing progress.
+    #[arg(long)]
+    wait: bool,
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum LegCommand {
     /// Mark a leg failed; the array continues degraded.
@@ -113,6 +155,52 @@ enum LegCommand {
         leg: usize,
         #[arg(long)]
         array: Option<String>,
+        #[arg(long, value_name = "DIR")]
+        run_dir: Option<PathBuf>,
+    },
+    /// Detach a dead leg; its slot stays empty.
+    Remove {
+        name: String,
+        leg: usize,
+        #[arg(long)]
+        array: Option<String>,
+        #[arg(long, value_name = "DIR")]
+        run_dir: Option<PathBuf>,
+    },
+    /// Add a spare device into a dead or empty slot and rebuild it.
+    Add {
+        name: String,
+        device: PathBuf,
+        /// The slot (default: the first dead one).
+        #[arg(long)]
+        slot: Option<usize>,
+        #[arg(long)]
+        array: Option<String>,
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, value_name = "DIR")]
+        run_dir: Option<PathBuf>,
+    },
+    /// Rebuild a new device to replace a live leg, which keeps serving meanwhile.
+    Replace {
+        name: String,
+        leg: usize,
+        device: PathBuf,
+        #[arg(long)]
+        array: Option<String>,
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, value_name = "DIR")]
+        run_dir: Option<PathBuf>,
+    },
+    /// Bring back a leg that left: bitmap-only recovery when it is recent.
+    ReAdd {
+        name: String,
+        device: PathBuf,
+        #[arg(long)]
+        array: Option<String>,
+        #[arg(long)]
+        wait: bool,
         #[arg(long, value_name = "DIR")]
         run_dir: Option<PathBuf>,
     },
@@ -125,11 +213,22 @@ pub fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let result = match cli.command {
-        Command::Algo(cmd) => algo::run(cmd, &cli.sandbox),
-        Command::Demo => demo::run(&cli.sandbox),
-        Command::Serve(args) => serve::run(args, &cli.sandbox),
-        Command::Table(TableCommand::Check { file, bind }) => serve::check(&file, bind, &cli.sandbox),
+    let result = dispatch(cli.command, &cli.sandbox);
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wasmraid: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn dispatch(command: Command, sandbox: &SandboxArgs) -> anyhow::Result<std::process::ExitCode> {
+    match command {
+        Command::Algo(cmd) => algo::run(cmd, sandbox),
+        Command::Demo => demo::run(sandbox),
+        Command::Serve(args) => serve::run(args, sandbox),
+        Command::Table(TableCommand::Check { file, bind }) => serve::check(&file, bind, sandbox),
         Command::Status { name, json, run_dir } => control::status(&run_dir, &name, json),
         Command::Leg(LegCommand::Fail { name, leg, array, run_dir }) => {
             control::call(&run_dir, &name, wasmraid::control::Request::LegFail { array, leg }, Duration::from_secs(10)).map(|r| {
@@ -155,16 +254,36 @@ pub fn main() -> std::process::ExitCode {
                 std::process::ExitCode::SUCCESS
             })
         }
+        Command::Create(args) => meta::create_cmd(args, sandbox),
+        Command::Assemble(args) => meta::assemble_cmd(args, sandbox),
+        Command::Examine { leg, json } => meta::examine_cmd(&leg, json),
+        Command::Check(a) => control::sync(&a.run_dir, &a.name, a.array, "check", a.wait),
+        Command::Repair(a) => control::sync(&a.run_dir, &a.name, a.array, "repair", a.wait),
+        Command::Tune { name, array, sync_rate, read_policy, run_dir } => control::tune(&run_dir, &name, array, sync_rate, read_policy),
+        Command::Leg(LegCommand::Remove { name, leg, array, run_dir }) => {
+            control::leg(&run_dir, &name, wasmraid::control::Request::LegRemove { array, leg }, false)
+        }
+        Command::Leg(LegCommand::Add { name, device, slot, array, wait, run_dir }) => control::leg(
+            &run_dir,
+            &name,
+            wasmraid::control::Request::LegAdd { array, leg: slot, device: control::absolute(&device)? },
+            wait,
+        ),
+        Command::Leg(LegCommand::Replace { name, leg, device, array, wait, run_dir }) => control::leg(
+            &run_dir,
+            &name,
+            wasmraid::control::Request::LegReplace { array, leg, device: control::absolute(&device)? },
+            wait,
+        ),
+        Command::Leg(LegCommand::ReAdd { name, device, array, wait, run_dir }) => control::leg(
+            &run_dir,
+            &name,
+            wasmraid::control::Request::LegReadd { array, device: control::absolute(&device)? },
+            wait,
+        ),
         Command::Stop { name, run_dir } => control::call(&run_dir, &name, wasmraid::control::Request::Stop, Duration::from_secs(10)).map(|_| {
             println!("{name}: stopping");
             std::process::ExitCode::SUCCESS
         }),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("wasmraid: {e:#}");
-            std::process::ExitCode::from(1)
-        }
     }
 }

@@ -39,18 +39,52 @@ pub struct ServeArgs {
     /// Create legs that do not exist as sparse files of this size.
     #[arg(long, value_name = "SIZE")]
     create_legs: Option<String>,
+    /// Open legs with O_DIRECT.
+    #[arg(long)]
+    direct: bool,
+    #[command(flatten)]
+    listen: ListenArgs,
+}
+
+/// Where a served device listens.
+#[derive(Args, Clone)]
+pub struct ListenArgs {
     /// Serve NBD on this TCP address (default 127.0.0.1:10809 when no --nbd-unix is given).
     #[arg(long)]
     nbd: Vec<SocketAddr>,
     /// Serve NBD on this Unix socket.
     #[arg(long)]
     nbd_unix: Vec<PathBuf>,
-    /// Open legs with O_DIRECT.
-    #[arg(long)]
-    direct: bool,
     /// Directory of control sockets.
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
+}
+
+impl ListenArgs {
+    fn listens(&self) -> Vec<Listen> {
+        let mut listens: Vec<Listen> =
+            self.nbd.iter().map(|addr| Listen::Tcp(*addr)).chain(self.nbd_unix.iter().map(|p| Listen::Unix(p.clone()))).collect();
+        if listens.is_empty() {
+            listens.push(Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 10809))));
+        }
+        listens
+    }
+}
+
+/// Serve a bound table until stopped.
+pub fn serve_table(name: &str, table: Table, sandbox: Arc<wasmraid::sandbox::Sandbox>, listen: &ListenArgs) -> anyhow::Result<ExitCode> {
+    let run_dir = listen.run_dir.clone().unwrap_or_else(wasmraid::control::default_run_dir);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("wasmraid").build()?;
+    runtime.block_on(wasmraid::serve::run(name.to_string(), Arc::new(table), sandbox, listen.listens(), run_dir, |served, socket| {
+        eprintln!(
+            "wasmraid: serving {} ({}) on {}; control {}",
+            served.name,
+            format_size(served.table.size()),
+            served.listening.join(", "),
+            socket.display()
+        );
+    }))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The table a `--layout` serve stands for, with a given length.
@@ -108,23 +142,7 @@ pub fn run(a: ServeArgs, sandbox_args: &SandboxArgs) -> anyhow::Result<ExitCode>
         }
         (None, None) => bail!("give --table FILE, or --layout COMPONENT with --legs"),
     };
-    let mut listens: Vec<Listen> = a.nbd.iter().map(|addr| Listen::Tcp(*addr)).chain(a.nbd_unix.iter().map(|p| Listen::Unix(p.clone()))).collect();
-    if listens.is_empty() {
-        listens.push(Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 10809))));
-    }
-    let run_dir = a.run_dir.clone().unwrap_or_else(wasmraid::control::default_run_dir);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("wasmraid").build()?;
-    let table = Arc::new(table);
-    runtime.block_on(wasmraid::serve::run(a.name.clone(), table, sandbox, listens, run_dir, |served, socket| {
-        eprintln!(
-            "wasmraid: serving {} ({}) on {}; control {}",
-            served.name,
-            format_size(served.table.size()),
-            served.listening.join(", "),
-            socket.display()
-        );
-    }))?;
-    Ok(ExitCode::SUCCESS)
+    serve_table(&a.name, table, sandbox, &a.listen)
 }
 
 /// `wasmraid table check FILE`: parse and validate a table without opening

@@ -2,6 +2,7 @@
 
 use super::{Request, Response};
 use crate::array::Array;
+use crate::array::sync::SyncAction;
 use crate::layout::proven::ProvenLayout;
 use crate::serve::Served;
 use std::sync::Arc;
@@ -28,6 +29,30 @@ pub async fn run(listener: UnixListener, served: Arc<Served>) {
                 }
             }
         });
+    }
+}
+
+/// Open a leg device named by the operator.
+fn open(path: &str) -> Result<Arc<dyn crate::device::BlockDevice>, String> {
+    crate::device::file::FileLeg::open(std::path::Path::new(path), Default::default())
+        .map(|l| Arc::new(l) as Arc<dyn crate::device::BlockDevice>)
+        .map_err(|e| e.to_string())
+}
+
+/// Run `f` on the named array off the async threads.
+async fn with_array(
+    served: &Arc<Served>,
+    array: Option<String>,
+    f: impl FnOnce(Arc<Array>) -> Result<serde_json::Value, String> + Send + 'static,
+) -> Response {
+    let a = match find_array(served, array.as_deref()) {
+        Ok(a) => a,
+        Err(e) => return failure(e),
+    };
+    match tokio::task::spawn_blocking(move || f(a)).await {
+        Ok(Ok(v)) => success(v),
+        Ok(Err(e)) => failure(e),
+        Err(e) => failure(format!("task failed: {e}")),
     }
 }
 
@@ -96,6 +121,40 @@ async fn handle(served: &Arc<Served>, request: Request) -> Response {
                 success(serde_json::json!({"array": a.name(), "leg": leg, "health": a.health_chars()}))
             }
         },
+        Request::Sync { array, action } => with_array(served, array, move |a| {
+            let action = match action.as_str() {
+                "check" => SyncAction::Check,
+                "repair" => SyncAction::Repair,
+                "resync" => SyncAction::Resync,
+                other => return Err(format!("unknown action '{other}' (check, repair, resync)")),
+            };
+            a.start_sync(action, None).map_err(|e| e.to_string())?;
+            Ok(serde_json::json!({"array": a.name(), "started": action.name()}))
+        }).await,
+        Request::SyncRate { array, bytes_per_second } => with_array(served, array, move |a| {
+            a.sync.rate_limit.store(bytes_per_second, std::sync::atomic::Ordering::Relaxed);
+            Ok(serde_json::json!({"array": a.name(), "rate": bytes_per_second}))
+        }).await,
+        Request::ReadPolicy { array, policy } => with_array(served, array, move |a| {
+            a.set_read_policy(policy.parse()?);
+            Ok(serde_json::json!({"array": a.name(), "read_policy": a.read_policy()}))
+        }).await,
+        Request::LegRemove { array, leg } => with_array(served, array, move |a| {
+            a.leg_remove(leg).map_err(|e| e.to_string())?;
+            Ok(serde_json::json!({"array": a.name(), "health": a.health_chars()}))
+        }).await,
+        Request::LegAdd { array, leg, device } => with_array(served, array, move |a| {
+            let slot = a.leg_add(leg, open(&device)?).map_err(|e| e.to_string())?;
+            Ok(serde_json::json!({"array": a.name(), "slot": slot, "health": a.health_chars()}))
+        }).await,
+        Request::LegReplace { array, leg, device } => with_array(served, array, move |a| {
+            a.leg_replace(leg, open(&device)?).map_err(|e| e.to_string())?;
+            Ok(serde_json::json!({"array": a.name(), "leg": leg, "health": a.health_chars()}))
+        }).await,
+        Request::LegReadd { array, device } => with_array(served, array, move |a| {
+            let (slot, scope) = a.leg_readd(open(&device)?).map_err(|e| e.to_string())?;
+            Ok(serde_json::json!({"array": a.name(), "slot": slot, "recovery": format!("{scope:?}").to_lowercase(), "health": a.health_chars()}))
+        }).await,
         Request::Reload { array, component, args } => {
             let array = match find_array(served, array.as_deref()) {
                 Ok(a) => a,

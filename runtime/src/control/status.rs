@@ -30,7 +30,11 @@ pub struct ArrayStatus {
     pub health: String,
     pub sync_action: String,
     pub sync_ratio: String,
+    pub sync_last: Option<String>,
     pub mismatch_cnt: u64,
+    pub read_policy: crate::array::ReadPolicy,
+    /// Array uuid, generation and bitmap state counts, with metadata.
+    pub metadata: Option<serde_json::Value>,
     /// The line `dmsetup status` would print for a dm-raid target.
     pub dm_status: String,
     pub legs: Vec<LegStatus>,
@@ -44,7 +48,29 @@ pub fn array_status(a: &Array) -> ArrayStatus {
     let c = &a.counters;
     let get = |x: &std::sync::atomic::AtomicU64| x.load(Ordering::Relaxed);
     let sectors = size / 512;
-    let sync_ratio = format!("{sectors}/{sectors}");
+    let action = a.sync.action();
+    let (done, total) = a.sync.ratio();
+    let sync_ratio = if action == crate::array::sync::SyncAction::Idle || total == 0 {
+        format!("{sectors}/{sectors}")
+    } else {
+        let per_stripe = sectors / layout.descriptor.stripes.max(1);
+        format!("{}/{sectors}", done * per_stripe)
+    };
+    let mismatches = a.sync.mismatches.load(Ordering::Relaxed);
+    let metadata = a.meta.as_ref().map(|m| {
+        let t = m.template.lock();
+        let counts: serde_json::Map<String, serde_json::Value> =
+            m.intent.counts().iter().map(|(st, n)| (format!("{st:?}").to_lowercase(), serde_json::json!(n))).collect();
+        serde_json::json!({
+            "uuid": crate::meta::superblock::uuid_text(&t.array_uuid),
+            "generation": t.generation,
+            "events_cleared": t.events_cleared,
+            "regions": m.intent.regions(),
+            "region_stripes": m.intent.region_stripes,
+            "bitmap": counts,
+            "bitmap_writes": m.intent.persisted.load(Ordering::Relaxed),
+        })
+    });
     ArrayStatus {
         name: a.name().into(),
         layout: layout.name.clone(),
@@ -53,18 +79,24 @@ pub fn array_status(a: &Array) -> ArrayStatus {
         chunk_bytes: layout.geometry.chunk_bytes(),
         size_bytes: size,
         fault_tolerance: layout.descriptor.fault_tolerance,
-        dm_status: format!("0 {sectors} raid {} {} {health} {sync_ratio} idle 0", layout.name, a.legs().len()),
+        dm_status: format!("0 {sectors} raid {} {} {health} {sync_ratio} {} {mismatches}", layout.name, a.legs().len(), action.name()),
         health,
-        sync_action: "idle".into(),
+        sync_action: action.name().into(),
         sync_ratio,
-        mismatch_cnt: 0,
+        sync_last: a.sync.last_result.lock().clone(),
+        mismatch_cnt: mismatches,
+        read_policy: a.read_policy(),
+        metadata,
         legs: a
             .legs()
             .iter()
             .enumerate()
             .map(|(index, l)| LegStatus {
                 index,
-                device: l.device.describe(),
+                device: match l.replacement() {
+                    Some(r) => format!("{} (being replaced by {})", l.device().describe(), r.describe()),
+                    None => l.device().describe(),
+                },
                 health: l.health(),
                 health_char: l.health().char().to_string(),
                 reads: get(&l.reads),

@@ -3,6 +3,7 @@
 //! and every frontend serves the same thing.
 
 pub mod file;
+pub mod missing;
 
 use std::io;
 

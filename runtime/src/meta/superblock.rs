@@ -28,6 +28,8 @@ pub struct Superblock {
     pub legs: Vec<[u8; 16]>,
     /// Legs the array considered failed (or missing) at this generation.
     pub failed: Vec<bool>,
+    /// Usable chunks of every leg (the layout's geometry).
+    pub leg_sizes: Vec<u64>,
     /// Event counter: bumped on every change of the array's state.
     pub generation: u64,
     /// True while the array is running (cleared by a clean stop).
@@ -157,6 +159,7 @@ impl Superblock {
         for (i, uuid) in self.legs.iter().enumerate().take(MAX_LEGS) {
             w.bytes(uuid);
             w.bytes(&[u8::from(self.failed.get(i).copied().unwrap_or(false))]);
+            w.u64(self.leg_sizes.get(i).copied().unwrap_or(0));
         }
         w.buf.resize(BLOCK - 4, 0);
         let crc = crc32c::crc32c(&w.buf);
@@ -205,9 +208,11 @@ impl Superblock {
         }
         let mut legs = Vec::with_capacity(count);
         let mut failed = Vec::with_capacity(count);
+        let mut leg_sizes = Vec::with_capacity(count);
         for _ in 0..count {
             legs.push(r.array());
             failed.push(r.array::<1>()[0] != 0);
+            leg_sizes.push(r.u64());
         }
         if chunk_sectors == 0 || region_stripes == 0 {
             return Err(SuperblockError::Field("geometry"));
@@ -219,6 +224,7 @@ impl Superblock {
             leg_index,
             legs,
             failed,
+            leg_sizes,
             generation,
             dirty,
             events_cleared,
@@ -250,6 +256,11 @@ impl Superblock {
     }
 }
 
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// A uuid as 8-4-4-4-12 hex.
 pub fn uuid_text(u: &[u8; 16]) -> String {
     let h = hex::encode(u);
@@ -276,6 +287,7 @@ mod tests {
             leg_index: 1,
             legs: vec![[3; 16], [2; 16], [4; 16]],
             failed: vec![false, false, true],
+            leg_sizes: vec![1000, 1000, 1000],
             generation: 42,
             dirty: true,
             events_cleared: 40,

@@ -1,0 +1,276 @@
+//! Self-describing arrays: `create` writes superblocks, the component and
+//! the bitmap onto every leg; `assemble` finds legs by uuid, refuses stale
+//! and foreign ones with a reason, and never assembles silently wrong.
+
+use super::health::Health;
+use super::intent::Intent;
+use super::{Array, Meta};
+use crate::device::BlockDevice;
+use crate::device::missing::Missing;
+use crate::layout::Geometry;
+use crate::layout::proven::ProvenLayout;
+use crate::meta::bitmap_state::{Action, State};
+use crate::meta::superblock::{MAX_LEGS, Superblock, new_uuid, now, uuid_text};
+use crate::meta::{area, store};
+use crate::sandbox::Sandbox;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Meta(#[from] store::MetaError),
+    #[error("layout: {0}")]
+    Layout(#[from] crate::layout::proven::LayoutError),
+    #[error("{0}")]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error("{0}")]
+    Array(#[from] super::ArrayError),
+}
+
+/// How to create an array.
+pub struct CreateOptions {
+    pub name: String,
+    pub component: Vec<u8>,
+    pub chunk_sectors: u32,
+    pub args: String,
+    /// The legs hold zeroes (new sparse files): parity is already right.
+    pub assume_clean: bool,
+    /// Overwrite legs that belong to another array.
+    pub force: bool,
+}
+
+/// What `create` wrote.
+pub struct Created {
+    pub uuid: [u8; 16],
+    pub layout: ProvenLayout,
+    pub data_offset: u64,
+    pub regions: u64,
+}
+
+pub fn create(legs: &[Arc<dyn BlockDevice>], sandbox: &Arc<Sandbox>, o: &CreateOptions) -> Result<Created, CreateError> {
+    if legs.is_empty() || legs.len() > MAX_LEGS {
+        return Err(CreateError::Refused(format!("an array has 1 to {MAX_LEGS} legs, got {}", legs.len())));
+    }
+    crate::control::valid_name(&o.name).map_err(CreateError::Refused)?;
+    for leg in legs {
+        if let Ok(sb) = store::read_superblock(&**leg) {
+            if !o.force {
+                return Err(CreateError::Refused(format!(
+                    "{} already belongs to array '{}' ({}), leg {}: pass --force to overwrite it",
+                    leg.describe(),
+                    sb.name,
+                    uuid_text(&sb.array_uuid),
+                    sb.leg_index
+                )));
+            }
+        }
+    }
+    let sizes: Vec<u64> = legs.iter().map(|l| l.size()).collect();
+    let area = area::plan(&sizes, o.component.len() as u64);
+    let chunk_bytes = u64::from(o.chunk_sectors) * 512;
+    let leg_chunks: Vec<u64> = sizes.iter().map(|s| s.saturating_sub(area.data_offset) / chunk_bytes).collect();
+    let loaded = Arc::new(crate::sandbox::component::load(sandbox, &o.component)?);
+    let layout = ProvenLayout::prove(loaded, Geometry { chunk_sectors: o.chunk_sectors, leg_chunks: leg_chunks.clone(), args: o.args.clone() })?;
+    let d = &layout.descriptor;
+    let region_stripes = area::region_stripes(u64::from(d.data_chunks) * chunk_bytes);
+    let regions = d.stripes.div_ceil(region_stripes);
+    let uuid = new_uuid();
+    let leg_uuids: Vec<[u8; 16]> = legs.iter().map(|_| new_uuid()).collect();
+    let template = Superblock {
+        array_uuid: uuid,
+        name: o.name.clone(),
+        leg_uuid: [0; 16],
+        leg_index: 0,
+        legs: leg_uuids.clone(),
+        failed: vec![false; legs.len()],
+        leg_sizes: leg_chunks,
+        generation: 1,
+        dirty: false,
+        events_cleared: 1,
+        chunk_sectors: o.chunk_sectors,
+        data_offset: area.data_offset,
+        leg_chunks: 0,
+        layout_name: layout.name.clone(),
+        args: o.args.clone(),
+        component_sha256: Sha256::digest(&o.component).into(),
+        component_offset: area.component_offset,
+        component_len: o.component.len() as u64,
+        bitmap_offset: area::BITMAP_OFFSET,
+        bitmap_bytes: area.bitmap_bytes,
+        region_stripes,
+        regions,
+        created: now(),
+        updated: now(),
+    };
+    let states = vec![if o.assume_clean { State::Clean } else { State::Unwritten }; regions as usize];
+    for (i, leg) in legs.iter().enumerate() {
+        let sb = Superblock { leg_index: i as u32, leg_uuid: leg_uuids[i], leg_chunks: template.leg_sizes[i], ..template.clone() };
+        store::write_component(&**leg, &sb, &o.component)?;
+        for which in [0, 1] {
+            store::write_bitmap_copy(&**leg, &sb, which, &states, 1)?;
+        }
+        store::write_superblock(&**leg, &sb)?;
+    }
+    Ok(Created { uuid, layout, data_offset: area.data_offset, regions })
+}
+
+/// How to assemble.
+pub struct AssembleOptions {
+    /// Only legs of the array with this name (or uuid text); None takes the
+    /// array most legs belong to.
+    pub name: Option<String>,
+    /// Start a parity array that is both dirty and degraded (the write
+    /// hole: rebuilt data may be wrong where a crash tore a stripe).
+    pub force: bool,
+    pub daemon_sleep: Duration,
+}
+
+/// One leg's verdict, for the operator.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LegReport {
+    pub device: String,
+    pub slot: Option<u32>,
+    pub accepted: bool,
+    pub reason: String,
+}
+
+/// An assembled array and what happened to every leg offered.
+pub struct Assembled {
+    pub array: Arc<Array>,
+    pub report: Vec<LegReport>,
+    /// Regions found needing a resync (after an unclean stop).
+    pub needs_sync: usize,
+    pub bitmap_note: Option<String>,
+}
+
+pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &AssembleOptions) -> Result<Assembled, CreateError> {
+    let mut report = Vec::new();
+    let mut found: Vec<(Arc<dyn BlockDevice>, Superblock)> = Vec::new();
+    for dev in devices {
+        match store::read_superblock(&*dev) {
+            Ok(sb) => found.push((dev, sb)),
+            Err(e) => report.push(LegReport { device: dev.describe(), slot: None, accepted: false, reason: e.to_string() }),
+        }
+    }
+    // Which array: the one named, else the one most legs belong to.
+    let wanted = match &o.name {
+        Some(n) => found.iter().find(|(_, sb)| &sb.name == n || &uuid_text(&sb.array_uuid) == n).map(|(_, sb)| sb.array_uuid),
+        None => {
+            let mut counts: Vec<([u8; 16], usize)> = Vec::new();
+            for (_, sb) in &found {
+                match counts.iter_mut().find(|(u, _)| *u == sb.array_uuid) {
+                    Some(c) => c.1 += 1,
+                    None => counts.push((sb.array_uuid, 1)),
+                }
+            }
+            counts.into_iter().max_by_key(|c| c.1).map(|c| c.0)
+        }
+    };
+    let Some(uuid) = wanted else {
+        let reasons: Vec<String> = report.iter().map(|r| format!("{}: {}", r.device, r.reason)).collect();
+        return Err(CreateError::Refused(format!("no leg of the requested array was found ({})", reasons.join("; "))));
+    };
+    let (members, foreign): (Vec<_>, Vec<_>) = found.into_iter().partition(|(_, sb)| sb.array_uuid == uuid);
+    for (dev, sb) in foreign {
+        report.push(LegReport {
+            device: dev.describe(),
+            slot: Some(sb.leg_index),
+            accepted: false,
+            reason: format!("foreign: belongs to array '{}' ({})", sb.name, uuid_text(&sb.array_uuid)),
+        });
+    }
+    let newest = members.iter().max_by_key(|(_, sb)| sb.generation).map(|(_, sb)| sb.clone()).ok_or_else(|| CreateError::Refused("no member legs".into()))?;
+    let n = newest.legs.len();
+    let mut slots: Vec<Option<(Arc<dyn BlockDevice>, Superblock)>> = (0..n).map(|_| None).collect();
+    for (dev, sb) in members {
+        let i = sb.leg_index as usize;
+        let reason = if i >= n {
+            Some(format!("slot {i} does not exist in an array of {n} legs"))
+        } else if newest.legs[i] != sb.leg_uuid {
+            Some(format!("slot {i} now belongs to leg {} (this leg, {}, was replaced)", uuid_text(&newest.legs[i]), uuid_text(&sb.leg_uuid)))
+        } else if sb.generation < newest.generation {
+            Some(format!("stale: generation {} is older than the array's {} (it missed changes; re-add it to recover it)", sb.generation, newest.generation))
+        } else if newest.failed.get(i).copied().unwrap_or(false) {
+            Some(format!("the array recorded slot {i} as failed (re-add it to recover it)"))
+        } else if slots[i].is_some() {
+            Some(format!("a second leg claims slot {i}"))
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => report.push(LegReport { device: dev.describe(), slot: Some(sb.leg_index), accepted: false, reason }),
+            None => {
+                report.push(LegReport { device: dev.describe(), slot: Some(sb.leg_index), accepted: true, reason: format!("slot {i}, generation {}", sb.generation) });
+                slots[i] = Some((dev, sb));
+            }
+        }
+    }
+    let source = slots.iter().flatten().next().ok_or_else(|| CreateError::Refused("no usable leg".into()))?;
+    let component = store::read_component(&*source.0, &source.1)?;
+    let loaded = Arc::new(crate::sandbox::component::load(sandbox, &component)?);
+    let geometry = Geometry { chunk_sectors: newest.chunk_sectors, leg_chunks: newest.leg_sizes.clone(), args: newest.args.clone() };
+    let layout = ProvenLayout::prove(loaded, geometry)?;
+    if layout.descriptor.stripes.div_ceil(newest.region_stripes) != newest.regions {
+        return Err(CreateError::Refused("the layout no longer matches the bitmap's regions".into()));
+    }
+
+    // The bitmap: the highest valid serial of any copy on any member.
+    let mut best: Option<(u64, Vec<State>)> = None;
+    let mut bad_copies = 0;
+    for (dev, sb) in slots.iter().flatten() {
+        for copy in store::read_bitmap_copies(&**dev, sb) {
+            match copy {
+                Ok((serial, states)) if best.as_ref().is_none_or(|b| serial > b.0) => best = Some((serial, states)),
+                Ok(_) => {}
+                Err(_) => bad_copies += 1,
+            }
+        }
+    }
+    let (serial, mut states, bitmap_note) = match best {
+        Some((serial, states)) => (serial, states, (bad_copies > 0).then(|| format!("{bad_copies} damaged bitmap copies ignored; the newest valid copy (serial {serial}) was used"))),
+        None => {
+            tracing::error!("every copy of the write-intent bitmap is invalid: the whole array will be resynced");
+            (0, vec![State::NeedSync; newest.regions as usize], Some("EVERY BITMAP COPY IS INVALID: full resync".to_string()))
+        }
+    };
+    for s in &mut states {
+        *s = crate::meta::bitmap_state::transition(*s, Action::Reload).0;
+    }
+    let needs_sync = states.iter().filter(|s| crate::meta::bitmap_state::needs_sync(**s)).count();
+    let dead = slots.iter().filter(|s| s.is_none()).count();
+    if needs_sync > 0 && dead > 0 && layout.descriptor.parity_chunks > 0 && !o.force {
+        return Err(CreateError::Refused(format!(
+            "the array was not shut down cleanly ({needs_sync} regions may hold torn stripes) and {dead} leg(s) are missing: \
+             rebuilding the missing data from possibly stale parity could return wrong data (the write hole). \
+             Bring the missing legs back, or pass --force to start anyway"
+        )));
+    }
+
+    let legs: Vec<(Arc<dyn BlockDevice>, u64)> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| match s {
+            Some((dev, _)) => (dev.clone(), newest.data_offset),
+            None => (Arc::new(Missing { what: format!("slot {i}") }) as Arc<dyn BlockDevice>, newest.data_offset),
+        })
+        .collect();
+    let intent = Intent::new(newest.region_stripes, states, serial, o.daemon_sleep);
+    let meta = Meta { template: Mutex::new(newest.clone()), intent, component };
+    let array = Arc::new(Array::build(newest.name.clone(), legs, layout, Some(meta)));
+    for (i, s) in slots.iter().enumerate() {
+        *array.legs[i].uuid.lock() = newest.legs[i];
+        if s.is_none() {
+            array.legs[i].set_health(Health::Dead);
+        }
+    }
+    array.write_superblocks(Some(true))?;
+    // Persist the reloaded states (Dirty became NeedSync).
+    let all: Vec<usize> = (0..newest.regions as usize).collect();
+    array.intent_apply(&all, Action::Reload)?;
+    Ok(Assembled { array, report, needs_sync, bitmap_note })
+}

@@ -1,0 +1,236 @@
+//! `wasmraid create`, `assemble` and `examine`: self-describing arrays.
+
+use super::SandboxArgs;
+use super::serve::{ListenArgs, serve_table};
+use anyhow::{Context, bail};
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmraid::array::ReadPolicy;
+use wasmraid::array::create::{AssembleOptions, CreateOptions, assemble, create};
+use wasmraid::array::sync::SyncAction;
+use wasmraid::device::BlockDevice;
+use wasmraid::device::file::{FileLeg, OpenFlags};
+use wasmraid::meta::{store, superblock::uuid_text};
+use wasmraid::table::Table;
+use wasmraid::units::{format_size, parse_size};
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// The array's name.
+    name: String,
+    /// A component file or a built-in layout name.
+    #[arg(long)]
+    layout: String,
+    /// The legs, comma separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    legs: Vec<PathBuf>,
+    #[arg(long, default_value = "64K")]
+    chunk: String,
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    args: String,
+    /// Create legs that do not exist as sparse files of this size (they
+    /// read as zeroes, so the array starts clean).
+    #[arg(long, value_name = "SIZE")]
+    create_legs: Option<String>,
+    /// Trust that the legs' contents are consistent (all zeroes): no
+    /// initial resync.
+    #[arg(long)]
+    assume_clean: bool,
+    /// Overwrite legs that belong to another array.
+    #[arg(long)]
+    force: bool,
+}
+
+fn open_legs(paths: &[PathBuf]) -> anyhow::Result<Vec<Arc<dyn BlockDevice>>> {
+    paths
+        .iter()
+        .map(|p| FileLeg::open(p, OpenFlags::default()).map(|l| Arc::new(l) as Arc<dyn BlockDevice>).with_context(|| format!("opening {}", p.display())))
+        .collect()
+}
+
+pub fn create_cmd(a: CreateArgs, sandbox_args: &SandboxArgs) -> anyhow::Result<ExitCode> {
+    let sandbox = sandbox_args.sandbox()?;
+    let mut fresh = true;
+    for leg in &a.legs {
+        if !leg.exists() {
+            let Some(size) = &a.create_legs else { bail!("{} does not exist (pass --create-legs SIZE to create it)", leg.display()) };
+            FileLeg::create(leg, parse_size(size)?).with_context(|| format!("creating {}", leg.display()))?;
+        } else {
+            fresh = false;
+        }
+    }
+    let (origin, bytes) = wasmraid::builtins::resolve(&a.layout)?;
+    let chunk = parse_size(&a.chunk)?;
+    if chunk == 0 || chunk % 512 != 0 {
+        bail!("chunk size {} must be a non-zero multiple of 512 bytes", a.chunk);
+    }
+    let legs = open_legs(&a.legs)?;
+    let o = CreateOptions {
+        name: a.name.clone(),
+        component: bytes.into_owned(),
+        chunk_sectors: (chunk / 512) as u32,
+        args: a.args.clone(),
+        assume_clean: a.assume_clean || fresh,
+        force: a.force,
+    };
+    let created = create(&legs, &sandbox, &o).with_context(|| format!("creating {} with {origin}", a.name))?;
+    println!(
+        "created {} ({}): {} over {} legs, {} usable, data offset {}, {} bitmap regions{}",
+        a.name,
+        uuid_text(&created.uuid),
+        created.layout.name,
+        legs.len(),
+        format_size(created.layout.capacity_bytes()),
+        format_size(created.data_offset),
+        created.regions,
+        if o.assume_clean { ", clean" } else { "; regions are synced as they are first written" }
+    );
+    println!("start it with: wasmraid assemble {} --legs {}", a.name, a.legs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct AssembleArgs {
+    /// The array's name (legs of other arrays are reported and left out).
+    name: String,
+    /// The legs, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    legs: Vec<PathBuf>,
+    /// Look for legs among these files, or the files in these directories.
+    #[arg(long, num_args = 1..)]
+    scan: Vec<PathBuf>,
+    /// Start even when dirty and degraded (the write hole).
+    #[arg(long)]
+    force: bool,
+    /// Seconds a region must stay idle before its bit is cleared.
+    #[arg(long, default_value_t = 5.0)]
+    daemon_sleep: f64,
+    /// Rate limit for resync and recovery (e.g. 100M per second; 0 = none).
+    #[arg(long, default_value = "0")]
+    sync_rate: String,
+    /// Mirror reads: least-outstanding (default) or nearest.
+    #[arg(long, default_value = "least-outstanding")]
+    read_policy: String,
+    #[command(flatten)]
+    listen: ListenArgs,
+}
+
+fn scan(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(p) {
+                let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
+                files.sort();
+                out.extend(files);
+            }
+        } else {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+pub fn assemble_cmd(a: AssembleArgs, sandbox_args: &SandboxArgs) -> anyhow::Result<ExitCode> {
+    let sandbox = sandbox_args.sandbox()?;
+    let mut paths = a.legs.clone();
+    paths.extend(scan(&a.scan));
+    if paths.is_empty() {
+        bail!("give the legs (--legs a,b,c) or where to look for them (--scan DIR)");
+    }
+    let devices: Vec<Arc<dyn BlockDevice>> = paths
+        .iter()
+        .filter_map(|p| match FileLeg::open(p, OpenFlags::default()) {
+            Ok(l) => Some(Arc::new(l) as Arc<dyn BlockDevice>),
+            Err(e) => {
+                eprintln!("wasmraid: skipping {}: {e}", p.display());
+                None
+            }
+        })
+        .collect();
+    let o = AssembleOptions { name: Some(a.name.clone()), force: a.force, daemon_sleep: Duration::from_secs_f64(a.daemon_sleep.max(0.0)) };
+    let assembled = assemble(devices, &sandbox, &o).with_context(|| format!("assembling {}", a.name))?;
+    for r in &assembled.report {
+        let verdict = if r.accepted { "accepted" } else { "REFUSED" };
+        eprintln!("wasmraid: {}: {verdict}: {}", r.device, r.reason);
+    }
+    if let Some(note) = &assembled.bitmap_note {
+        eprintln!("wasmraid: {note}");
+    }
+    let array = assembled.array.clone();
+    array.sync.rate_limit.store(parse_size(&a.sync_rate)?, std::sync::atomic::Ordering::Relaxed);
+    array.set_read_policy(a.read_policy.parse::<ReadPolicy>().map_err(anyhow::Error::msg)?);
+    eprintln!(
+        "wasmraid: assembled {}: {} legs ({}), {} region(s) to resync",
+        array.name(),
+        array.legs().len(),
+        array.health_chars(),
+        assembled.needs_sync
+    );
+    if assembled.needs_sync > 0 && array.dead_legs() == 0 {
+        array.start_sync(SyncAction::Resync, None)?;
+    }
+    let table = Table::single(&a.name, array);
+    serve_table(&a.name, table, sandbox, &a.listen)
+}
+
+/// `wasmraid examine LEG`: a leg's metadata, like `mdadm --examine`.
+pub fn examine_cmd(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let leg = FileLeg::open(path, OpenFlags { direct: false, read_only: true })?;
+    let sb = match store::read_superblock(&leg) {
+        Ok(sb) => sb,
+        Err(e) => {
+            println!("{}: {e}", path.display());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let component = store::read_component(&leg, &sb).map(|b| b.len()).map_err(|e| e.to_string());
+    let bitmaps = store::read_bitmap_copies(&leg, &sb);
+    if json {
+        let v = serde_json::json!({
+            "device": path.display().to_string(),
+            "superblock": sb,
+            "array_uuid": uuid_text(&sb.array_uuid),
+            "leg_uuid": uuid_text(&sb.leg_uuid),
+            "component": component.map(|n| serde_json::json!({"bytes": n, "sha256": "verified"})).unwrap_or_else(|e| serde_json::json!({"error": e})),
+            "bitmap": bitmaps.iter().map(|c| match c {
+                Ok((serial, states)) => serde_json::json!({"serial": serial, "regions": states.len()}),
+                Err(e) => serde_json::json!({"error": e}),
+            }).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}:", path.display());
+    println!("          Magic : WRAIDSB1 (version 1)");
+    println!("     Array UUID : {}", uuid_text(&sb.array_uuid));
+    println!("           Name : {}", sb.name);
+    println!("         Layout : {} {:?} (component sha256 {})", sb.layout_name, sb.args, hex::encode(&sb.component_sha256[..8]));
+    println!("      Component : {}", component.map(|n| format!("{n} bytes stored, checksum verified")).unwrap_or_else(|e| format!("UNREADABLE: {e}")));
+    println!("     Chunk Size : {}", format_size(u64::from(sb.chunk_sectors) * 512));
+    println!("    Data Offset : {} sectors", sb.data_offset / 512);
+    println!("       Leg UUID : {}", uuid_text(&sb.leg_uuid));
+    println!("      Leg Index : {} of {}", sb.leg_index, sb.legs.len());
+    println!("     Generation : {} (bitmap forgets at {})", sb.generation, sb.events_cleared);
+    println!("          State : {}", if sb.dirty { "active (dirty)" } else { "clean" });
+    println!("         Bitmap : {} regions of {} stripes", sb.regions, sb.region_stripes);
+    for (which, c) in ["A", "B"].iter().zip(&bitmaps) {
+        match c {
+            Ok((serial, states)) => {
+                let dirty = states.iter().filter(|s| wasmraid::meta::bitmap_state::needs_sync(**s) || **s == wasmraid::meta::bitmap_state::State::Dirty).count();
+                println!("       Bitmap {which} : serial {serial}, {dirty} region(s) dirty or needing sync");
+            }
+            Err(e) => println!("       Bitmap {which} : INVALID ({e})"),
+        }
+    }
+    println!("   Array legs   :");
+    for (i, u) in sb.legs.iter().enumerate() {
+        let state = if sb.failed.get(i).copied().unwrap_or(false) { "failed" } else { "active" };
+        let me = if i == sb.leg_index as usize { "  <- this leg" } else { "" };
+        println!("     {i:>3}  {}  {state}{me}", uuid_text(u));
+    }
+    Ok(ExitCode::SUCCESS)
+}
