@@ -180,3 +180,47 @@ pub fn fio(uri: &str, extra: &[&str]) -> (bool, String) {
         && !text.contains("bad header");
     (clean, text)
 }
+
+/// A leg that fails reads (or every I/O) in a byte range: fault injection
+/// in the manner of dm-error and dm-flakey, for the reliability tests.
+pub struct BadRange {
+    pub inner: std::sync::Arc<dyn wasmraid::device::BlockDevice>,
+    pub range: std::ops::Range<u64>,
+    pub writes_too: bool,
+}
+
+impl BadRange {
+    fn hits(&self, offset: u64, len: u64) -> bool {
+        offset < self.range.end && offset + len > self.range.start
+    }
+}
+
+impl wasmraid::device::BlockDevice for BadRange {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        if self.hits(offset, buf.len() as u64) {
+            return Err(std::io::Error::other("injected medium error"));
+        }
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> std::io::Result<()> {
+        if self.writes_too && self.hits(offset, buf.len() as u64) {
+            return Err(std::io::Error::other("injected write error"));
+        }
+        self.inner.write_at(buf, offset, fua)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+    fn discard(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.inner.discard(offset, len)
+    }
+    fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> std::io::Result<()> {
+        self.inner.write_zeroes(offset, len, fua)
+    }
+    fn describe(&self) -> String {
+        format!("{} (bad {:?})", self.inner.describe(), self.range)
+    }
+}

@@ -168,6 +168,9 @@ impl Array {
         let k = (c % d) as u32;
         let cb = self.chunk_bytes;
         let policy = self.read_policy();
+        // Ties go round-robin, so idle mirrors share the reads.
+        let turn = self.read_turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self.legs.len() as u64;
         let best = view
             .shape
             .slots
@@ -176,11 +179,12 @@ impl Array {
             .filter(|(_, sl)| matches!(sl.role, Role::Data(j) | Role::Replica(j) if j == k) && self.leg_alive(sl.leg))
             .min_by_key(|(i, sl)| {
                 let leg = &self.legs[sl.leg as usize];
+                let tie = (u64::from(sl.leg) + turn) % n;
                 match policy {
-                    super::ReadPolicy::LeastOutstanding => u64::from(leg.inflight.load(std::sync::atomic::Ordering::Relaxed)),
+                    super::ReadPolicy::LeastOutstanding => (u64::from(leg.inflight.load(std::sync::atomic::Ordering::Relaxed)), tie),
                     super::ReadPolicy::Nearest => {
                         let at = leg.offset + view.place(*i).chunk * cb;
-                        at.abs_diff(leg.last_position.load(std::sync::atomic::Ordering::Relaxed))
+                        (at.abs_diff(leg.last_position.load(std::sync::atomic::Ordering::Relaxed)), tie)
                     }
                 }
             })

@@ -130,6 +130,7 @@ pub struct Array {
     pub meta: Option<Meta>,
     pub sync: sync::SyncState,
     read_policy: AtomicU8,
+    read_turn: AtomicU64,
     pub counters: Counters,
 }
 
@@ -152,6 +153,7 @@ impl Array {
             meta,
             sync: sync::SyncState::default(),
             read_policy: AtomicU8::new(0),
+            read_turn: AtomicU64::new(0),
             counters: Counters::default(),
         }
     }

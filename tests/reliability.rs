@@ -1,0 +1,368 @@
+//! Redundancy that survives real life: the scenarios md, lvm2 and
+//! dm-raid test (see reliability.md), against self-describing arrays on
+//! file legs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use wasmraid::array::Array;
+use wasmraid::array::create::{AssembleOptions, CreateOptions, assemble, create};
+use wasmraid::array::sync::{RecoverScope, SyncAction};
+use wasmraid::device::BlockDevice;
+use wasmraid::device::file::{FileLeg, OpenFlags};
+use wasmraid::meta::{store, superblock::BLOCK};
+use wasmraid_tests::{BadRange, sandbox};
+
+const CHUNK: u32 = 8; // 4 KiB chunks keep arrays small and stripes many
+
+struct Rig {
+    dir: tempfile::TempDir,
+    paths: Vec<PathBuf>,
+}
+
+fn rig(layout: &str, legs: usize, size: u64, args: &str, assume_clean: bool) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<PathBuf> = (0..legs).map(|i| dir.path().join(format!("leg{i}"))).collect();
+    for p in &paths {
+        FileLeg::create(p, size).unwrap();
+    }
+    let devs = open(&paths);
+    let o = CreateOptions {
+        name: "t".into(),
+        component: wasmraid::builtins::find(layout).unwrap().to_vec(),
+        chunk_sectors: CHUNK,
+        args: args.into(),
+        assume_clean,
+        force: false,
+    };
+    create(&devs, &sandbox(), &o).unwrap();
+    Rig { dir, paths }
+}
+
+fn open(paths: &[PathBuf]) -> Vec<Arc<dyn BlockDevice>> {
+    paths.iter().map(|p| Arc::new(FileLeg::open(p, OpenFlags::default()).unwrap()) as Arc<dyn BlockDevice>).collect()
+}
+
+fn options(force: bool) -> AssembleOptions {
+    AssembleOptions { name: None, force, daemon_sleep: Duration::from_millis(50) }
+}
+
+fn up(paths: &[PathBuf]) -> Arc<Array> {
+    let a = assemble(open(paths), &sandbox(), &options(false)).unwrap();
+    a.array
+}
+
+/// Deterministic bytes for offset `at`, generation `g`.
+fn pattern(at: u64, len: usize, g: u8) -> Vec<u8> {
+    (0..len as u64).map(|i| (((at + i) / 512) as u8).wrapping_mul(31).wrapping_add(g).wrapping_add(((at + i) % 512) as u8)).collect()
+}
+
+fn fill(a: &Array, g: u8) -> Vec<u8> {
+    let size = a.size() as usize;
+    let data = pattern(0, size, g);
+    a.write(&data, 0, false).unwrap();
+    data
+}
+
+fn read_all(a: &Array) -> Vec<u8> {
+    let mut buf = vec![0u8; a.size() as usize];
+    a.read(&mut buf, 0).unwrap();
+    buf
+}
+
+fn check(a: &Arc<Array>) -> u64 {
+    a.start_sync(SyncAction::Check, None).unwrap();
+    a.sync.wait();
+    a.sync.mismatches.load(Ordering::Relaxed)
+}
+
+fn wait_idle(a: &Arc<Array>) {
+    a.sync.wait();
+    assert_eq!(a.sync.action(), SyncAction::Idle);
+}
+
+#[test]
+fn fail_during_initial_sync_then_remove_and_readd() {
+    // Legs full of garbage, not assumed clean: every region is synced when
+    // first written.
+    let r = rig("raid5", 4, 8 << 20, "", false);
+    for p in &r.paths {
+        let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&vec![0xee; 4 << 20], 3 << 20).unwrap();
+    }
+    let a = up(&r.paths);
+    let data = fill(&a, 1);
+    a.start_sync(SyncAction::Resync, None).unwrap();
+    a.fail_leg(2, "test: failed during the initial sync");
+    wait_idle(&a);
+    assert_eq!(read_all(&a), data, "degraded reads after the interrupted sync");
+    a.leg_remove(2).unwrap();
+    let dev = open(&r.paths[2..3]).remove(0);
+    let (slot, _) = a.leg_readd(dev).unwrap();
+    assert_eq!(slot, 2);
+    wait_idle(&a);
+    assert_eq!(a.health_chars(), "AAAA");
+    a.start_sync(SyncAction::Resync, None).unwrap();
+    wait_idle(&a);
+    assert_eq!(check(&a), 0);
+    assert_eq!(read_all(&a), data);
+}
+
+#[test]
+fn replace_while_another_leg_fails() {
+    let r = rig("raid6", 6, 16 << 20, "", true);
+    let a = up(&r.paths);
+    a.sync.rate_limit.store(16 << 20, Ordering::Relaxed);
+    let data = fill(&a, 2);
+    let new = r.dir.path().join("new");
+    FileLeg::create(&new, 16 << 20).unwrap();
+    a.leg_replace(0, open(&[new.clone()]).remove(0)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    a.fail_leg(3, "test: failed during the replacement");
+    wait_idle(&a);
+    assert!(a.legs()[0].device().describe().ends_with("new"), "replacement swapped in: {}", a.legs()[0].device().describe());
+    assert_eq!(a.health_chars(), "AAADAA");
+    assert_eq!(read_all(&a), data);
+}
+
+#[test]
+fn readd_with_no_writes_does_not_resync() {
+    let r = rig("raid1", 2, 16 << 20, "", true);
+    let a = up(&r.paths);
+    let data = fill(&a, 3);
+    a.flush_legs().unwrap();
+    a.fail_leg(1, "test");
+    let (_, scope) = a.leg_readd(open(&r.paths[1..2]).remove(0)).unwrap();
+    wait_idle(&a);
+    assert_eq!(scope, RecoverScope::Bitmap);
+    assert_eq!(a.sync.last_bytes.load(Ordering::Relaxed), 0, "nothing was written while away: nothing to move");
+    assert_eq!(read_all(&a), data);
+}
+
+#[test]
+fn readd_after_degraded_writes_syncs_only_those_regions_and_legs_compare_equal() {
+    let r = rig("raid1", 2, 1 << 30, "", true);
+    let a = up(&r.paths);
+    a.write(&pattern(0, 8 << 20, 4), 0, false).unwrap();
+    a.fail_leg(1, "test");
+    // Writes while away: 1 MiB in one 64 MiB region.
+    a.write(&pattern(70 << 20, 1 << 20, 9), 70 << 20, false).unwrap();
+    let (_, scope) = a.leg_readd(open(&r.paths[1..2]).remove(0)).unwrap();
+    wait_idle(&a);
+    assert_eq!(scope, RecoverScope::Bitmap);
+    let moved = a.sync.last_bytes.load(Ordering::Relaxed);
+    let region = 64 << 20;
+    assert!(moved > 0 && moved <= 2 * region, "moved {moved} bytes for one region of {region}");
+    assert!(moved < a.size() / 2, "bitmap recovery must not copy the whole array");
+    a.flush_legs().unwrap();
+    let (l0, l1) = (std::fs::read(&r.paths[0]).unwrap(), std::fs::read(&r.paths[1]).unwrap());
+    let offset = store::read_superblock(&*open(&r.paths[..1])[0]).unwrap().data_offset as usize;
+    assert!(l0[offset..] == l1[offset..], "the two mirrors differ after recovery");
+}
+
+#[test]
+fn stop_and_assemble_with_the_bitmap() {
+    let r = rig("raid5", 4, 16 << 20, "", true);
+    let a = up(&r.paths);
+    let data = fill(&a, 5);
+    a.shutdown().unwrap();
+    drop(a);
+    let again = assemble(open(&r.paths), &sandbox(), &options(false)).unwrap();
+    assert_eq!(again.needs_sync, 0, "a clean stop leaves nothing to resync");
+    assert_eq!(read_all(&again.array), data);
+}
+
+#[test]
+fn unclean_stop_resyncs_only_dirty_regions() {
+    let r = rig("raid5", 4, 200 << 20, "", true);
+    let a = up(&r.paths);
+    // Two writes in two 64 MiB regions, then the process "dies" (no
+    // shutdown), with parity torn in one of them.
+    a.write(&pattern(1 << 20, 1 << 20, 6), 1 << 20, false).unwrap();
+    a.write(&pattern(300 << 20, 1 << 20, 6), 300 << 20, false).unwrap();
+    let size = a.size();
+    drop(a);
+    let sb = store::read_superblock(&*open(&r.paths[..1])[0]).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&r.paths[3]).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&[0x77; 4096], sb.data_offset + (1 << 20) / 3).unwrap();
+    let again = assemble(open(&r.paths), &sandbox(), &options(false)).unwrap();
+    assert_eq!(again.needs_sync, 2, "exactly the two dirty regions");
+    let a = again.array;
+    a.start_sync(SyncAction::Resync, None).unwrap();
+    wait_idle(&a);
+    let moved = a.sync.last_bytes.load(Ordering::Relaxed);
+    println!("resync after a crash: {moved} bytes moved for 2 MiB written, array of {size} bytes");
+    assert!(moved < size / 2, "resync moved {moved} of {size}");
+    assert_eq!(check(&a), 0);
+}
+
+#[test]
+fn a_bad_sector_range_is_served_from_the_others() {
+    let r = rig("raid5", 4, 32 << 20, "", true);
+    let a = up(&r.paths);
+    let data = fill(&a, 7);
+    a.shutdown().unwrap();
+    drop(a);
+    let mut devs = open(&r.paths);
+    devs[1] = Arc::new(BadRange { inner: devs[1].clone(), range: (4 << 20)..(6 << 20), writes_too: false });
+    let a = assemble(devs, &sandbox(), &options(false)).unwrap().array;
+    assert_eq!(read_all(&a), data, "the bad range is read from the other copy");
+    assert_eq!(&a.health_chars()[1..2], "D");
+}
+
+#[test]
+fn corrupt_parity_is_counted_by_check_and_fixed_by_repair() {
+    let r = rig("raid6", 5, 16 << 20, "", true);
+    let a = up(&r.paths);
+    let data = fill(&a, 8);
+    a.flush_legs().unwrap();
+    let sb = store::read_superblock(&*open(&r.paths[..1])[0]).unwrap();
+    // Stripe 0 of md's left-symmetric raid6 on 5 legs keeps P on leg 4 and
+    // Q on leg 0; stripe 1 keeps P on leg 3.
+    use std::os::unix::fs::FileExt;
+    for (leg, chunk) in [(4usize, 0u64), (0, 0), (3, 1)] {
+        let f = std::fs::OpenOptions::new().write(true).open(&r.paths[leg]).unwrap();
+        f.write_all_at(&[0x5a; 4096], sb.data_offset + chunk * 4096).unwrap();
+    }
+    assert_eq!(check(&a), 3);
+    a.start_sync(SyncAction::Repair, None).unwrap();
+    wait_idle(&a);
+    assert_eq!(check(&a), 0);
+    assert_eq!(read_all(&a), data);
+}
+
+fn corrupt(path: &Path, offset: u64, len: usize) {
+    use std::os::unix::fs::FileExt;
+    std::fs::OpenOptions::new().write(true).open(path).unwrap().write_all_at(&vec![0xa5; len], offset).unwrap();
+}
+
+#[test]
+fn one_corrupt_bitmap_copy_is_survived() {
+    let r = rig("raid5", 3, 16 << 20, "", true);
+    let a = up(&r.paths);
+    a.write(&pattern(0, 65536, 1), 0, false).unwrap();
+    drop(a);
+    let sb = store::read_superblock(&*open(&r.paths[..1])[0]).unwrap();
+    for p in &r.paths {
+        corrupt(p, sb.bitmap_offset + 20, 12); // copy A of every leg: serial and checksum
+    }
+    let got = assemble(open(&r.paths), &sandbox(), &options(false)).unwrap();
+    assert!(got.bitmap_note.as_deref().is_some_and(|n| n.contains("damaged bitmap copies ignored")), "{:?}", got.bitmap_note);
+    assert_eq!(got.needs_sync, 1, "copy B still says which region was dirty");
+}
+
+#[test]
+fn both_bitmap_copies_corrupt_means_a_full_resync_said_loudly() {
+    let r = rig("raid5", 3, 16 << 20, "", true);
+    let a = up(&r.paths);
+    drop(a);
+    let sb = store::read_superblock(&*open(&r.paths[..1])[0]).unwrap();
+    for p in &r.paths {
+        corrupt(p, sb.bitmap_offset + 20, 12);
+        corrupt(p, sb.bitmap_offset + sb.bitmap_bytes + 20, 12);
+    }
+    let got = assemble(open(&r.paths), &sandbox(), &options(false)).unwrap();
+    assert!(got.bitmap_note.as_deref().is_some_and(|n| n.contains("EVERY BITMAP COPY IS INVALID")));
+    assert_eq!(got.needs_sync as u64, sb.regions);
+}
+
+#[test]
+fn a_stale_leg_is_refused_with_a_reason() {
+    let r = rig("raid5", 3, 16 << 20, "", true);
+    let a = up(&r.paths);
+    a.fail_leg(1, "test");
+    a.shutdown().unwrap();
+    drop(a);
+    let got = assemble(open(&r.paths), &sandbox(), &options(false)).unwrap();
+    let leg1 = got.report.iter().find(|x| x.device.ends_with("leg1")).unwrap();
+    assert!(!leg1.accepted);
+    assert!(leg1.reason.contains("stale") || leg1.reason.contains("recorded slot 1 as failed"), "{}", leg1.reason);
+    assert_eq!(got.array.health_chars(), "ADA");
+}
+
+#[test]
+fn a_foreign_leg_is_refused_and_create_will_not_overwrite_it() {
+    let a = rig("raid5", 3, 16 << 20, "", true);
+    let b = rig("raid5", 3, 16 << 20, "", true);
+    let mut mixed = a.paths.clone();
+    mixed[2] = b.paths[0].clone();
+    let got = assemble(open(&mixed), &sandbox(), &options(false)).unwrap();
+    let foreign = got.report.iter().find(|x| !x.accepted).unwrap();
+    assert!(foreign.reason.starts_with("foreign"), "{}", foreign.reason);
+    let o = CreateOptions { name: "u".into(), component: wasmraid::builtins::find("raid0").unwrap().to_vec(), chunk_sectors: 8, args: String::new(), assume_clean: true, force: false };
+    let e = create(&open(&b.paths), &sandbox(), &o).err().unwrap().to_string();
+    assert!(e.contains("already belongs to array 't'"), "{e}");
+}
+
+#[test]
+fn dirty_and_degraded_parity_array_refuses_to_start_unless_forced() {
+    let r = rig("raid5", 3, 16 << 20, "", true);
+    let a = up(&r.paths);
+    a.write(&pattern(0, 65536, 1), 0, false).unwrap();
+    drop(a); // crash: dirty
+    let mut devs = open(&r.paths);
+    devs.remove(2); // and a leg is missing
+    let e = assemble(devs.clone(), &sandbox(), &options(false)).err().unwrap().to_string();
+    assert!(e.contains("write hole") && e.contains("--force"), "{e}");
+    let forced = assemble(devs, &sandbox(), &options(true)).unwrap();
+    assert_eq!(forced.array.health_chars(), "AAD");
+}
+
+#[test]
+fn a_superblock_copy_torn_mid_write_falls_back_to_the_other() {
+    let r = rig("raid1", 2, 8 << 20, "", true);
+    corrupt(&r.paths[0], 100, 8); // copy A of leg 0
+    let sb = store::read_superblock(&*open(&r.paths[..1])[0]).unwrap();
+    assert_eq!(sb.name, "t");
+    corrupt(&r.paths[0], BLOCK as u64 + 100, 8); // and copy B
+    let e = store::read_superblock(&*open(&r.paths[..1])[0]).unwrap_err().to_string();
+    assert!(e.contains("copy A") && e.contains("copy B"), "{e}");
+}
+
+#[test]
+fn mirror_reads_follow_the_policy() {
+    let r = rig("raid1", 3, 16 << 20, "", true);
+    let a = up(&r.paths);
+    let data = fill(&a, 9);
+    let before: Vec<u64> = a.legs().iter().map(|l| l.reads.load(Ordering::Relaxed)).collect();
+    std::thread::scope(|s| {
+        for t in 0..6 {
+            let a = &a;
+            let data = &data;
+            s.spawn(move || {
+                for i in 0..200u64 {
+                    let at = ((i * 7 + t * 13) % 2000) * 4096;
+                    let mut buf = vec![0u8; 4096];
+                    a.read(&mut buf, at).unwrap();
+                    assert_eq!(&buf[..], &data[at as usize..at as usize + 4096]);
+                }
+            });
+        }
+    });
+    let used = a.legs().iter().zip(&before).filter(|(l, b)| l.reads.load(Ordering::Relaxed) > **b).count();
+    assert!(used >= 2, "least-outstanding reads should spread over the mirrors");
+    a.set_read_policy(wasmraid::array::ReadPolicy::Nearest);
+    let mut buf = vec![0u8; 4096];
+    for i in 0..50u64 {
+        a.read(&mut buf, i * 4096).unwrap();
+    }
+    assert_eq!(read_all(&a), data);
+}
+
+#[test]
+fn bitmap_clears_lazily_and_batches_sequential_writes() {
+    let r = rig("raid5", 3, 64 << 20, "", true);
+    let a = up(&r.paths);
+    let persisted = |a: &Array| a.meta.as_ref().unwrap().intent.persisted.load(Ordering::Relaxed);
+    let start = persisted(&a);
+    for i in 0..256u64 {
+        a.write(&pattern(i * 4096, 4096, 1), i * 4096, false).unwrap();
+    }
+    assert_eq!(persisted(&a) - start, 1, "256 writes in one region cost one bitmap update");
+    std::thread::sleep(Duration::from_millis(120));
+    assert_eq!(a.bitmap_daemon().unwrap(), 1, "the idle region is cleared by the daemon");
+    assert_eq!(a.bitmap_daemon().unwrap(), 0);
+}
