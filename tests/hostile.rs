@@ -137,7 +137,9 @@ fn lying_fault_tolerance() {
 
 #[test]
 fn enormous_result() {
-    let sb = sandbox();
+    // A generous deadline: building 128 MiB must not be mistaken for a
+    // hang on a loaded machine; the answer's size is what is refused.
+    let sb = wasmraid_tests::sandbox_with_timeout(std::time::Duration::from_secs(10));
     let e = refused(&sb, "enormous_result");
     assert_eq!(proof_rule(&e), Rule::Encoding, "{e}");
     assert!(e.to_string().contains("16777216 words"), "{e}");

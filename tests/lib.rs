@@ -8,8 +8,12 @@ use wasmraid::sandbox::{LoadedComponent, Sandbox, SandboxConfig, SandboxError, c
 /// A sandbox with a short guest deadline and no disk cache, so hostile
 /// cases are quick and tests do not share state.
 pub fn sandbox() -> Arc<Sandbox> {
-    Sandbox::new(SandboxConfig { call_timeout: Duration::from_millis(300), cache_dir: None, ..SandboxConfig::default() })
-        .expect("sandbox")
+    sandbox_with_timeout(Duration::from_millis(300))
+}
+
+/// A sandbox whose guest calls may run `timeout`.
+pub fn sandbox_with_timeout(timeout: Duration) -> Arc<Sandbox> {
+    Sandbox::new(SandboxConfig { call_timeout: timeout, cache_dir: None, ..SandboxConfig::default() }).expect("sandbox")
 }
 
 /// The bytes of hostile component `name` (built by build.rs).
