@@ -63,7 +63,9 @@ pub fn require(tool: &str) {
 /// A `wasmraid serve` process on a Unix socket, in its own folder.
 pub struct Served {
     pub child: std::process::Child,
-    pub dir: tempfile::TempDir,
+    /// Shared, so that a test can stop a server and start another on the
+    /// same legs (`assemble` after a crash).
+    pub dir: Arc<tempfile::TempDir>,
     pub name: String,
     pub socket: std::path::PathBuf,
     pub run_dir: std::path::PathBuf,
@@ -85,7 +87,15 @@ impl Served {
             chunk.into(),
             format!("--args={args}"),
         ];
-        Served::start(dir, extra)
+        Served::spawn(Arc::new(dir), "serve", "dev", extra)
+    }
+
+    /// `wasmraid assemble NAME --legs ...` in `dir` (legs made by `wasmraid create`).
+    pub fn assemble(dir: &Arc<tempfile::TempDir>, name: &str, legs: &[std::path::PathBuf], extra: &[&str]) -> Served {
+        let list: Vec<String> = legs.iter().map(|p| p.display().to_string()).collect();
+        let mut args = vec!["--legs".to_string(), list.join(",")];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Served::spawn(dir.clone(), "assemble", name, args)
     }
 
     /// Serve a table written by `make(dir)`.
@@ -94,17 +104,22 @@ impl Served {
         let text = make(dir.path());
         let path = dir.path().join("table");
         std::fs::write(&path, text).expect("write table");
-        Served::start(dir, vec!["--table".into(), path.display().to_string()])
+        Served::spawn(Arc::new(dir), "serve", "dev", vec!["--table".into(), path.display().to_string()])
     }
 
-    fn start(dir: tempfile::TempDir, extra: Vec<String>) -> Served {
-        let name = "dev".to_string();
+    /// Run `wasmraid VERB NAME EXTRA... --nbd-unix SOCK --run-dir RUN` and
+    /// wait for its sockets; the log goes (appended) to `serve.log`.
+    pub fn spawn(dir: Arc<tempfile::TempDir>, verb: &str, name: &str, extra: Vec<String>) -> Served {
+        let name = name.to_string();
         let socket = dir.path().join("nbd.sock");
         let run_dir = dir.path().join("run");
-        let log = std::fs::File::create(dir.path().join("serve.log")).expect("log");
+        // A socket left by a killed server must not look like a live one.
+        let _ = std::fs::remove_file(&socket);
+        let _ = std::fs::remove_file(run_dir.join(format!("{name}.sock")));
+        let log = std::fs::File::options().create(true).append(true).open(dir.path().join("serve.log")).expect("log");
         let child = std::process::Command::new(wasmraid_bin())
             .arg("--no-cache")
-            .arg("serve")
+            .arg(verb)
             .arg(&name)
             .args(&extra)
             .arg("--nbd-unix")
@@ -116,7 +131,7 @@ impl Served {
             .spawn()
             .expect("spawn wasmraid serve");
         let mut served = Served { child, dir, name, socket, run_dir };
-        let control = served.run_dir.join("dev.sock");
+        let control = served.run_dir.join(format!("{}.sock", served.name));
         for _ in 0..300 {
             if control.exists() && served.socket.exists() {
                 return served;
@@ -173,7 +188,7 @@ pub fn run(cmd: &mut std::process::Command) -> (bool, String) {
 /// override. Returns (no error, output).
 pub fn fio(uri: &str, extra: &[&str]) -> (bool, String) {
     let mut cmd = std::process::Command::new("fio");
-    cmd.args(["--name=job", "--ioengine=nbd", &format!("--uri={uri}"), "--rw=randwrite", "--bs=8k", "--iodepth=32", "--size=32M", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--exitall_on_error=1"]);
+    cmd.args(["--name=job", "--ioengine=nbd", &format!("--uri={uri}"), "--rw=randwrite", "--bs=8k", "--iodepth=32", "--size=32M", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--exitall_on_error=1", "--verify_state_save=0"]);
     cmd.args(extra);
     let (ok, text) = run(&mut cmd);
     let clean = ok
