@@ -366,3 +366,63 @@ fn bitmap_clears_lazily_and_batches_sequential_writes() {
     assert_eq!(a.bitmap_daemon().unwrap(), 1, "the idle region is cleared by the daemon");
     assert_eq!(a.bitmap_daemon().unwrap(), 0);
 }
+
+#[test]
+fn a_dead_leg_is_rebuilt_into_distributed_spares_by_every_leg_and_survives_assemble() {
+    // draid p=2 s=1 and pyramid "elegant" (2 losses, 1 spare): after the
+    // spare rebuild the array again survives two more losses.
+    for (layout, legs, args, more) in [("draid", 8usize, "p=2 s=1", [5usize, 6]), ("pyramid", 14, "", [7, 12])] {
+        let r = rig(layout, legs, 4 << 20, args, true);
+        let a = up(&r.paths);
+        let data = fill(&a, 5);
+        a.fail_leg(2, "test");
+        let before: Vec<(u64, u64)> = a.legs().iter().map(|l| (l.reads.load(Ordering::Relaxed), l.writes.load(Ordering::Relaxed))).collect();
+        assert_eq!(a.start_spare_rebuild_if_needed(), Some((2, 0)), "{layout}");
+        wait_idle(&a);
+        let last = a.sync.last_result.lock().clone().unwrap_or_default();
+        assert!(last.starts_with("recover finished"), "{layout}: {last}");
+        assert_eq!(a.spare_of(2), Some(0));
+        for (i, l) in a.legs().iter().enumerate().filter(|(i, _)| *i != 2) {
+            assert!(l.reads.load(Ordering::Relaxed) > before[i].0, "{layout}: leg {i} was not read by the rebuild");
+            assert!(l.writes.load(Ordering::Relaxed) > before[i].1, "{layout}: leg {i} took no spare chunk");
+        }
+        assert_eq!(a.start_spare_rebuild_if_needed(), None, "{layout}: the only spare is in use");
+        assert_eq!(read_all(&a), data, "{layout}: data after the spare rebuild");
+        assert_eq!(check(&a), 0, "{layout}");
+        // Writes now land in the spares.
+        let half = pattern(0, a.size() as usize / 2, 9);
+        a.write(&half, 0, false).unwrap();
+        let mut expect = data.clone();
+        expect[..half.len()].copy_from_slice(&half);
+        a.shutdown().unwrap();
+        drop(a);
+
+        // Assembled without leg 2 and two more legs: the superblocks
+        // remember the spare, and the array survives two more losses.
+        let rest: Vec<PathBuf> = r.paths.iter().enumerate().filter(|(i, _)| *i != 2 && !more.contains(i)).map(|(_, p)| p.clone()).collect();
+        let b = up(&rest);
+        assert_eq!(b.spare_of(2), Some(0), "{layout}: spare use lost at assemble");
+        assert_eq!(b.dead_legs(), 3);
+        assert_eq!(read_all(&b), expect, "{layout}: two more losses after the spare rebuild");
+        b.shutdown().unwrap();
+        drop(b);
+        // The two come back (re-added: they missed nothing), then a new
+        // leg in slot 2 takes its chunks back from the stripes.
+        let c = up(&r.paths);
+        for leg in more {
+            let dev: Arc<dyn BlockDevice> = Arc::new(FileLeg::open(&r.paths[leg], OpenFlags::default()).unwrap());
+            c.leg_readd(dev).unwrap();
+            wait_idle(&c);
+        }
+        assert_eq!(c.spare_of(2), Some(0));
+        let new = r.dir.path().join("new2");
+        FileLeg::create(&new, 4 << 20).unwrap();
+        let dev: Arc<dyn BlockDevice> = Arc::new(FileLeg::open(&new, OpenFlags::default()).unwrap());
+        c.leg_add(Some(2), dev).unwrap();
+        wait_idle(&c);
+        assert_eq!(c.spare_of(2), None);
+        assert_eq!(c.health_chars(), "A".repeat(legs));
+        assert_eq!(read_all(&c), expect);
+        assert_eq!(check(&c), 0, "{layout} after the new leg");
+    }
+}

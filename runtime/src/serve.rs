@@ -79,15 +79,22 @@ pub async fn run(
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).map_err(control_err)?;
     let served = Arc::new(Served { name: name.clone(), table: table.clone(), sandbox, listening, stop: Notify::new() });
     let control_task = tokio::spawn(control::server::run(listener, served.clone()));
-    // The bitmap daemon: clear idle regions lazily (md's daemon_sleep).
+    // The bitmap daemon: clear idle regions lazily (md's daemon_sleep);
+    // and, like md's recovery thread, rebuild a dead leg into the layout's
+    // distributed spares when it has some free.
     let daemon = {
-        let arrays: Vec<_> = table.arrays.iter().filter(|a| a.meta.is_some()).cloned().collect();
+        let arrays: Vec<_> = table.arrays.to_vec();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 for a in &arrays {
                     let a = a.clone();
-                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || a.bitmap_daemon()).await {
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || {
+                        a.start_spare_rebuild_if_needed();
+                        a.bitmap_daemon()
+                    })
+                    .await
+                    {
                         tracing::error!("bitmap daemon: {e}");
                     }
                 }

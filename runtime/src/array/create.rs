@@ -88,6 +88,7 @@ pub fn create(legs: &[Arc<dyn BlockDevice>], sandbox: &Arc<Sandbox>, o: &CreateO
         leg_index: 0,
         legs: leg_uuids.clone(),
         failed: vec![false; legs.len()],
+        spared: vec![None; legs.len()],
         leg_sizes: leg_chunks,
         generation: 1,
         dirty: false,
@@ -242,8 +243,12 @@ pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &
         *s = crate::meta::bitmap_state::transition(*s, Action::Reload).0;
     }
     let needs_sync = states.iter().filter(|s| crate::meta::bitmap_state::needs_sync(**s)).count();
-    let dead = slots.iter().filter(|s| s.is_none()).count();
-    if needs_sync > 0 && dead > 0 && layout.descriptor.parity_chunks > 0 && !o.force {
+    // A missing leg whose chunks were rebuilt into distributed spares
+    // leaves nothing to decode from parity.
+    let dead = slots.iter().enumerate().filter(|(i, s)| s.is_none() && newest.spared.get(*i).copied().flatten().is_none()).count();
+    // Regions marked while degraded but cleanly stopped are consistent:
+    // only an unclean stop can have torn stripes.
+    if newest.dirty && needs_sync > 0 && dead > 0 && layout.descriptor.parity_chunks > 0 && !o.force {
         return Err(CreateError::Refused(format!(
             "the array was not shut down cleanly ({needs_sync} regions may hold torn stripes) and {dead} leg(s) are missing: \
              rebuilding the missing data from possibly stale parity could return wrong data (the write hole). \
@@ -268,6 +273,7 @@ pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &
             array.legs[i].set_health(Health::Dead);
         }
     }
+    array.restore_spares(&newest.spared);
     array.write_superblocks(Some(true))?;
     // Persist the reloaded states (Dirty became NeedSync).
     let all: Vec<usize> = (0..newest.regions as usize).collect();

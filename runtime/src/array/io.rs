@@ -156,7 +156,7 @@ impl Array {
         let d = u64::from(layout.descriptor.data_chunks);
         let s = c / d;
         let _held = self.locks.lock(s);
-        let view = layout.stripe(s)?;
+        let view = self.view(layout, s)?;
         Counters::add(&self.counters.degraded_reads, 1);
         self.rebuild(layout, &view, s, (c % d) as usize, within, buf)
     }
@@ -164,7 +164,7 @@ impl Array {
     /// The live copy of data chunk `c` to read, by the array's policy.
     fn choose_copy(&self, layout: &ProvenLayout, c: u64) -> Result<crate::layout::map::Place, ArrayError> {
         let d = u64::from(layout.descriptor.data_chunks);
-        let view = layout.stripe(c / d)?;
+        let view = self.view(layout, c / d)?;
         let k = (c % d) as u32;
         let cb = self.chunk_bytes;
         let policy = self.read_policy();
@@ -248,9 +248,10 @@ impl Array {
     fn write_stripe(&self, layout: &ProvenLayout, s: u64, a: u64, src: &[u8], fua: bool) -> Result<(), ArrayError> {
         let cb = self.chunk_bytes;
         let d = u64::from(layout.descriptor.data_chunks);
-        let view = layout.stripe(s)?;
         let _intent = self.intent_begin(s)?;
         let _held = self.locks.lock(s);
+        // Under the lock: a distributed-spare rebuild may redirect it.
+        let view = self.view(layout, s)?;
         let b = a + src.len() as u64;
         // Column runs in which the same data chunks are touched.
         let mut cuts = vec![0, cb, a % cb, b % cb];
@@ -476,9 +477,9 @@ impl Array {
     fn zero_stripes(&self, layout: &ProvenLayout, stripes: std::ops::Range<u64>, fua: bool) -> Result<(), ArrayError> {
         let cb = self.chunk_bytes;
         for s in stripes {
-            let view = layout.stripe(s)?;
             let _intent = self.intent_begin(s)?;
             let _held = self.locks.lock(s);
+            let view = self.view(layout, s)?;
             for (i, slot) in view.shape.slots.iter().enumerate() {
                 if matches!(slot.role, Role::Spare(_)) || !self.leg_writable(slot.leg) {
                     continue;

@@ -63,6 +63,7 @@ impl Array {
         }
         let uuid = new_uuid();
         self.write_leg_metadata(&*dev, slot, uuid)?;
+        self.drop_spare(slot as u32);
         leg.set_device(dev);
         *leg.uuid.lock() = uuid;
         leg.set_health(Health::Recovering);
@@ -92,6 +93,7 @@ impl Array {
             return Err(ArrayError::Refused(format!("a {} is running; re-add the leg when it ends", self.sync.action().name())));
         }
         let scope = if sb.generation >= template.events_cleared { RecoverScope::Bitmap } else { RecoverScope::Full };
+        self.drop_spare(slot as u32);
         leg.set_device(dev);
         *leg.uuid.lock() = sb.leg_uuid;
         leg.set_health(Health::Recovering);

@@ -17,6 +17,7 @@ pub mod create;
 pub mod members;
 pub mod reload;
 mod scrub;
+pub mod spare;
 pub mod sync;
 
 use crate::device::BlockDevice;
@@ -127,6 +128,11 @@ pub struct Array {
     chunk_bytes: u64,
     locks: locks::StripeLocks,
     plans: decode::Plans,
+    /// Dead legs rebuilt (or being rebuilt) into distributed spare slots.
+    spares: ArcSwap<Vec<Arc<spare::SpareUse>>>,
+    /// Legs (bit per slot) whose spare rebuild failed: not retried by
+    /// itself until the slot gets a device again.
+    spare_gave_up: AtomicU64,
     pub meta: Option<Meta>,
     pub sync: sync::SyncState,
     read_policy: AtomicU8,
@@ -150,6 +156,8 @@ impl Array {
             chunk_bytes,
             locks: locks::StripeLocks::new(4096),
             plans: decode::Plans::default(),
+            spares: ArcSwap::from_pointee(Vec::new()),
+            spare_gave_up: AtomicU64::new(0),
             meta,
             sync: sync::SyncState::default(),
             read_policy: AtomicU8::new(0),
@@ -216,6 +224,7 @@ impl Array {
             template.generation += 1;
             template.updated = crate::meta::superblock::now();
             template.failed = self.legs.iter().map(|l| l.health() == Health::Dead).collect();
+            template.spared = (0..self.legs.len()).map(|i| self.spare_of(i)).collect();
             template.legs = self.legs.iter().map(|l| *l.uuid.lock()).collect();
             let mut newly_dead = false;
             let mut written = 0;

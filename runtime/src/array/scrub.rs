@@ -11,8 +11,8 @@ impl Array {
     /// rewritten from the data.
     pub fn scrub_stripe(&self, s: u64, repair: bool) -> Result<u64, ArrayError> {
         let layout = self.layout.load();
-        let view = layout.stripe(s)?;
         let _held = self.locks.lock(s);
+        let view = self.view(&layout, s)?;
         let cb = self.chunk_bytes as usize;
         let d = layout.descriptor.data_chunks as usize;
         let mut data: Vec<Option<Vec<u8>>> = vec![None; d];

@@ -44,6 +44,8 @@ pub enum RecoverScope {
     Full,
     /// Only regions the bitmap says were written while the leg was away.
     Bitmap,
+    /// Into the stripes' spare slot of this ordinal (the leg stays dead).
+    DistributedSpare(u32),
 }
 
 pub struct SyncState {
@@ -106,13 +108,21 @@ impl SyncState {
 }
 
 /// Keeps a worker at or under `rate` bytes per second.
-struct Throttle {
+pub(super) struct Throttle {
     started: Instant,
     bytes: u64,
 }
 
 impl Throttle {
-    fn pace(&mut self, n: u64, rate: u64) {
+    pub(super) fn new() -> Throttle {
+        Throttle { started: Instant::now(), bytes: 0 }
+    }
+
+    pub(super) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub(super) fn pace(&mut self, n: u64, rate: u64) {
         self.bytes += n;
         if rate == 0 {
             return;
@@ -146,6 +156,7 @@ impl Array {
             .name(format!("wasmraid-{}", action.name()))
             .spawn(move || {
                 let result = match (action, recover) {
+                    (SyncAction::Recover, Some((leg, RecoverScope::DistributedSpare(ordinal)))) => me.run_spare_rebuild(leg, ordinal),
                     (SyncAction::Recover, Some((leg, scope))) => me.run_recover(leg, scope),
                     (SyncAction::Check, _) => me.run_check(false),
                     (SyncAction::Repair, _) => me.run_check(true),
@@ -167,7 +178,7 @@ impl Array {
         Ok(())
     }
 
-    fn stopping(&self) -> bool {
+    pub(super) fn stopping(&self) -> bool {
         self.sync.stop.load(Ordering::Acquire)
     }
 
@@ -191,7 +202,7 @@ impl Array {
     /// Recompute parity and copies from the data in every region that
     /// needs it. Needs every leg: a dead leg's missed writes stay recorded.
     fn run_resync(&self) -> Result<u64, ArrayError> {
-        if self.dead_legs() > 0 {
+        if self.uncovered_dead_legs() > 0 {
             return Err(ArrayError::Refused("resync needs every leg (recover the dead ones first)".into()));
         }
         let regions = self.region_stripes(Some(&[State::NeedSync, State::Syncing]));
@@ -217,8 +228,8 @@ impl Array {
     /// copies (only those on `only_leg`, when given). Bytes moved.
     pub(super) fn rewrite_redundancy(&self, s: u64, only_leg: Option<u32>) -> Result<u64, ArrayError> {
         let layout = self.layout();
-        let view = layout.stripe(s)?;
         let _held = self.locks.lock(s);
+        let view = self.view(&layout, s)?;
         let cb = self.chunk_bytes as usize;
         let d = layout.descriptor.data_chunks as usize;
         let mut data = Vec::with_capacity(d);
@@ -256,6 +267,7 @@ impl Array {
         let regions = match scope {
             RecoverScope::Full => self.region_stripes(None),
             RecoverScope::Bitmap => self.region_stripes(Some(&[State::NeedSync, State::Syncing])),
+            RecoverScope::DistributedSpare(ordinal) => return self.run_spare_rebuild(leg, ordinal),
         };
         self.sync.total.store(regions.iter().map(|(_, r)| r.end - r.start).sum(), Ordering::Relaxed);
         let mut throttle = Throttle { started: Instant::now(), bytes: 0 };

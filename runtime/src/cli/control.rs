@@ -45,7 +45,10 @@ pub fn status(run_dir: &Option<PathBuf>, name: &str, json: bool) -> anyhow::Resu
             println!("  last background action: {last}");
         }
         for l in a["legs"].as_array().into_iter().flatten() {
-            let err = l["last_error"].as_str().map(|e| format!("  ({e})")).unwrap_or_default();
+            let mut err = l["last_error"].as_str().map(|e| format!("  ({e})")).unwrap_or_default();
+            if let Some(o) = l["spare"].as_u64() {
+                err.push_str(&format!("  [rebuilt into distributed spare {o}]"));
+            }
             println!(
                 "  leg {} {} {}  reads {} writes {} errors {}{err}",
                 l["index"], l["health_char"].as_str().unwrap_or("?"), l["device"].as_str().unwrap_or(""), l["reads"], l["writes"], l["errors"]

@@ -170,7 +170,7 @@ pub fn assemble_cmd(a: AssembleArgs, sandbox_args: &SandboxArgs) -> anyhow::Resu
         array.health_chars(),
         assembled.needs_sync
     );
-    if assembled.needs_sync > 0 && array.dead_legs() == 0 {
+    if assembled.needs_sync > 0 && array.uncovered_dead_legs() == 0 {
         array.start_sync(SyncAction::Resync, None)?;
     }
     let table = Table::single(&a.name, array);

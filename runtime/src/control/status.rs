@@ -16,6 +16,8 @@ pub struct LegStatus {
     pub writes: u64,
     pub errors: u64,
     pub last_error: Option<String>,
+    /// The distributed spare ordinal a dead leg's chunks were rebuilt into.
+    pub spare: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -103,6 +105,7 @@ pub fn array_status(a: &Array) -> ArrayStatus {
                 writes: get(&l.writes),
                 errors: get(&l.errors),
                 last_error: l.last_error(),
+                spare: a.spare_of(index),
             })
             .collect(),
         counters: serde_json::json!({

@@ -28,6 +28,9 @@ pub struct Superblock {
     pub legs: Vec<[u8; 16]>,
     /// Legs the array considered failed (or missing) at this generation.
     pub failed: Vec<bool>,
+    /// For a failed leg: the spare ordinal its chunks were rebuilt into
+    /// (on disk the failed byte is then 2 + ordinal).
+    pub spared: Vec<Option<u32>>,
     /// Usable chunks of every leg (the layout's geometry).
     pub leg_sizes: Vec<u64>,
     /// Event counter: bumped on every change of the array's state.
@@ -158,7 +161,12 @@ impl Superblock {
         w.u32(self.legs.len() as u32);
         for (i, uuid) in self.legs.iter().enumerate().take(MAX_LEGS) {
             w.bytes(uuid);
-            w.bytes(&[u8::from(self.failed.get(i).copied().unwrap_or(false))]);
+            let failed = self.failed.get(i).copied().unwrap_or(false);
+            let state = match self.spared.get(i).copied().flatten() {
+                Some(o) if failed => 2 + o.min(253) as u8,
+                _ => u8::from(failed),
+            };
+            w.bytes(&[state]);
             w.u64(self.leg_sizes.get(i).copied().unwrap_or(0));
         }
         w.buf.resize(BLOCK - 4, 0);
@@ -208,10 +216,13 @@ impl Superblock {
         }
         let mut legs = Vec::with_capacity(count);
         let mut failed = Vec::with_capacity(count);
+        let mut spared = Vec::with_capacity(count);
         let mut leg_sizes = Vec::with_capacity(count);
         for _ in 0..count {
             legs.push(r.array());
-            failed.push(r.array::<1>()[0] != 0);
+            let state = r.array::<1>()[0];
+            failed.push(state != 0);
+            spared.push((state >= 2).then(|| u32::from(state) - 2));
             leg_sizes.push(r.u64());
         }
         if chunk_sectors == 0 || region_stripes == 0 {
@@ -224,6 +235,7 @@ impl Superblock {
             leg_index,
             legs,
             failed,
+            spared,
             leg_sizes,
             generation,
             dirty,
@@ -287,6 +299,7 @@ mod tests {
             leg_index: 1,
             legs: vec![[3; 16], [2; 16], [4; 16]],
             failed: vec![false, false, true],
+            spared: vec![None, None, Some(0)],
             leg_sizes: vec![1000, 1000, 1000],
             generation: 42,
             dirty: true,
