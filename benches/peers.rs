@@ -53,11 +53,26 @@ fn wait_for(path: &Path, child: &mut Child, what: &str) {
     panic!("{what} did not create {}", path.display());
 }
 
+impl Server {
+    /// Stop the server cleanly (`wasmraid stop`), so that an array with a
+    /// bitmap is left clean rather than resynced at the next start.
+    pub fn stop(mut self, dir: &Path) {
+        let ok = Command::new(wasmraid_bin()).args(["stop", "bench", "--run-dir"]).arg(dir.join("run")).status().is_ok_and(|s| s.success());
+        assert!(ok, "wasmraid stop failed");
+        let _ = self.child.wait();
+    }
+}
+
 /// `wasmraid serve` with the given serve arguments, on a Unix socket.
 pub fn wasmraid(dir: &Path, args: &[String]) -> Server {
+    wasmraid_verb(dir, "serve", args)
+}
+
+/// `wasmraid VERB bench ARGS... --nbd-unix SOCK` (`serve` or `assemble`).
+pub fn wasmraid_verb(dir: &Path, verb: &str, args: &[String]) -> Server {
     let sock = fresh(dir.join("wasmraid.sock"));
     let mut child = Command::new(wasmraid_bin())
-        .arg("serve")
+        .arg(verb)
         .arg("bench")
         .args(args)
         .arg("--nbd-unix")
