@@ -28,7 +28,7 @@ fn main() {
     peers::require("fio");
     let dir = tempfile::Builder::new().prefix("wasmraid-bitmap-bench").tempdir_in("/dev/shm").expect("tmpfs dir");
     let fio_args = ["--rw=randwrite", "--bs=4k", "--iodepth=32", "--time_based", "--runtime=5", "--size=240M", "--randrepeat=0"];
-    println!("== write-intent bitmap overhead: fio nbd 4k randwrite iodepth 32, 5 s, tmpfs legs of {LEG_BYTES}, median of 3 alternating runs");
+    println!("== write-intent bitmap overhead: fio nbd 4k randwrite iodepth 32, 5 s, tmpfs legs of {LEG_BYTES}, median of 5 alternating runs");
     for (layout, legs) in [("raid1", 2usize), ("raid5", 4), ("raid6", 5)] {
         let paths: Vec<String> = (0..legs).map(|i| dir.path().join(format!("{layout}-{i}")).display().to_string()).collect();
         let list = paths.join(",");
@@ -47,7 +47,7 @@ fn main() {
         s.stop(dir.path());
         let (mut without, mut with) = (Vec::new(), Vec::new());
         let mut bitmap_writes = 0;
-        for _ in 0..3 {
+        for _ in 0..5 {
             let s = peers::wasmraid(dir.path(), &plain);
             without.push(peers::fio(&s.uri, &fio_args, true).0);
             s.stop(dir.path());

@@ -57,7 +57,7 @@ impl Server {
     /// Stop the server cleanly (`wasmraid stop`), so that an array with a
     /// bitmap is left clean rather than resynced at the next start.
     pub fn stop(mut self, dir: &Path) {
-        let ok = Command::new(wasmraid_bin()).args(["stop", "bench", "--run-dir"]).arg(dir.join("run")).status().is_ok_and(|s| s.success());
+        let ok = Command::new(wasmraid_bin()).args(["stop", "bench", "--run-dir"]).arg(dir.join("run")).stdout(Stdio::null()).status().is_ok_and(|s| s.success());
         assert!(ok, "wasmraid stop failed");
         let _ = self.child.wait();
     }

@@ -10,6 +10,9 @@ use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Not a state: the daemon is deciding whether to clean the region.
+const CLEARING: u8 = 0xff;
+
 pub struct Intent {
     pub region_stripes: u64,
     inner: Mutex<Inner>,
@@ -91,9 +94,18 @@ impl Array {
         let Some(meta) = &self.meta else { return Ok(None) };
         let intent = &meta.intent;
         let region = intent.region_of(s);
-        intent.pending[region].fetch_add(1, Ordering::AcqRel);
+        intent.pending[region].fetch_add(1, Ordering::SeqCst);
         let guard = WriteGuard { intent, region };
         let action = if self.dead_legs() > 0 { Action::StartWriteDegraded } else { Action::StartWrite };
+        // Fast path, no lock: the region is already in a state this write
+        // leaves alone (Dirty, say). Safe against the daemon by Dekker's
+        // pattern: we raise `pending` then read the state; the daemon
+        // marks the state CLEARING then reads `pending`. Whichever goes
+        // second sees the other, so a region is never cleaned under us.
+        let now = intent.mirror[region].load(Ordering::SeqCst);
+        if State::from_byte(now).is_some_and(|st| !transition(st, action).1) {
+            return Ok(Some(guard));
+        }
         self.intent_apply(&[region], action)?;
         Ok(Some(guard))
     }
@@ -116,8 +128,13 @@ impl Array {
         for &r in regions {
             // Checked under the lock: a writer raises `pending` before it
             // takes the lock, so a region cleaned here was truly idle.
-            if action == Action::Daemon && intent.pending[r].load(Ordering::Acquire) > 0 {
-                continue;
+            if action == Action::Daemon {
+                let before = intent.mirror[r].swap(CLEARING, Ordering::SeqCst);
+                let busy = intent.pending[r].load(Ordering::SeqCst) > 0;
+                intent.mirror[r].store(before, Ordering::SeqCst);
+                if busy {
+                    continue;
+                }
             }
             let (next, did) = transition(inner.states[r], action);
             if did {
