@@ -21,9 +21,8 @@ const LEG_BYTES: u64 = 256 << 20;
 const CHUNK: u64 = 64 << 10;
 
 fn array(sandbox: &Arc<Sandbox>, dir: &std::path::Path, layout: &str) -> Array {
-    let legs: Vec<(Arc<dyn BlockDevice>, u64)> = (0..LEGS)
-        .map(|i| (Arc::new(FileLeg::create(&dir.join(format!("{layout}-{i}")), LEG_BYTES).expect("leg")) as Arc<dyn BlockDevice>, 0))
-        .collect();
+    let legs: Vec<(Arc<dyn BlockDevice>, u64)> =
+        (0..LEGS).map(|i| (Arc::new(FileLeg::create(&dir.join(format!("{layout}-{i}")), LEG_BYTES).expect("leg")) as Arc<dyn BlockDevice>, 0)).collect();
     let c = Arc::new(component::load(sandbox, wasmraid::builtins::find(layout).expect("built-in")).expect("load"));
     let g = Geometry { chunk_sectors: (CHUNK / 512) as u32, leg_chunks: vec![LEG_BYTES / CHUNK; LEGS], args: String::new() };
     Array::new(layout, legs, ProvenLayout::prove(c, g).expect("prove"))
@@ -78,9 +77,8 @@ fn through_nbd(dir: &std::path::Path) {
         let server = peers::wasmraid(dir, &args);
         let mut per_bs = Vec::new();
         for bs in ["1M", "4M"] {
-            let mut runs: Vec<f64> = (0..3)
-                .map(|_| peers::fio(&server.uri, &["--rw=write", &format!("--bs={bs}"), "--iodepth=8", "--size=1G", "--loops=2"], true).1)
-                .collect();
+            let mut runs: Vec<f64> =
+                (0..3).map(|_| peers::fio(&server.uri, &["--rw=write", &format!("--bs={bs}"), "--iodepth=8", "--size=1G", "--loops=2"], true).1).collect();
             runs.sort_by(f64::total_cmp);
             per_bs.push((bs, runs[1]));
         }

@@ -39,7 +39,8 @@ fn main() {
             .is_ok_and(|s| s.success());
         assert!(ok, "wasmraid create {layout} failed");
         let offset = data_offset(Path::new(&paths[0]));
-        let plain: Vec<String> = ["--layout", layout, "--chunk", "64K", "--legs", &list, "--data-offset", &offset.to_string()].iter().map(|s| s.to_string()).collect();
+        let plain: Vec<String> =
+            ["--layout", layout, "--chunk", "64K", "--legs", &list, "--data-offset", &offset.to_string()].iter().map(|s| s.to_string()).collect();
         let with_bitmap: Vec<String> = ["--legs", &list].iter().map(|s| s.to_string()).collect();
         // Warm-up: tmpfs allocates the legs' pages on first write.
         let s = peers::wasmraid(dir.path(), &plain);

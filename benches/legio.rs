@@ -79,7 +79,10 @@ impl AlignedBuf {
 fn main() {
     let size: u64 = 512 << 20;
     let shm = tempfile::Builder::new().prefix("wasmraid-legio").tempdir_in("/dev/shm").expect("tmpfs");
-    let disk = tempfile::Builder::new().prefix("wasmraid-legio").tempdir_in(std::env::var("WASMRAID_BENCH_DISK").unwrap_or_else(|_| "/var/tmp".into())).expect("disk dir");
+    let disk = tempfile::Builder::new()
+        .prefix("wasmraid-legio")
+        .tempdir_in(std::env::var("WASMRAID_BENCH_DISK").unwrap_or_else(|_| "/var/tmp".into()))
+        .expect("disk dir");
     println!("== 4 KiB random reads, {OPS} per run, queue depth {DEPTH}");
     for (what, dir, direct) in [("tmpfs (page cache)", shm.path(), false), ("disk, O_DIRECT", disk.path(), true)] {
         let path = dir.join("leg");

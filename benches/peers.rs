@@ -57,7 +57,8 @@ impl Server {
     /// Stop the server cleanly (`wasmraid stop`), so that an array with a
     /// bitmap is left clean rather than resynced at the next start.
     pub fn stop(mut self, dir: &Path) {
-        let ok = Command::new(wasmraid_bin()).args(["stop", "bench", "--run-dir"]).arg(dir.join("run")).stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+        let ok =
+            Command::new(wasmraid_bin()).args(["stop", "bench", "--run-dir"]).arg(dir.join("run")).stdout(Stdio::null()).status().is_ok_and(|s| s.success());
         assert!(ok, "wasmraid stop failed");
         let _ = self.child.wait();
     }
@@ -121,11 +122,8 @@ pub fn qemu_nbd(dir: &Path, file: &Path) -> Server {
 /// writes.
 pub fn fio(uri: &str, args: &[&str], write: bool) -> (f64, f64) {
     require("fio");
-    let out = Command::new("fio")
-        .args(["--name=bench", "--ioengine=nbd", &format!("--uri={uri}"), "--output-format=json"])
-        .args(args)
-        .output()
-        .expect("run fio");
+    let out =
+        Command::new("fio").args(["--name=bench", "--ioengine=nbd", &format!("--uri={uri}"), "--output-format=json"]).args(args).output().expect("run fio");
     assert!(out.status.success(), "fio failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     // fio's nbd engine prints a line before the JSON document.
     let text = String::from_utf8_lossy(&out.stdout);

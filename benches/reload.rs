@@ -16,8 +16,7 @@ fn main() {
     for leg in &legs {
         peers::filled_file(std::path::Path::new(leg), 128 << 20);
     }
-    let args: Vec<String> =
-        ["--layout", "raid5", "--args", "parity-n", "--chunk", "64K", "--legs", &legs.join(",")].iter().map(|s| s.to_string()).collect();
+    let args: Vec<String> = ["--layout", "raid5", "--args", "parity-n", "--chunk", "64K", "--legs", &legs.join(",")].iter().map(|s| s.to_string()).collect();
     let server = peers::wasmraid(dir.path(), &args);
     let log_prefix = dir.path().join("lat");
     let started = Instant::now();
@@ -32,11 +31,7 @@ fn main() {
     std::thread::sleep(Duration::from_millis(1500));
     for component in ["raid4", "raid5", "raid4", "raid5"] {
         let t0 = started.elapsed();
-        let out = Command::new(peers::wasmraid_bin())
-            .args(["reload", "bench", component, "--run-dir"])
-            .arg(dir.path().join("run"))
-            .output()
-            .expect("reload");
+        let out = Command::new(peers::wasmraid_bin()).args(["reload", "bench", component, "--run-dir"]).arg(dir.path().join("run")).output().expect("reload");
         let t1 = started.elapsed();
         assert!(out.status.success(), "reload failed: {}", String::from_utf8_lossy(&out.stderr));
         swaps.push((t0, t1));

@@ -171,9 +171,8 @@ fn hostile_bytes_close_one_connection_only() {
     let s = Served::layout("raid5", 3, "8M", "", "64K");
     // A steady client keeps working through every hostile connection.
     let uri = s.uri();
-    let steady = std::thread::spawn(move || {
-        (0..20).all(|i| qemu_io(&uri, &[&format!("write -P {i} {}k 64k", i * 64), &format!("read -P {i} {}k 64k", i * 64)]).0)
-    });
+    let steady =
+        std::thread::spawn(move || (0..20).all(|i| qemu_io(&uri, &[&format!("write -P {i} {}k 64k", i * 64), &format!("read -P {i} {}k 64k", i * 64)]).0));
     let hostile: Vec<Vec<u8>> = vec![
         b"GET / HTTP/1.1\r\n\r\n".to_vec(),
         [0u8, 0, 0, 3].iter().chain(&[0xffu8; 64]).copied().collect(),

@@ -46,11 +46,7 @@ pub fn wasmraid_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps");
     let bin = dir.join("wasmraid");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (cargo build --release -p wasmraid, or ./scripts/test.sh)",
-        bin.display()
-    );
+    assert!(bin.exists(), "{} is missing: build it first (cargo build --release -p wasmraid, or ./scripts/test.sh)", bin.display());
     bin
 }
 
@@ -188,7 +184,20 @@ pub fn run(cmd: &mut std::process::Command) -> (bool, String) {
 /// override. Returns (no error, output).
 pub fn fio(uri: &str, extra: &[&str]) -> (bool, String) {
     let mut cmd = std::process::Command::new("fio");
-    cmd.args(["--name=job", "--ioengine=nbd", &format!("--uri={uri}"), "--rw=randwrite", "--bs=8k", "--iodepth=32", "--size=32M", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--exitall_on_error=1", "--verify_state_save=0"]);
+    cmd.args([
+        "--name=job",
+        "--ioengine=nbd",
+        &format!("--uri={uri}"),
+        "--rw=randwrite",
+        "--bs=8k",
+        "--iodepth=32",
+        "--size=32M",
+        "--verify=crc32c",
+        "--do_verify=1",
+        "--verify_fatal=1",
+        "--exitall_on_error=1",
+        "--verify_state_save=0",
+    ]);
     cmd.args(extra);
     let (ok, text) = run(&mut cmd);
     let clean = ok

@@ -292,7 +292,14 @@ fn a_foreign_leg_is_refused_and_create_will_not_overwrite_it() {
     let got = assemble(open(&mixed), &sandbox(), &options(false)).unwrap();
     let foreign = got.report.iter().find(|x| !x.accepted).unwrap();
     assert!(foreign.reason.starts_with("foreign"), "{}", foreign.reason);
-    let o = CreateOptions { name: "u".into(), component: wasmraid::builtins::find("raid0").unwrap().to_vec(), chunk_sectors: 8, args: String::new(), assume_clean: true, force: false };
+    let o = CreateOptions {
+        name: "u".into(),
+        component: wasmraid::builtins::find("raid0").unwrap().to_vec(),
+        chunk_sectors: 8,
+        args: String::new(),
+        assume_clean: true,
+        force: false,
+    };
     let e = create(&open(&b.paths), &sandbox(), &o).err().unwrap().to_string();
     assert!(e.contains("already belongs to array 't'"), "{e}");
 }

@@ -38,7 +38,19 @@ impl Rig {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
         let paths: Vec<PathBuf> = (0..legs).map(|i| dir.path().join(format!("leg{i}"))).collect();
         let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-        let (ok, out) = run(std::process::Command::new(wasmraid_bin()).args(["--no-cache", "create", layout, "--layout", layout, "--chunk", "64K", "--create-legs", "64M", "--legs", &list.join(",")]));
+        let (ok, out) = run(std::process::Command::new(wasmraid_bin()).args([
+            "--no-cache",
+            "create",
+            layout,
+            "--layout",
+            layout,
+            "--chunk",
+            "64K",
+            "--create-legs",
+            "64M",
+            "--legs",
+            &list.join(","),
+        ]));
         assert!(ok, "create {layout}: {out}");
         Rig { layout, dir, legs: paths, seed: None }
     }
@@ -124,7 +136,14 @@ fn kill_nine_during_fio_verify_writes() {
         // 5. Random writes elsewhere, and kill -9 in the middle of them.
         let mut writer = std::process::Command::new("fio")
             .args(["--name=scratch", "--ioengine=nbd", &format!("--uri={}", served.uri()), "--rw=randwrite", "--bs=8k", "--iodepth=32"])
-            .args([&format!("--offset={SCRATCH_OFFSET}"), &format!("--size={SCRATCH}"), "--time_based", "--runtime=30", "--verify=crc32c", "--verify_state_save=0"])
+            .args([
+                &format!("--offset={SCRATCH_OFFSET}"),
+                &format!("--size={SCRATCH}"),
+                "--time_based",
+                "--runtime=30",
+                "--verify=crc32c",
+                "--verify_state_save=0",
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -156,9 +175,5 @@ fn kill_nine_during_fio_verify_writes() {
         let (clean, out) = fio(&served.uri(), &refs);
         assert!(clean, "final verify of {}:\n{out}", rig.layout);
     }
-    println!(
-        "{rounds} kill -9 rounds: check 0 and fio verify clean every time; resyncs moved {} MiB against {} MiB of arrays",
-        resynced >> 20,
-        capacity >> 20
-    );
+    println!("{rounds} kill -9 rounds: check 0 and fio verify clean every time; resyncs moved {} MiB against {} MiB of arrays", resynced >> 20, capacity >> 20);
 }

@@ -24,14 +24,7 @@ pub struct Built {
 pub fn build_workspace(workspace: &Path, target_dir: &Path, out_dir: &Path) -> Result<Vec<Built>, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.arg("build")
-        .arg("--release")
-        .arg("--workspace")
-        .arg("--target")
-        .arg(TARGET)
-        .arg("--target-dir")
-        .arg(target_dir)
-        .current_dir(workspace);
+    cmd.arg("build").arg("--release").arg("--workspace").arg("--target").arg(TARGET).arg("--target-dir").arg(target_dir).current_dir(workspace);
     // The outer build's flags (sanitizers, coverage, a host target) must not
     // leak into the guest build.
     for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER"] {
@@ -39,17 +32,13 @@ pub fn build_workspace(workspace: &Path, target_dir: &Path, out_dir: &Path) -> R
     }
     let status = cmd.status().map_err(|e| format!("cannot run cargo for {}: {e}", workspace.display()))?;
     if !status.success() {
-        return Err(format!(
-            "building the guests in {} failed ({status}); is the target installed? run: rustup target add {TARGET}",
-            workspace.display()
-        ));
+        return Err(format!("building the guests in {} failed ({status}); is the target installed? run: rustup target add {TARGET}", workspace.display()));
     }
     let wasm_dir = target_dir.join(TARGET).join("release");
     std::fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     let mut built = Vec::new();
     let entries = std::fs::read_dir(&wasm_dir).map_err(|e| format!("cannot list {}: {e}", wasm_dir.display()))?;
-    let mut modules: Vec<PathBuf> =
-        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "wasm")).collect();
+    let mut modules: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "wasm")).collect();
     modules.sort();
     for module in modules {
         let stem = module.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
@@ -65,10 +54,7 @@ pub fn build_workspace(workspace: &Path, target_dir: &Path, out_dir: &Path) -> R
 /// Wrap a core module carrying wit-bindgen's `component-type` section into a
 /// component; no WASI adapter, so a module importing WASI fails here.
 pub fn componentize(module: &[u8]) -> Result<Vec<u8>, String> {
-    wit_component::ComponentEncoder::default()
-        .module(module)
-        .and_then(|e| e.validate(true).encode())
-        .map_err(|e| format!("{e:#}"))
+    wit_component::ComponentEncoder::default().module(module).and_then(|e| e.validate(true).encode()).map_err(|e| format!("{e:#}"))
 }
 
 /// Tell cargo to rerun the build script when anything in `dir` changes

@@ -56,9 +56,7 @@ pub async fn run(
     let mut tasks = Vec::new();
     let mut listening = Vec::new();
     for listen in &listens {
-        let task = nbd::bind_and_spawn(listen.clone(), exports.clone())
-            .await
-            .map_err(|error| ServeError::Listen { what: listen.to_string(), error })?;
+        let task = nbd::bind_and_spawn(listen.clone(), exports.clone()).await.map_err(|error| ServeError::Listen { what: listen.to_string(), error })?;
         tasks.push(task);
         listening.push(match listen {
             Listen::Tcp(a) => format!("nbd://{a}/{name}"),

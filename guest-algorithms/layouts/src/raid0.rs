@@ -12,13 +12,7 @@ impl Layout for Raid0 {
     fn configure(g: &Geometry) -> Result<(Self, Descriptor), String> {
         crate::need_legs(Self::NAME, g, 1)?;
         args::only(&g.args, &[], &[])?;
-        let d = Descriptor {
-            data_chunks: g.legs,
-            stripes: g.min_leg_chunks(),
-            period: 1,
-            period_advance: 1,
-            ..Descriptor::default()
-        };
+        let d = Descriptor { data_chunks: g.legs, stripes: g.min_leg_chunks(), period: 1, period_advance: 1, ..Descriptor::default() };
         Ok((Raid0 { legs: g.legs }, d))
     }
 

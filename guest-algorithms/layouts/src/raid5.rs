@@ -50,7 +50,15 @@ impl Raid5 {
             Rotation::ParityN => data,
         };
         let symmetric = matches!(self.rotation, Rotation::LeftSymmetric | Rotation::RightSymmetric);
-        (p, move |k| if symmetric { (p + 1 + k) % n } else if k < p { k } else { k + 1 })
+        (p, move |k| {
+            if symmetric {
+                (p + 1 + k) % n
+            } else if k < p {
+                k
+            } else {
+                k + 1
+            }
+        })
     }
 
     pub(crate) fn configure_with(name: &str, g: &Geometry, default: Rotation, allowed: &[&str]) -> Result<(Self, Descriptor), String> {

@@ -16,10 +16,8 @@ enum Rotation {
     RotatingNRestart,
 }
 
-const NAMES: &[&str] = &[
-    "left-symmetric", "left-asymmetric", "right-symmetric", "right-asymmetric", "rotating-n-restart",
-    "ddf-n-restart", "ls", "la", "rs", "ra",
-];
+const NAMES: &[&str] =
+    &["left-symmetric", "left-asymmetric", "right-symmetric", "right-asymmetric", "rotating-n-restart", "ddf-n-restart", "ls", "la", "rs", "ra"];
 
 pub struct Raid6 {
     legs: u32,
@@ -68,11 +66,7 @@ impl Raid6 {
             .data
             .iter()
             .map(|&leg| {
-                let j = (1..n)
-                    .map(|step| (place.q + step) % n)
-                    .take_while(|&l| l != leg)
-                    .filter(|&l| l != place.p)
-                    .count();
+                let j = (1..n).map(|step| (place.q + step) % n).take_while(|&l| l != leg).filter(|&l| l != place.p).count();
                 gf::exp2(j as u32)
             })
             .collect()

@@ -66,9 +66,7 @@ pub fn grid_rows<L: Layout>(legs: u32, leg_chunks: u64, args: &str, rows: std::o
             assert!(cells.insert((slot.chunk, slot.leg), token).is_none(), "two slots on leg {} chunk {}", slot.leg, slot.chunk);
         }
     }
-    rows.map(|r| (0..legs).map(|leg| cells.get(&(r, leg)).map_or(".", |t| t.as_str())).collect::<Vec<_>>().join(" "))
-        .collect::<Vec<_>>()
-        .join(" | ")
+    rows.map(|r| (0..legs).map(|leg| cells.get(&(r, leg)).map_or(".", |t| t.as_str())).collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join(" | ")
 }
 
 /// The first `rows` rows over legs of 64 chunks.

@@ -98,8 +98,7 @@ pub mod glue {
     use crate::bindings::exports::wasmraid::layout::algorithm as wit;
 
     pub fn configure<L: Layout>(g: wit::Geometry) -> Result<(L, Descriptor, wit::Descriptor), String> {
-        let geometry =
-            Geometry { legs: g.legs, chunk_sectors: g.chunk_sectors, leg_chunks: g.leg_chunks, args: g.args };
+        let geometry = Geometry { legs: g.legs, chunk_sectors: g.chunk_sectors, leg_chunks: g.leg_chunks, args: g.args };
         if geometry.leg_chunks.len() != geometry.legs as usize {
             return Err(format!("{} leg sizes given for {} legs", geometry.leg_chunks.len(), geometry.legs));
         }

@@ -206,7 +206,12 @@ pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &
         match reason {
             Some(reason) => report.push(LegReport { device: dev.describe(), slot: Some(sb.leg_index), accepted: false, reason }),
             None => {
-                report.push(LegReport { device: dev.describe(), slot: Some(sb.leg_index), accepted: true, reason: format!("slot {i}, generation {}", sb.generation) });
+                report.push(LegReport {
+                    device: dev.describe(),
+                    slot: Some(sb.leg_index),
+                    accepted: true,
+                    reason: format!("slot {i}, generation {}", sb.generation),
+                });
                 slots[i] = Some((dev, sb));
             }
         }
@@ -233,7 +238,9 @@ pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &
         }
     }
     let (serial, mut states, bitmap_note) = match best {
-        Some((serial, states)) => (serial, states, (bad_copies > 0).then(|| format!("{bad_copies} damaged bitmap copies ignored; the newest valid copy (serial {serial}) was used"))),
+        Some((serial, states)) => {
+            (serial, states, (bad_copies > 0).then(|| format!("{bad_copies} damaged bitmap copies ignored; the newest valid copy (serial {serial}) was used")))
+        }
         None => {
             tracing::error!("every copy of the write-intent bitmap is invalid: the whole array will be resynced");
             (0, vec![State::NeedSync; newest.regions as usize], Some("EVERY BITMAP COPY IS INVALID: full resync".to_string()))

@@ -211,7 +211,8 @@ impl Array {
                 return Err(ArrayError::Unrecoverable { stripe: s, detail: format!("data chunk {k} is lost: legs {} are dead", self.dead_list()) });
             };
             let mut sources = vec![vec![0u8; out.len()]; plan.sources.len()];
-            let all_read = plan.sources.iter().zip(sources.iter_mut()).all(|(&i, buf)| self.leg_read(view.shape.slots[i].leg, view.place(i).chunk, within, buf));
+            let all_read =
+                plan.sources.iter().zip(sources.iter_mut()).all(|(&i, buf)| self.leg_read(view.shape.slots[i].leg, view.place(i).chunk, within, buf));
             if !all_read {
                 continue; // a source leg just died: plan again without it
             }
@@ -332,9 +333,8 @@ impl Array {
         let mut done = false;
         // RMW needs trusted old parity (not in a region awaiting resync) on
         // legs that are in sync.
-        let rmw_possible = self.parity_trusted(s)
-            && parity.iter().all(|(i, _)| self.leg_alive(slots[*i].leg))
-            && touched.iter().all(|(k, _)| has_live_copy(*k));
+        let rmw_possible =
+            self.parity_trusted(s) && parity.iter().all(|(i, _)| self.leg_alive(slots[*i].leg)) && touched.iter().all(|(k, _)| has_live_copy(*k));
         if rmw_reads < rcw_reads && rmw_possible {
             done = self.read_modify_write(view, x0, touched, &parity, &mut parity_out);
         }

@@ -52,7 +52,9 @@ impl Array {
     pub fn leg_add(self: &Arc<Self>, i: Option<usize>, dev: Arc<dyn BlockDevice>) -> Result<usize, ArrayError> {
         let slot = match i {
             Some(i) => i,
-            None => self.legs.iter().position(|l| l.health() == Health::Dead).ok_or_else(|| ArrayError::Refused("no dead or empty slot to add a leg to".into()))?,
+            None => {
+                self.legs.iter().position(|l| l.health() == Health::Dead).ok_or_else(|| ArrayError::Refused("no dead or empty slot to add a leg to".into()))?
+            }
         };
         let leg = self.legs.get(slot).ok_or_else(|| ArrayError::Refused(format!("no slot {slot}")))?;
         if leg.health() != Health::Dead {

@@ -8,12 +8,12 @@
 //! on degraded; it never returns wrong data. With metadata (`wasmraid
 //! create`), every leg carries a superblock and the write-intent bitmap.
 
+pub mod create;
 mod decode;
 pub mod health;
 pub mod intent;
 mod io;
 mod locks;
-pub mod create;
 pub mod members;
 pub mod reload;
 mod scrub;
@@ -36,14 +36,10 @@ pub(crate) fn io_pool() -> &'static rayon::ThreadPool {
     static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("wasmraid-io-{i}"))
-            .build()
-            .unwrap_or_else(|_| {
-                // Without threads of its own the pool runs on the caller.
-                rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap_or_else(|e| panic!("no I/O thread pool: {e}"))
-            })
+        rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("wasmraid-io-{i}")).build().unwrap_or_else(|_| {
+            // Without threads of its own the pool runs on the caller.
+            rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap_or_else(|e| panic!("no I/O thread pool: {e}"))
+        })
     })
 }
 

@@ -23,12 +23,8 @@ impl Array {
         let old = self.layout.load_full();
         let started = Instant::now();
         let stripes_compared = compare::identical(&old, &new)?;
-        let report = ReloadReport {
-            old_hash: old.component_hash.clone(),
-            new_hash: new.component_hash.clone(),
-            stripes_compared,
-            compare_time: started.elapsed(),
-        };
+        let report =
+            ReloadReport { old_hash: old.component_hash.clone(), new_hash: new.component_hash.clone(), stripes_compared, compare_time: started.elapsed() };
         self.layout.store(Arc::new(new));
         tracing::info!(array = %self.name, old = %report.old_hash, new = %report.new_hash, "layout reloaded");
         Ok(report)

@@ -40,8 +40,7 @@ impl SpareUse {
     }
 
     fn covers(&self, s: u64) -> bool {
-        self.complete.load(Ordering::Acquire)
-            || self.rebuilt.get((s / 64) as usize).is_some_and(|w| w.load(Ordering::Acquire) & (1 << (s % 64)) != 0)
+        self.complete.load(Ordering::Acquire) || self.rebuilt.get((s / 64) as usize).is_some_and(|w| w.load(Ordering::Acquire) & (1 << (s % 64)) != 0)
     }
 
     fn mark(&self, s: u64) {
@@ -106,9 +105,8 @@ impl Array {
         let uses = self.spares.load();
         let ordinal = (0..spares).find(|o| uses.iter().all(|u| u.ordinal != *o))?;
         let gave_up = self.spare_gave_up.load(Ordering::Relaxed);
-        let leg = (0..self.legs.len()).find(|&i| {
-            self.legs[i].health() == super::health::Health::Dead && uses.iter().all(|u| u.leg as usize != i) && gave_up & (1 << (i % 64)) == 0
-        })?;
+        let leg = (0..self.legs.len())
+            .find(|&i| self.legs[i].health() == super::health::Health::Dead && uses.iter().all(|u| u.leg as usize != i) && gave_up & (1 << (i % 64)) == 0)?;
         Some((leg, ordinal))
     }
 

@@ -8,8 +8,7 @@ use crate::sandbox::{Sandbox, SandboxConfig, component};
 use proptest::prelude::*;
 use std::sync::LazyLock;
 
-static SANDBOX: LazyLock<Arc<Sandbox>> =
-    LazyLock::new(|| Sandbox::new(SandboxConfig { cache_dir: None, ..SandboxConfig::default() }).expect("sandbox"));
+static SANDBOX: LazyLock<Arc<Sandbox>> = LazyLock::new(|| Sandbox::new(SandboxConfig { cache_dir: None, ..SandboxConfig::default() }).expect("sandbox"));
 
 /// An array of `legs` sparse files of `leg_chunks` 4 KiB chunks.
 pub(crate) fn array(dir: &std::path::Path, layout: &str, legs: usize, leg_chunks: u64, args: &str) -> Array {

@@ -155,9 +155,16 @@ fn refusal(origin: &Origin, e: LayoutError) -> anyhow::Error {
 
 fn compile(spec: &str, sandbox: &Arc<Sandbox>, json: bool) -> anyhow::Result<ExitCode> {
     let (origin, loaded) = load(spec, sandbox)?;
-    let path = sandbox.config().cache_dir.as_ref().map(|d| wasmraid::sandbox::artifact_cache::ArtifactCache::new(d).path_for(&loaded.sha256, &sandbox.compatibility_hash()));
+    let path = sandbox
+        .config()
+        .cache_dir
+        .as_ref()
+        .map(|d| wasmraid::sandbox::artifact_cache::ArtifactCache::new(d).path_for(&loaded.sha256, &sandbox.compatibility_hash()));
     if json {
-        println!("{}", serde_json::to_string_pretty(&json!({"component": origin.to_string(), "sha256": loaded.hash(), "stats": loaded.stats, "artifact": path}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"component": origin.to_string(), "sha256": loaded.hash(), "stats": loaded.stats, "artifact": path}))?
+        );
     } else {
         let how = if loaded.stats.from_cache { "already compiled; loaded from cache" } else { "compiled" };
         println!("{origin}: {how} in {:.2} ms", loaded.stats.load_time.as_secs_f64() * 1e3);
@@ -207,7 +214,10 @@ fn check(spec: &str, geometry: &GeometryArgs, sandbox: &Arc<Sandbox>, json: bool
                     LayoutError::Proof(p) => json!({"rule": p.rule, "stripe": p.stripe, "slot": p.slot, "detail": p.detail}),
                     LayoutError::Sandbox(s) => json!({"rule": "guest", "detail": s.to_string()}),
                 };
-                println!("{}", serde_json::to_string_pretty(&json!({"component": origin.to_string(), "sha256": loaded.hash(), "proven": false, "error": error}))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"component": origin.to_string(), "sha256": loaded.hash(), "proven": false, "error": error}))?
+                );
             } else {
                 println!("{origin}: REFUSED\n  {e}");
             }

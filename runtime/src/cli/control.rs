@@ -51,7 +51,12 @@ pub fn status(run_dir: &Option<PathBuf>, name: &str, json: bool) -> anyhow::Resu
             }
             println!(
                 "  leg {} {} {}  reads {} writes {} errors {}{err}",
-                l["index"], l["health_char"].as_str().unwrap_or("?"), l["device"].as_str().unwrap_or(""), l["reads"], l["writes"], l["errors"]
+                l["index"],
+                l["health_char"].as_str().unwrap_or("?"),
+                l["device"].as_str().unwrap_or(""),
+                l["reads"],
+                l["writes"],
+                l["errors"]
             );
         }
         let c = &a["counters"];

@@ -20,12 +20,8 @@ use wasmraid::table::bind::BindContext;
 use wasmraid::table::{Table, parse};
 use wasmraid::units::format_size;
 
-const SHOWCASE: &[(&str, u32, &str, u64)] = &[
-    ("raid5", 4, "left-symmetric", 4),
-    ("raid10", 3, "n2", 4),
-    ("pyramid", 14, "elegant", 3),
-    ("draid", 8, "p=2,s=1,seed=42", 3),
-];
+const SHOWCASE: &[(&str, u32, &str, u64)] =
+    &[("raid5", 4, "left-symmetric", 4), ("raid10", 3, "n2", 4), ("pyramid", 14, "elegant", 3), ("draid", 8, "p=2,s=1,seed=42", 3)];
 
 pub fn run(sandbox_args: &SandboxArgs) -> anyhow::Result<ExitCode> {
     let sandbox = sandbox_args.sandbox()?;

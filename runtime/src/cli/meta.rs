@@ -163,13 +163,7 @@ pub fn assemble_cmd(a: AssembleArgs, sandbox_args: &SandboxArgs) -> anyhow::Resu
     let array = assembled.array.clone();
     array.sync.rate_limit.store(parse_size(&a.sync_rate)?, std::sync::atomic::Ordering::Relaxed);
     array.set_read_policy(a.read_policy.parse::<ReadPolicy>().map_err(anyhow::Error::msg)?);
-    eprintln!(
-        "wasmraid: assembled {}: {} legs ({}), {} region(s) to resync",
-        array.name(),
-        array.legs().len(),
-        array.health_chars(),
-        assembled.needs_sync
-    );
+    eprintln!("wasmraid: assembled {}: {} legs ({}), {} region(s) to resync", array.name(), array.legs().len(), array.health_chars(), assembled.needs_sync);
     if assembled.needs_sync > 0 && array.uncovered_dead_legs() == 0 {
         array.start_sync(SyncAction::Resync, None)?;
     }
@@ -220,7 +214,8 @@ pub fn examine_cmd(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     for (which, c) in ["A", "B"].iter().zip(&bitmaps) {
         match c {
             Ok((serial, states)) => {
-                let dirty = states.iter().filter(|s| wasmraid::meta::bitmap_state::needs_sync(**s) || **s == wasmraid::meta::bitmap_state::State::Dirty).count();
+                let dirty =
+                    states.iter().filter(|s| wasmraid::meta::bitmap_state::needs_sync(**s) || **s == wasmraid::meta::bitmap_state::State::Dirty).count();
                 println!("       Bitmap {which} : serial {serial}, {dirty} region(s) dirty or needing sync");
             }
             Err(e) => println!("       Bitmap {which} : INVALID ({e})"),

@@ -263,24 +263,15 @@ fn dispatch(command: Command, sandbox: &SandboxArgs) -> anyhow::Result<std::proc
         Command::Leg(LegCommand::Remove { name, leg, array, run_dir }) => {
             control::leg(&run_dir, &name, wasmraid::control::Request::LegRemove { array, leg }, false)
         }
-        Command::Leg(LegCommand::Add { name, device, slot, array, wait, run_dir }) => control::leg(
-            &run_dir,
-            &name,
-            wasmraid::control::Request::LegAdd { array, leg: slot, device: control::absolute(&device)? },
-            wait,
-        ),
-        Command::Leg(LegCommand::Replace { name, leg, device, array, wait, run_dir }) => control::leg(
-            &run_dir,
-            &name,
-            wasmraid::control::Request::LegReplace { array, leg, device: control::absolute(&device)? },
-            wait,
-        ),
-        Command::Leg(LegCommand::ReAdd { name, device, array, wait, run_dir }) => control::leg(
-            &run_dir,
-            &name,
-            wasmraid::control::Request::LegReadd { array, device: control::absolute(&device)? },
-            wait,
-        ),
+        Command::Leg(LegCommand::Add { name, device, slot, array, wait, run_dir }) => {
+            control::leg(&run_dir, &name, wasmraid::control::Request::LegAdd { array, leg: slot, device: control::absolute(&device)? }, wait)
+        }
+        Command::Leg(LegCommand::Replace { name, leg, device, array, wait, run_dir }) => {
+            control::leg(&run_dir, &name, wasmraid::control::Request::LegReplace { array, leg, device: control::absolute(&device)? }, wait)
+        }
+        Command::Leg(LegCommand::ReAdd { name, device, array, wait, run_dir }) => {
+            control::leg(&run_dir, &name, wasmraid::control::Request::LegReadd { array, device: control::absolute(&device)? }, wait)
+        }
         Command::Stop { name, run_dir } => control::call(&run_dir, &name, wasmraid::control::Request::Stop, Duration::from_secs(10)).map(|_| {
             println!("{name}: stopping");
             std::process::ExitCode::SUCCESS

@@ -62,8 +62,7 @@ pub struct ListenArgs {
 
 impl ListenArgs {
     fn listens(&self) -> Vec<Listen> {
-        let mut listens: Vec<Listen> =
-            self.nbd.iter().map(|addr| Listen::Tcp(*addr)).chain(self.nbd_unix.iter().map(|p| Listen::Unix(p.clone()))).collect();
+        let mut listens: Vec<Listen> = self.nbd.iter().map(|addr| Listen::Tcp(*addr)).chain(self.nbd_unix.iter().map(|p| Listen::Unix(p.clone()))).collect();
         if listens.is_empty() {
             listens.push(Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 10809))));
         }
@@ -76,13 +75,7 @@ pub fn serve_table(name: &str, table: Table, sandbox: Arc<wasmraid::sandbox::San
     let run_dir = listen.run_dir.clone().unwrap_or_else(wasmraid::control::default_run_dir);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("wasmraid").build()?;
     runtime.block_on(wasmraid::serve::run(name.to_string(), Arc::new(table), sandbox, listen.listens(), run_dir, |served, socket| {
-        eprintln!(
-            "wasmraid: serving {} ({}) on {}; control {}",
-            served.name,
-            format_size(served.table.size()),
-            served.listening.join(", "),
-            socket.display()
-        );
+        eprintln!("wasmraid: serving {} ({}) on {}; control {}", served.name, format_size(served.table.size()), served.listening.join(", "), socket.display());
     }))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -12,17 +12,47 @@ use std::path::{Path, PathBuf};
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
     Status,
-    LegFail { array: Option<String>, leg: usize },
-    Reload { array: Option<String>, component: String, args: Option<String> },
+    LegFail {
+        array: Option<String>,
+        leg: usize,
+    },
+    Reload {
+        array: Option<String>,
+        component: String,
+        args: Option<String>,
+    },
     /// Start a background action: check, repair, resync.
-    Sync { array: Option<String>, action: String },
+    Sync {
+        array: Option<String>,
+        action: String,
+    },
     /// Bytes per second for background actions (0: unlimited).
-    SyncRate { array: Option<String>, bytes_per_second: u64 },
-    ReadPolicy { array: Option<String>, policy: String },
-    LegRemove { array: Option<String>, leg: usize },
-    LegAdd { array: Option<String>, leg: Option<usize>, device: String },
-    LegReplace { array: Option<String>, leg: usize, device: String },
-    LegReadd { array: Option<String>, device: String },
+    SyncRate {
+        array: Option<String>,
+        bytes_per_second: u64,
+    },
+    ReadPolicy {
+        array: Option<String>,
+        policy: String,
+    },
+    LegRemove {
+        array: Option<String>,
+        leg: usize,
+    },
+    LegAdd {
+        array: Option<String>,
+        leg: Option<usize>,
+        device: String,
+    },
+    LegReplace {
+        array: Option<String>,
+        leg: usize,
+        device: String,
+    },
+    LegReadd {
+        array: Option<String>,
+        device: String,
+    },
     Stop,
 }
 

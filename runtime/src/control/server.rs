@@ -40,11 +40,7 @@ fn open(path: &str) -> Result<Arc<dyn crate::device::BlockDevice>, String> {
 }
 
 /// Run `f` on the named array off the async threads.
-async fn with_array(
-    served: &Arc<Served>,
-    array: Option<String>,
-    f: impl FnOnce(Arc<Array>) -> Result<serde_json::Value, String> + Send + 'static,
-) -> Response {
+async fn with_array(served: &Arc<Served>, array: Option<String>, f: impl FnOnce(Arc<Array>) -> Result<serde_json::Value, String> + Send + 'static) -> Response {
     let a = match find_array(served, array.as_deref()) {
         Ok(a) => a,
         Err(e) => return failure(e),
@@ -121,40 +117,61 @@ async fn handle(served: &Arc<Served>, request: Request) -> Response {
                 success(serde_json::json!({"array": a.name(), "leg": leg, "health": a.health_chars()}))
             }
         },
-        Request::Sync { array, action } => with_array(served, array, move |a| {
-            let action = match action.as_str() {
-                "check" => SyncAction::Check,
-                "repair" => SyncAction::Repair,
-                "resync" => SyncAction::Resync,
-                other => return Err(format!("unknown action '{other}' (check, repair, resync)")),
-            };
-            a.start_sync(action, None).map_err(|e| e.to_string())?;
-            Ok(serde_json::json!({"array": a.name(), "started": action.name()}))
-        }).await,
-        Request::SyncRate { array, bytes_per_second } => with_array(served, array, move |a| {
-            a.sync.rate_limit.store(bytes_per_second, std::sync::atomic::Ordering::Relaxed);
-            Ok(serde_json::json!({"array": a.name(), "rate": bytes_per_second}))
-        }).await,
-        Request::ReadPolicy { array, policy } => with_array(served, array, move |a| {
-            a.set_read_policy(policy.parse()?);
-            Ok(serde_json::json!({"array": a.name(), "read_policy": a.read_policy()}))
-        }).await,
-        Request::LegRemove { array, leg } => with_array(served, array, move |a| {
-            a.leg_remove(leg).map_err(|e| e.to_string())?;
-            Ok(serde_json::json!({"array": a.name(), "health": a.health_chars()}))
-        }).await,
-        Request::LegAdd { array, leg, device } => with_array(served, array, move |a| {
-            let slot = a.leg_add(leg, open(&device)?).map_err(|e| e.to_string())?;
-            Ok(serde_json::json!({"array": a.name(), "slot": slot, "health": a.health_chars()}))
-        }).await,
-        Request::LegReplace { array, leg, device } => with_array(served, array, move |a| {
-            a.leg_replace(leg, open(&device)?).map_err(|e| e.to_string())?;
-            Ok(serde_json::json!({"array": a.name(), "leg": leg, "health": a.health_chars()}))
-        }).await,
-        Request::LegReadd { array, device } => with_array(served, array, move |a| {
-            let (slot, scope) = a.leg_readd(open(&device)?).map_err(|e| e.to_string())?;
-            Ok(serde_json::json!({"array": a.name(), "slot": slot, "recovery": format!("{scope:?}").to_lowercase(), "health": a.health_chars()}))
-        }).await,
+        Request::Sync { array, action } => {
+            with_array(served, array, move |a| {
+                let action = match action.as_str() {
+                    "check" => SyncAction::Check,
+                    "repair" => SyncAction::Repair,
+                    "resync" => SyncAction::Resync,
+                    other => return Err(format!("unknown action '{other}' (check, repair, resync)")),
+                };
+                a.start_sync(action, None).map_err(|e| e.to_string())?;
+                Ok(serde_json::json!({"array": a.name(), "started": action.name()}))
+            })
+            .await
+        }
+        Request::SyncRate { array, bytes_per_second } => {
+            with_array(served, array, move |a| {
+                a.sync.rate_limit.store(bytes_per_second, std::sync::atomic::Ordering::Relaxed);
+                Ok(serde_json::json!({"array": a.name(), "rate": bytes_per_second}))
+            })
+            .await
+        }
+        Request::ReadPolicy { array, policy } => {
+            with_array(served, array, move |a| {
+                a.set_read_policy(policy.parse()?);
+                Ok(serde_json::json!({"array": a.name(), "read_policy": a.read_policy()}))
+            })
+            .await
+        }
+        Request::LegRemove { array, leg } => {
+            with_array(served, array, move |a| {
+                a.leg_remove(leg).map_err(|e| e.to_string())?;
+                Ok(serde_json::json!({"array": a.name(), "health": a.health_chars()}))
+            })
+            .await
+        }
+        Request::LegAdd { array, leg, device } => {
+            with_array(served, array, move |a| {
+                let slot = a.leg_add(leg, open(&device)?).map_err(|e| e.to_string())?;
+                Ok(serde_json::json!({"array": a.name(), "slot": slot, "health": a.health_chars()}))
+            })
+            .await
+        }
+        Request::LegReplace { array, leg, device } => {
+            with_array(served, array, move |a| {
+                a.leg_replace(leg, open(&device)?).map_err(|e| e.to_string())?;
+                Ok(serde_json::json!({"array": a.name(), "leg": leg, "health": a.health_chars()}))
+            })
+            .await
+        }
+        Request::LegReadd { array, device } => {
+            with_array(served, array, move |a| {
+                let (slot, scope) = a.leg_readd(open(&device)?).map_err(|e| e.to_string())?;
+                Ok(serde_json::json!({"array": a.name(), "slot": slot, "recovery": format!("{scope:?}").to_lowercase(), "health": a.health_chars()}))
+            })
+            .await
+        }
         Request::Reload { array, component, args } => {
             let array = match find_array(served, array.as_deref()) {
                 Ok(a) => a,

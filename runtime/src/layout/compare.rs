@@ -35,11 +35,7 @@ pub fn identical(old: &ProvenLayout, new: &ProvenLayout) -> Result<u64, Differen
     let (d1, d2) = (&old.descriptor, &new.descriptor);
     let shape = |d: &super::Descriptor| (d.data_chunks, d.replica_chunks, d.parity_chunks, d.spare_chunks, d.stripes);
     if shape(d1) != shape(d2) {
-        return Err(Difference::Descriptor(format!(
-            "(data, replicas, parities, spares, stripes) {:?} vs {:?}",
-            shape(d1),
-            shape(d2)
-        )));
+        return Err(Difference::Descriptor(format!("(data, replicas, parities, spares, stripes) {:?} vs {:?}", shape(d1), shape(d2))));
     }
     let stripes = d1.stripes;
     let limit = if d1.is_periodic() && d2.is_periodic() {

@@ -125,10 +125,7 @@ fn parity_label(slots: &[super::Slot], role: &Role) -> String {
     if binary(coefficients) {
         return format!("L{}", ordinal + 1);
     }
-    let rank = slots
-        .iter()
-        .filter(|s| matches!(&s.role, Role::Parity { ordinal: o, coefficients: c } if o < ordinal && !binary(c)))
-        .count();
+    let rank = slots.iter().filter(|s| matches!(&s.role, Role::Parity { ordinal: o, coefficients: c } if o < ordinal && !binary(c))).count();
     match rank {
         0 => "Q".into(),
         1 => "R".into(),

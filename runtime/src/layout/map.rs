@@ -184,9 +184,7 @@ impl AperiodicMap {
         if self.fingerprints.get(block as usize) != Some(&fingerprint(&self.hasher, &words)) {
             return Err(MapError::Changed { block });
         }
-        let stripes = Decoder::default()
-            .decode(&self.descriptor, first, count, &words)
-            .map_err(|e| MapError::Malformed { block, detail: e.to_string() })?;
+        let stripes = Decoder::default().decode(&self.descriptor, first, count, &words).map_err(|e| MapError::Malformed { block, detail: e.to_string() })?;
         Ok(stripes.into_iter().map(Arc::new).collect())
     }
 }

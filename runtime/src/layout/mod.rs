@@ -74,11 +74,8 @@ pub struct Stripe {
 impl Stripe {
     /// This stripe with every chunk moved by `delta` periods' advance.
     pub fn advanced(&self, advance: u64) -> Option<Stripe> {
-        let slots = self
-            .slots
-            .iter()
-            .map(|s| Some(Slot { leg: s.leg, chunk: s.chunk.checked_add(advance)?, role: s.role.clone() }))
-            .collect::<Option<Vec<_>>>()?;
+        let slots =
+            self.slots.iter().map(|s| Some(Slot { leg: s.leg, chunk: s.chunk.checked_add(advance)?, role: s.role.clone() })).collect::<Option<Vec<_>>>()?;
         Some(Stripe { slots })
     }
 

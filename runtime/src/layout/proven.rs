@@ -46,14 +46,9 @@ impl ProvenLayout {
         let (proven, report) = verify::prove(&mut instance, &geometry, &descriptor, &hasher)?;
         let map = match proven {
             Proven::Periodic { base } => LayoutMap::Periodic(PeriodicMap::new(&descriptor, base)),
-            Proven::Aperiodic { fingerprints } => LayoutMap::Aperiodic(AperiodicMap::new(
-                component.clone(),
-                geometry.clone(),
-                descriptor,
-                fingerprints,
-                hasher,
-                DEFAULT_CACHE_BLOCKS,
-            )),
+            Proven::Aperiodic { fingerprints } => {
+                LayoutMap::Aperiodic(AperiodicMap::new(component.clone(), geometry.clone(), descriptor, fingerprints, hasher, DEFAULT_CACHE_BLOCKS))
+            }
         };
         Ok(ProvenLayout { name, component_hash: component.hash(), geometry, descriptor, report, map })
     }

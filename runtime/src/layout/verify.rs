@@ -141,12 +141,7 @@ pub enum Proven {
 }
 
 /// Prove the layout `source` describes with `d` on `g`.
-pub fn prove(
-    source: &mut dyn StripeSource,
-    g: &Geometry,
-    d: &Descriptor,
-    hasher: &impl BuildHasher,
-) -> Result<(Proven, ProofReport), ProofError> {
+pub fn prove(source: &mut dyn StripeSource, g: &Geometry, d: &Descriptor, hasher: &impl BuildHasher) -> Result<(Proven, ProofReport), ProofError> {
     let started = Instant::now();
     check_descriptor(g, d)?;
     let mut checker = Checker::new(g, d);
@@ -205,14 +200,7 @@ struct Checker<'a> {
 
 impl<'a> Checker<'a> {
     fn new(g: &'a Geometry, d: &'a Descriptor) -> Self {
-        Checker {
-            g,
-            d,
-            decoder: Decoder::default(),
-            used: Vec::new(),
-            shapes: HashMap::new(),
-            shape_hasher: Default::default(),
-        }
+        Checker { g, d, decoder: Decoder::default(), used: Vec::new(), shapes: HashMap::new(), shape_hasher: Default::default() }
     }
 
     fn fetch(&mut self, source: &mut dyn StripeSource, first: u64, count: u64) -> Result<(Vec<u64>, Vec<Stripe>), ProofError> {
@@ -434,11 +422,7 @@ fn prove_periodic(source: &mut dyn StripeSource, ck: &mut Checker<'_>) -> Result
     let advance = d.period_advance;
     let bitmaps = std::mem::take(ck.bitmaps());
     let results: Vec<Result<(), (u64, u64, u64)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = bitmaps
-            .into_iter()
-            .zip(runs.iter())
-            .map(|(mut bits, runs)| scope.spawn(move || mark_runs(&mut bits, runs, advance)))
-            .collect();
+        let handles: Vec<_> = bitmaps.into_iter().zip(runs.iter()).map(|(mut bits, runs)| scope.spawn(move || mark_runs(&mut bits, runs, advance))).collect();
         handles.into_iter().map(|h| h.join().unwrap_or(Err((u64::MAX, 0, 0)))).collect()
     });
     for (leg, result) in results.into_iter().enumerate() {
@@ -551,7 +535,12 @@ fn prove_aperiodic(source: &mut dyn StripeSource, ck: &mut Checker<'_>, hasher: 
             for (k, slot) in stripe.slots.iter().enumerate() {
                 let size = legs[slot.leg as usize];
                 if slot.chunk >= size {
-                    return Err(refuse(Rule::Bounds, Some(s), Some(k as u64), format!("leg {} chunk {} is beyond the leg's {size} chunks", slot.leg, slot.chunk)));
+                    return Err(refuse(
+                        Rule::Bounds,
+                        Some(s),
+                        Some(k as u64),
+                        format!("leg {} chunk {} is beyond the leg's {size} chunks", slot.leg, slot.chunk),
+                    ));
                 }
                 let word = &mut bits[slot.leg as usize][(slot.chunk / 64) as usize];
                 let bit = 1u64 << (slot.chunk % 64);

@@ -55,11 +55,7 @@ pub fn decode(bytes: &[u8], regions: u64) -> Result<(u64, Vec<State>), CopyError
     if crc32c::crc32c_append(crc32c::crc32c(&bytes[..HEADER - 4]), body) != stored {
         return Err(CopyError::Checksum);
     }
-    let states = body
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| State::from_byte(b).ok_or(CopyError::State { region: i as u64, byte: b }))
-        .collect::<Result<_, _>>()?;
+    let states = body.iter().enumerate().map(|(i, &b)| State::from_byte(b).ok_or(CopyError::State { region: i as u64, byte: b })).collect::<Result<_, _>>()?;
     Ok((serial, states))
 }
 

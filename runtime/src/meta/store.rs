@@ -56,7 +56,10 @@ pub fn write_component(dev: &dyn BlockDevice, sb: &Superblock, bytes: &[u8]) -> 
 /// The component stored on the leg, checked against its sha256.
 pub fn read_component(dev: &dyn BlockDevice, sb: &Superblock) -> Result<Vec<u8>, MetaError> {
     if sb.component_len > 1 << 30 || sb.component_offset + sb.component_len > sb.data_offset {
-        return Err(MetaError::Invalid { leg: dev.describe(), what: format!("component of {} bytes at {} overlaps the data", sb.component_len, sb.component_offset) });
+        return Err(MetaError::Invalid {
+            leg: dev.describe(),
+            what: format!("component of {} bytes at {} overlaps the data", sb.component_len, sb.component_offset),
+        });
     }
     let mut bytes = vec![0u8; sb.component_len as usize];
     dev.read_at(&mut bytes, sb.component_offset).map_err(|e| io(dev, e))?;

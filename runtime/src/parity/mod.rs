@@ -100,11 +100,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn reference(rows: &[Vec<u8>], sources: &[Vec<u8>]) -> Vec<Vec<u8>> {
-        rows.iter()
-            .map(|row| {
-                (0..sources[0].len()).map(|i| row.iter().zip(sources).fold(0u8, |acc, (&c, s)| acc ^ gf256::mul(c, s[i]))).collect()
-            })
-            .collect()
+        rows.iter().map(|row| (0..sources[0].len()).map(|i| row.iter().zip(sources).fold(0u8, |acc, (&c, s)| acc ^ gf256::mul(c, s[i]))).collect()).collect()
     }
 
     proptest! {

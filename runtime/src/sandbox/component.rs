@@ -80,9 +80,7 @@ pub fn load(sandbox: &Arc<Sandbox>, bytes: &[u8]) -> Result<LoadedComponent, San
     match bytes.get(..8) {
         Some(h) if h == COMPONENT_HEADER => {}
         Some(h) if h == MODULE_HEADER => {
-            return Err(SandboxError::Invalid(
-                "this is a core module, not a component (wrap it with wit-component or `wasm-tools component new`)".into(),
-            ));
+            return Err(SandboxError::Invalid("this is a core module, not a component (wrap it with wit-component or `wasm-tools component new`)".into()));
         }
         _ => return Err(SandboxError::Invalid("no WebAssembly component header".into())),
     }
@@ -138,10 +136,7 @@ pub fn load(sandbox: &Arc<Sandbox>, bytes: &[u8]) -> Result<LoadedComponent, San
         return Err(SandboxError::Imports { names: imports });
     }
     let linker: Linker<GuestState> = Linker::new(engine);
-    let pre = linker
-        .instantiate_pre(&component)
-        .and_then(LayoutPre::new)
-        .map_err(|e| SandboxError::Contract(format!("{e:#}")))?;
+    let pre = linker.instantiate_pre(&component).and_then(LayoutPre::new).map_err(|e| SandboxError::Contract(format!("{e:#}")))?;
     Ok(LoadedComponent { sha256, size: bytes.len(), stats, producers: producers(bytes), pre, sandbox: sandbox.clone() })
 }
 

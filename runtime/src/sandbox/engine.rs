@@ -24,12 +24,7 @@ pub const TICK: Duration = Duration::from_millis(10);
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        SandboxConfig {
-            call_timeout: Duration::from_secs(2),
-            memory_bytes: 256 << 20,
-            stack_bytes: 512 << 10,
-            cache_dir: super::artifact_cache::default_dir(),
-        }
+        SandboxConfig { call_timeout: Duration::from_secs(2), memory_bytes: 256 << 20, stack_bytes: 512 << 10, cache_dir: super::artifact_cache::default_dir() }
     }
 }
 

@@ -28,10 +28,7 @@ impl GuestInstance {
 
     fn instantiate(&mut self) -> Result<(), SandboxError> {
         let sandbox = &self.component.sandbox;
-        let mut store = Store::new(
-            &sandbox.engine,
-            GuestState { limiter: MemoryLimiter { cap: sandbox.config.memory_bytes, hit: false } },
-        );
+        let mut store = Store::new(&sandbox.engine, GuestState { limiter: MemoryLimiter { cap: sandbox.config.memory_bytes, hit: false } });
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(sandbox.deadline_ticks());
         self.instantiations += 1;
@@ -44,10 +41,7 @@ impl GuestInstance {
             let again = self.call("configure", |b, s| b.wasmraid_layout_algorithm().call_configure(s, &to_wit(&geometry)))?;
             let again = again.map(from_wit).map_err(SandboxError::Refused)?;
             if again != expected {
-                return Err(SandboxError::Inconsistent {
-                    call: "configure",
-                    detail: format!("first {expected:?}, now {again:?}"),
-                });
+                return Err(SandboxError::Inconsistent { call: "configure", detail: format!("first {expected:?}, now {again:?}") });
             }
         }
         Ok(())
@@ -55,11 +49,7 @@ impl GuestInstance {
 
     /// Run one guest call under a fresh deadline; any failure discards the
     /// instance.
-    fn call<R>(
-        &mut self,
-        what: &'static str,
-        f: impl FnOnce(&Layout, &mut Store<GuestState>) -> wasmtime::Result<R>,
-    ) -> Result<R, SandboxError> {
+    fn call<R>(&mut self, what: &'static str, f: impl FnOnce(&Layout, &mut Store<GuestState>) -> wasmtime::Result<R>) -> Result<R, SandboxError> {
         if self.live.is_none() {
             self.instantiate()?;
         }

@@ -33,8 +33,7 @@ impl BindContext {
         if let Some(leg) = self.legs.get(&key) {
             return Ok(leg.clone());
         }
-        let leg: Arc<dyn BlockDevice> =
-            Arc::new(FileLeg::open(&path, self.flags).map_err(|e| TableError::at(line, field.index, "<dev>", e.to_string()))?);
+        let leg: Arc<dyn BlockDevice> = Arc::new(FileLeg::open(&path, self.flags).map_err(|e| TableError::at(line, field.index, "<dev>", e.to_string()))?);
         self.legs.insert(key, leg.clone());
         Ok(leg)
     }

@@ -38,13 +38,7 @@ impl Table {
             segments.push(Segment { start: line.start * 512, len: line.length * 512, device, line: line.clone() });
         }
         let starts: Vec<u64> = segments.iter().map(|s| s.start / 512).collect();
-        Ok(Table {
-            name: ctx.name.clone(),
-            size: spec.sectors() * 512,
-            index: index::SegmentIndex::new(&starts),
-            segments,
-            arrays: ctx.arrays,
-        })
+        Ok(Table { name: ctx.name.clone(), size: spec.sectors() * 512, index: index::SegmentIndex::new(&starts), segments, arrays: ctx.arrays })
     }
 
     /// A table of one segment: a whole array.

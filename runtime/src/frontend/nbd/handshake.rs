@@ -85,27 +85,25 @@ where
                     wr.write_all(&option_reply(option, REP_ACK, &[])).await?;
                 }
             }
-            OPT_INFO | OPT_GO => {
-                match super::proto::decode_info_request(&data) {
-                    Err(why) => wr.write_all(&option_reply(option, REP_ERR_INVALID, why.as_bytes())).await?,
-                    Ok((name, requests)) => match exports.find(&name) {
-                        None => {
-                            let msg = format!("no export named {name:?}");
-                            wr.write_all(&option_reply(option, REP_ERR_UNKNOWN, msg.as_bytes())).await?;
+            OPT_INFO | OPT_GO => match super::proto::decode_info_request(&data) {
+                Err(why) => wr.write_all(&option_reply(option, REP_ERR_INVALID, why.as_bytes())).await?,
+                Ok((name, requests)) => match exports.find(&name) {
+                    None => {
+                        let msg = format!("no export named {name:?}");
+                        wr.write_all(&option_reply(option, REP_ERR_UNKNOWN, msg.as_bytes())).await?;
+                    }
+                    Some(export) => {
+                        for info in info_replies(&export, &name, &requests) {
+                            wr.write_all(&option_reply(option, REP_INFO, &info)).await?;
                         }
-                        Some(export) => {
-                            for info in info_replies(&export, &name, &requests) {
-                                wr.write_all(&option_reply(option, REP_INFO, &info)).await?;
-                            }
-                            wr.write_all(&option_reply(option, REP_ACK, &[])).await?;
-                            if option == OPT_GO {
-                                wr.flush().await?;
-                                return Ok(Outcome::Serve(export));
-                            }
+                        wr.write_all(&option_reply(option, REP_ACK, &[])).await?;
+                        if option == OPT_GO {
+                            wr.flush().await?;
+                            return Ok(Outcome::Serve(export));
                         }
-                    },
-                }
-            }
+                    }
+                },
+            },
             _ => {
                 let msg = format!("option {option} is not supported");
                 wr.write_all(&option_reply(option, REP_ERR_UNSUP, msg.as_bytes())).await?;

@@ -54,7 +54,18 @@ fn raid5_is_proven() {
 
 #[test]
 fn leg_out_of_range_is_named() {
-    let e = run(|s| { let mut w = raid5(s); if s == 2 { w[0] = 9; } w }, &geometry(100), &raid5_descriptor(100)).unwrap_err();
+    let e = run(
+        |s| {
+            let mut w = raid5(s);
+            if s == 2 {
+                w[0] = 9;
+            }
+            w
+        },
+        &geometry(100),
+        &raid5_descriptor(100),
+    )
+    .unwrap_err();
     assert_eq!((e.rule, e.stripe, e.slot), (Rule::Bounds, Some(2), Some(0)));
     assert!(e.to_string().contains("leg 9 does not exist"), "{e}");
 }
@@ -68,7 +79,16 @@ fn chunk_beyond_the_leg_names_the_last_stripe() {
 
 #[test]
 fn two_slots_on_one_chunk() {
-    let e = run(|s| { let mut w = raid5(s); w[3] = w[0]; w }, &geometry(100), &raid5_descriptor(100)).unwrap_err();
+    let e = run(
+        |s| {
+            let mut w = raid5(s);
+            w[3] = w[0];
+            w
+        },
+        &geometry(100),
+        &raid5_descriptor(100),
+    )
+    .unwrap_err();
     assert_eq!(e.rule, Rule::Overlap, "{e}");
 }
 
@@ -76,20 +96,51 @@ fn two_slots_on_one_chunk() {
 fn overlap_across_periods() {
     // Advance 4 instead of 5: period 1's chunks land on period 0's row 4.
     let d = Descriptor { period_advance: 4, ..raid5_descriptor(100) };
-    let e = run(|s| { let mut w = raid5(s); for i in [1, 4, 7, 10, 13] { w[i] = (s / 5) * 4 + s % 5; } w }, &geometry(100), &d).unwrap_err();
+    let e = run(
+        |s| {
+            let mut w = raid5(s);
+            for i in [1, 4, 7, 10, 13] {
+                w[i] = (s / 5) * 4 + s % 5;
+            }
+            w
+        },
+        &geometry(100),
+        &d,
+    )
+    .unwrap_err();
     assert_eq!(e.rule, Rule::Overlap, "{e}");
     assert!(e.stripe.is_some());
 }
 
 #[test]
 fn missing_data_index() {
-    let e = run(|s| { let mut w = raid5(s); w[5] = 0; w }, &geometry(100), &raid5_descriptor(100)).unwrap_err();
+    let e = run(
+        |s| {
+            let mut w = raid5(s);
+            w[5] = 0;
+            w
+        },
+        &geometry(100),
+        &raid5_descriptor(100),
+    )
+    .unwrap_err();
     assert_eq!((e.rule, e.stripe, e.slot), (Rule::DataIndex, Some(0), Some(1)));
 }
 
 #[test]
 fn lying_period() {
-    let e = run(|s| { let mut w = raid5(s); if s == 7 { w.swap(0, 3); } w }, &geometry(100), &raid5_descriptor(100)).unwrap_err();
+    let e = run(
+        |s| {
+            let mut w = raid5(s);
+            if s == 7 {
+                w.swap(0, 3);
+            }
+            w
+        },
+        &geometry(100),
+        &raid5_descriptor(100),
+    )
+    .unwrap_err();
     assert_eq!((e.rule, e.stripe, e.slot), (Rule::Period, Some(7), Some(0)));
 }
 
@@ -103,7 +154,16 @@ fn lying_fault_tolerance() {
 
 #[test]
 fn parity_covering_nothing() {
-    let e = run(|s| { let mut w = raid5(s); w[15] = 0; w }, &geometry(100), &raid5_descriptor(100)).unwrap_err();
+    let e = run(
+        |s| {
+            let mut w = raid5(s);
+            w[15] = 0;
+            w
+        },
+        &geometry(100),
+        &raid5_descriptor(100),
+    )
+    .unwrap_err();
     assert_eq!(e.rule, Rule::Parity);
 }
 
@@ -114,7 +174,18 @@ fn aperiodic_layout_is_streamed_and_fingerprinted() {
     let Proven::Aperiodic { fingerprints } = proven else { panic!("aperiodic expected") };
     assert_eq!(fingerprints.len(), 4);
     assert!(!report.periodic);
-    let e = run(|s| { let mut w = raid5(s); if s == 600 { w[1] = 3; } w }, &geometry(1000), &d).unwrap_err();
+    let e = run(
+        |s| {
+            let mut w = raid5(s);
+            if s == 600 {
+                w[1] = 3;
+            }
+            w
+        },
+        &geometry(1000),
+        &d,
+    )
+    .unwrap_err();
     assert_eq!((e.rule, e.stripe), (Rule::Overlap, Some(600)));
 }
 

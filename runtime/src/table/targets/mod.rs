@@ -50,8 +50,5 @@ pub(crate) fn dev_offset_pairs(line: usize, fields: &[Field], count: usize, afte
         let index = fields.last().unwrap_or(after).index + 1;
         return Err(TableError::at(line, index, "<dev> <offset>", format!("expected {count} <dev> <offset> pairs, got {} field(s)", fields.len())));
     }
-    fields[..2 * count]
-        .chunks(2)
-        .map(|pair| Ok((pair[0].clone(), super::parse::number(line, &pair[1], "<offset>")?)))
-        .collect()
+    fields[..2 * count].chunks(2).map(|pair| Ok((pair[0].clone(), super::parse::number(line, &pair[1], "<offset>")?))).collect()
 }

@@ -43,7 +43,12 @@ pub fn build(line: &Line, ctx: &mut BindContext) -> Result<Arc<dyn BlockDevice>,
     for (dev, offset) in &pairs {
         let device = ctx.open_leg(line.number, dev)?;
         if (offset * 512).checked_add(per_leg).is_none_or(|end| end > device.size()) {
-            return Err(TableError::at(line.number, dev.index, "<dev>", format!("{} is too small for {} sectors from sector {offset}", dev.text, per_leg / 512)));
+            return Err(TableError::at(
+                line.number,
+                dev.index,
+                "<dev>",
+                format!("{} is too small for {} sectors from sector {offset}", dev.text, per_leg / 512),
+            ));
         }
         legs.push((device, offset * 512));
     }

@@ -35,7 +35,12 @@ pub fn check(line: usize, args: &[Field]) -> Result<WasmArgs, TableError> {
         None => String::new(),
         Some((sep, words)) if sep.text == "--" => words.iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" "),
         Some((other, _)) => {
-            return Err(TableError::at(line, other.index, "--", format!("unexpected '{}' after {n} <dev> <offset> pairs (algorithm arguments follow '--')", other.text)));
+            return Err(TableError::at(
+                line,
+                other.index,
+                "--",
+                format!("unexpected '{}' after {n} <dev> <offset> pairs (algorithm arguments follow '--')", other.text),
+            ));
         }
     };
     Ok(WasmArgs { component: component.clone(), chunk_sectors: chunk_sectors as u32, legs, args })
@@ -50,13 +55,18 @@ pub fn build(line: &Line, ctx: &mut BindContext) -> Result<Arc<dyn BlockDevice>,
         let device = ctx.open_leg(line.number, dev)?;
         let start = offset * 512;
         if start >= device.size() {
-            return Err(TableError::at(line.number, dev.index + 1, "<offset>", format!("sector {offset} is beyond {} ({} sectors)", dev.text, device.size() / 512)));
+            return Err(TableError::at(
+                line.number,
+                dev.index + 1,
+                "<offset>",
+                format!("sector {offset} is beyond {} ({} sectors)", dev.text, device.size() / 512),
+            ));
         }
         leg_chunks.push((device.size() - start) / chunk_bytes);
         legs.push((device, start));
     }
-    let (origin, bytes) = crate::builtins::resolve(&spec.component.text)
-        .map_err(|e| TableError::at(line.number, spec.component.index, "<component>", e.to_string()))?;
+    let (origin, bytes) =
+        crate::builtins::resolve(&spec.component.text).map_err(|e| TableError::at(line.number, spec.component.index, "<component>", e.to_string()))?;
     let loaded = crate::sandbox::component::load(&ctx.sandbox, &bytes)
         .map_err(|e| TableError::at(line.number, spec.component.index, "<component>", format!("{origin}: {e}")))?;
     let geometry = Geometry { chunk_sectors: spec.chunk_sectors, leg_chunks, args: spec.args.clone() };
