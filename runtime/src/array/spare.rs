@@ -54,7 +54,8 @@ impl SpareUse {
     }
 }
 
-/// Stripe `shape` with every covering use's leg moved to its spare slot.
+/// Stripe `shape` with every covering use's leg moved to its spare slot;
+/// None when no use covers stripe `s` here.
 fn redirect(shape: &Stripe, uses: &[Arc<SpareUse>], s: u64) -> Option<Stripe> {
     let mut out: Option<Stripe> = None;
     for u in uses.iter().filter(|u| u.covers(s)) {
@@ -62,13 +63,12 @@ fn redirect(shape: &Stripe, uses: &[Arc<SpareUse>], s: u64) -> Option<Stripe> {
         let from = current.slots.iter().position(|sl| sl.leg == u.leg && !matches!(sl.role, Role::Spare(_)));
         let to = current.slots.iter().position(|sl| sl.role == Role::Spare(u.ordinal));
         if let (Some(from), Some(to)) = (from, to) {
-            let mut next = current.clone();
-            let (a, b) = (next.slots[from].clone(), next.slots[to].clone());
-            next.slots[from].leg = b.leg;
-            next.slots[from].chunk = b.chunk;
-            next.slots[to].leg = a.leg;
-            next.slots[to].chunk = a.chunk;
-            out = Some(next);
+            let next = out.get_or_insert_with(|| shape.clone());
+            let (leg, chunk) = (next.slots[from].leg, next.slots[from].chunk);
+            next.slots[from].leg = next.slots[to].leg;
+            next.slots[from].chunk = next.slots[to].chunk;
+            next.slots[to].leg = leg;
+            next.slots[to].chunk = chunk;
         }
     }
     out

@@ -156,7 +156,6 @@ impl Array {
             .name(format!("wasmraid-{}", action.name()))
             .spawn(move || {
                 let result = match (action, recover) {
-                    (SyncAction::Recover, Some((leg, RecoverScope::DistributedSpare(ordinal)))) => me.run_spare_rebuild(leg, ordinal),
                     (SyncAction::Recover, Some((leg, scope))) => me.run_recover(leg, scope),
                     (SyncAction::Check, _) => me.run_check(false),
                     (SyncAction::Repair, _) => me.run_check(true),
@@ -207,7 +206,7 @@ impl Array {
         }
         let regions = self.region_stripes(Some(&[State::NeedSync, State::Syncing]));
         self.sync.total.store(regions.iter().map(|(_, r)| r.end - r.start).sum(), Ordering::Relaxed);
-        let mut throttle = Throttle { started: Instant::now(), bytes: 0 };
+        let mut throttle = Throttle::new();
         for (r, range) in regions {
             self.intent_apply(&[r], Action::StartSync)?;
             for s in range {
@@ -270,7 +269,7 @@ impl Array {
             RecoverScope::DistributedSpare(ordinal) => return self.run_spare_rebuild(leg, ordinal),
         };
         self.sync.total.store(regions.iter().map(|(_, r)| r.end - r.start).sum(), Ordering::Relaxed);
-        let mut throttle = Throttle { started: Instant::now(), bytes: 0 };
+        let mut throttle = Throttle::new();
         let replacing = self.legs[leg].replacement().is_some();
         for (_, range) in &regions {
             for s in range.clone() {
@@ -324,7 +323,7 @@ impl Array {
     /// disagree with the data: md's `mismatch_cnt`.
     fn run_check(&self, repair: bool) -> Result<u64, ArrayError> {
         let stripes = self.layout().descriptor.stripes;
-        let mut throttle = Throttle { started: Instant::now(), bytes: 0 };
+        let mut throttle = Throttle::new();
         let per_stripe = self.layout().descriptor.slots() * self.chunk_bytes;
         for s in 0..stripes {
             if self.stopping() {
