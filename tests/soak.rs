@@ -81,6 +81,22 @@ fn idle(s: &Served, within: Duration) -> serde_json::Value {
     }
 }
 
+/// `check` must count 0 mismatches, and the committed region written with
+/// `seed` (when any) must verify; `when` names the moment in failures.
+fn assert_check_clean_and_committed_verified(served: &Served, layout: &str, seed: Option<u64>, when: &str) {
+    let out = served.ctl(&["check", layout, "--wait"]);
+    assert!(out.status.success(), "{when} check: {}", String::from_utf8_lossy(&out.stderr));
+    let checked = idle(served, Duration::from_secs(120));
+    assert_eq!(checked["mismatch_cnt"], 0, "{when} ({layout}): check after crash resync found mismatches: {checked}");
+    if let Some(seed) = seed {
+        let mut args = committed_job(seed);
+        args.push("--verify_only".into());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (clean, out) = fio(&served.uri(), &refs);
+        assert!(clean, "{when} ({layout}): committed data lost or torn after kill -9:\n{out}\n{}", served.log());
+    }
+}
+
 /// A small deterministic generator (xorshift), seeded per run, for the kill
 /// moments: enough to spread kills over the job without a dependency.
 fn next(state: &mut u64) -> u64 {
@@ -111,19 +127,9 @@ fn kill_nine_during_fio_verify_writes() {
             resynced += last.split_whitespace().nth(2).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
             capacity += after_resync["size_bytes"].as_u64().unwrap_or(0);
         }
-        let out = served.ctl(&["check", rig.layout, "--wait"]);
-        assert!(out.status.success(), "round {round} check: {}", String::from_utf8_lossy(&out.stderr));
-        let checked = idle(&served, Duration::from_secs(120));
-        assert_eq!(checked["mismatch_cnt"], 0, "round {round} ({}): check after crash resync found mismatches: {checked}", rig.layout);
 
         // 3. Every flushed write of the previous round is there.
-        if let Some(seed) = rig.seed {
-            let mut args = committed_job(seed);
-            args.push("--verify_only".into());
-            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            let (clean, out) = fio(&served.uri(), &refs);
-            assert!(clean, "round {round} ({}): committed data lost or torn after kill -9:\n{out}\n{}", rig.layout, served.log());
-        }
+        assert_check_clean_and_committed_verified(&served, rig.layout, rig.seed, &format!("round {round}"));
 
         // 4. Commit a new generation of the committed region.
         let seed = 1000 + round as u64;
@@ -166,14 +172,7 @@ fn kill_nine_during_fio_verify_writes() {
         }
         let served = rig.up();
         idle(&served, Duration::from_secs(120));
-        let out = served.ctl(&["check", rig.layout, "--wait"]);
-        assert!(out.status.success(), "final check: {}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(idle(&served, Duration::from_secs(120))["mismatch_cnt"], 0, "final check of {}", rig.layout);
-        let mut args = committed_job(rig.seed.unwrap_or(0));
-        args.push("--verify_only".into());
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (clean, out) = fio(&served.uri(), &refs);
-        assert!(clean, "final verify of {}:\n{out}", rig.layout);
+        assert_check_clean_and_committed_verified(&served, rig.layout, rig.seed, "final");
     }
     println!("{rounds} kill -9 rounds: check 0 and fio verify clean every time; resyncs moved {} MiB against {} MiB of arrays", resynced >> 20, capacity >> 20);
 }
