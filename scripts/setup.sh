@@ -9,7 +9,7 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
 fi
 
 # Real peers the tests talk to.
-packages=(${WASMRAID_APT_PACKAGES:-qemu-utils libnbd-bin nbdkit fio libisal-dev})
+packages=(${WASMRAID_APT_PACKAGES:-qemu-utils libnbd-bin nbdkit fio libisal-dev libclang-dev})
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

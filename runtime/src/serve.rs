@@ -1,9 +1,10 @@
-//! Serving a device: bind its table, export it over NBD, answer the control
-//! socket, stop cleanly on SIGTERM, SIGINT or `wasmraid stop`.
+//! Serving a device: bind its table, export it over NBD and/or ublk, answer
+//! the control socket, stop cleanly on SIGTERM, SIGINT or `wasmraid stop`.
 
 use crate::control;
 use crate::device::BlockDevice;
 use crate::frontend::nbd::{self, Exports, Listen};
+use crate::frontend::ublk::{self, UblkConfig};
 use crate::sandbox::Sandbox;
 use crate::table::Table;
 use std::os::unix::fs::PermissionsExt;
@@ -17,6 +18,8 @@ pub struct Served {
     pub table: Arc<Table>,
     pub sandbox: Arc<Sandbox>,
     pub listening: Vec<String>,
+    /// The ublk device, when served through one.
+    pub ublk: Option<ublk::Started>,
     pub stop: Notify,
 }
 
@@ -27,6 +30,10 @@ impl Served {
             "size_bytes": self.table.size(),
             "table": self.table.text(),
             "listening": self.listening,
+            "ublk": self.ublk.as_ref().map(|u| serde_json::json!({
+                "id": u.id, "device": u.path, "queues": u.queues, "depth": u.depth, "recovered": u.recovered,
+                "state": ublk::state(u.id),
+            })),
             "arrays": self.table.arrays.iter().map(|a| control::status::array_status(a)).collect::<Vec<_>>(),
         })
     }
@@ -40,6 +47,29 @@ pub enum ServeError {
     Control { path: String, error: std::io::Error },
     #[error("{0}")]
     Name(String),
+    #[error(transparent)]
+    Ublk(#[from] ublk::UblkFrontendError),
+}
+
+/// How a served device reaches its clients.
+#[derive(Debug, Clone, Default)]
+pub struct Frontends {
+    pub nbd: Vec<Listen>,
+    pub ublk: Option<UblkConfig>,
+}
+
+/// What the block layer should know of a table: a single array's chunk and
+/// stripe, or plain 4 KiB hints.
+pub fn limits(table: &Table) -> ublk::Limits {
+    let mut limits = ublk::Limits::plain(table.size());
+    if let [array] = &table.arrays[..] {
+        let layout = array.layout();
+        let chunk = layout.geometry.chunk_sectors.saturating_mul(512);
+        limits.io_min = chunk;
+        limits.io_opt = chunk.saturating_mul(layout.descriptor.data_chunks.max(1));
+        limits.discard_granularity = chunk;
+    }
+    limits
 }
 
 /// Serve until stopped. `ready` is called once everything listens.
@@ -47,7 +77,7 @@ pub async fn run(
     name: String,
     table: Arc<Table>,
     sandbox: Arc<Sandbox>,
-    listens: Vec<Listen>,
+    frontends: Frontends,
     run_dir: PathBuf,
     ready: impl FnOnce(&Served, &std::path::Path),
 ) -> Result<(), ServeError> {
@@ -55,6 +85,7 @@ pub async fn run(
     let exports = Exports::new(vec![(name.clone(), table.clone() as Arc<dyn BlockDevice>)]);
     let mut tasks = Vec::new();
     let mut listening = Vec::new();
+    let listens = frontends.nbd;
     for listen in &listens {
         let task = nbd::bind_and_spawn(listen.clone(), exports.clone()).await.map_err(|error| ServeError::Listen { what: listen.to_string(), error })?;
         tasks.push(task);
@@ -75,7 +106,17 @@ pub async fn run(
     }
     let listener = tokio::net::UnixListener::bind(&socket).map_err(control_err)?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).map_err(control_err)?;
-    let served = Arc::new(Served { name: name.clone(), table: table.clone(), sandbox, listening, stop: Notify::new() });
+    let (ublk_started, ublk_thread) = match frontends.ublk {
+        Some(config) => {
+            let (started, thread) = start_ublk(table.clone(), config).await.inspect_err(|_| {
+                let _ = std::fs::remove_file(&socket);
+            })?;
+            listening.push(started.path.clone());
+            (Some(started), Some(thread))
+        }
+        None => (None, None),
+    };
+    let served = Arc::new(Served { name: name.clone(), table: table.clone(), sandbox, listening, ublk: ublk_started.clone(), stop: Notify::new() });
     let control_task = tokio::spawn(control::server::run(listener, served.clone()));
     // The bitmap daemon: clear idle regions lazily (md's daemon_sleep);
     // and, like md's recovery thread, rebuild a dead leg into the layout's
@@ -102,10 +143,39 @@ pub async fn run(
     ready(&served, &socket);
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(control_err)?;
+    let (ublk_gone_tx, ublk_gone) = tokio::sync::oneshot::channel::<()>();
+    let mut ublk_thread = ublk_thread.map(|t| {
+        tokio::task::spawn_blocking(move || {
+            let r = t.join();
+            let _ = ublk_gone_tx.send(());
+            r
+        })
+    });
+    let ublk_ended = async move {
+        // No ublk device: never.
+        if ublk_gone.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         _ = served.stop.notified() => tracing::info!("stop requested"),
         _ = term.recv() => tracing::info!("SIGTERM"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+        _ = ublk_ended => tracing::warn!("the ublk device was stopped from outside; shutting down"),
+    }
+    // Stop the kernel side first: it drains what is in flight through us.
+    if let Some(started) = &ublk_started {
+        let id = started.id;
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || ublk::stop(id)).await {
+            tracing::warn!("stopping {}: {e}", started.path);
+        }
+    }
+    if let Some(t) = ublk_thread.take() {
+        match t.await {
+            Ok(Ok(Err(e))) => tracing::error!("ublk: {e}"),
+            Ok(Err(_)) => tracing::error!("ublk: the serving thread panicked"),
+            _ => {}
+        }
     }
     for t in tasks {
         t.abort();
@@ -130,4 +200,32 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+type UblkThread = std::thread::JoinHandle<Result<(), ublk::UblkFrontendError>>;
+
+/// Start the ublk device on a thread of its own (libublk runs its own
+/// executors there) and wait, without blocking tokio, until it is live.
+async fn start_ublk(table: Arc<Table>, config: UblkConfig) -> Result<(ublk::Started, UblkThread), ServeError> {
+    let limits = limits(&table);
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let thread = std::thread::Builder::new().name("wasmraid-ublk".into()).spawn(move || {
+        ublk::serve(table as Arc<dyn BlockDevice>, limits, &config, move |started| {
+            let _ = ready_tx.send(started);
+        })
+    });
+    let thread = thread.map_err(|e| ServeError::Ublk(e.into()))?;
+    match ready.await {
+        Ok(started) => Ok((started, thread)),
+        // The thread ended before the device went live: its error says why.
+        Err(_) => match thread.join() {
+            Ok(Err(e)) => Err(e.into()),
+            Ok(Ok(())) => {
+                Err(ServeError::Ublk(ublk::UblkFrontendError::Driver { what: "starting the device".into(), detail: "it stopped before going live".into() }))
+            }
+            Err(_) => {
+                Err(ServeError::Ublk(ublk::UblkFrontendError::Driver { what: "starting the device".into(), detail: "the serving thread panicked".into() }))
+            }
+        },
+    }
 }

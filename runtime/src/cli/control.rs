@@ -25,6 +25,16 @@ pub fn status(run_dir: &Option<PathBuf>, name: &str, json: bool) -> anyhow::Resu
     }
     let listening: Vec<&str> = r["listening"].as_array().map(|v| v.iter().filter_map(|x| x.as_str()).collect()).unwrap_or_default();
     println!("{}: {}, {}", r["name"].as_str().unwrap_or(name), format_size(r["size_bytes"].as_u64().unwrap_or(0)), listening.join(", "));
+    if let Some(u) = r["ublk"].as_object() {
+        println!(
+            "ublk {}: {}, {} queue(s) of depth {}{}",
+            u["device"].as_str().unwrap_or(""),
+            u["state"].as_str().unwrap_or("state unknown"),
+            u["queues"],
+            u["depth"],
+            if u["recovered"].as_bool() == Some(true) { ", recovered" } else { "" }
+        );
+    }
     for a in r["arrays"].as_array().into_iter().flatten() {
         let sha = a["component_sha256"].as_str().unwrap_or("");
         println!(

@@ -89,10 +89,17 @@ fn serve_demo(sandbox: &Arc<wasmraid::sandbox::Sandbox>) -> anyhow::Result<()> {
         let (table, sandbox, socket, run_dir) = (table.clone(), sandbox.clone(), socket.clone(), run_dir.clone());
         std::thread::spawn(move || -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(wasmraid::serve::run("demo".into(), table, sandbox, vec![Listen::Unix(socket)], run_dir, |served, sock| {
-                println!("serving {} on {} (control {})", format_size(served.table.size()), served.listening.join(", "), sock.display());
-                let _ = ready_tx.send(());
-            }))?;
+            rt.block_on(wasmraid::serve::run(
+                "demo".into(),
+                table,
+                sandbox,
+                wasmraid::serve::Frontends { nbd: vec![Listen::Unix(socket)], ublk: None },
+                run_dir,
+                |served, sock| {
+                    println!("serving {} on {} (control {})", format_size(served.table.size()), served.listening.join(", "), sock.display());
+                    let _ = ready_tx.send(());
+                },
+            ))?;
             Ok(())
         })
     };

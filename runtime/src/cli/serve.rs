@@ -10,6 +10,8 @@ use std::sync::Arc;
 use wasmraid::device::BlockDevice;
 use wasmraid::device::file::{FileLeg, OpenFlags};
 use wasmraid::frontend::nbd::Listen;
+use wasmraid::frontend::ublk::UblkConfig;
+use wasmraid::serve::Frontends;
 use wasmraid::table::bind::BindContext;
 use wasmraid::table::{Table, parse};
 use wasmraid::units::{format_size, parse_size};
@@ -49,9 +51,27 @@ pub struct ServeArgs {
 /// Where a served device listens.
 #[derive(Args, Clone)]
 pub struct ListenArgs {
-    /// Serve NBD on this TCP address (default 127.0.0.1:10809 when no --nbd-unix is given).
+    /// Serve NBD on this TCP address (default 127.0.0.1:10809 when neither --nbd-unix nor --ublk is given).
     #[arg(long)]
     nbd: Vec<SocketAddr>,
+    /// Serve the device to the local kernel as /dev/ublkbN (needs the ublk_drv module).
+    #[arg(long)]
+    ublk: bool,
+    /// The N of /dev/ublkbN (default: the kernel picks one).
+    #[arg(long, value_name = "N", requires = "ublk")]
+    ublk_id: Option<u32>,
+    /// Take back /dev/ublkbN after its server died (kill -9, crash): serve the same table with this.
+    #[arg(long, value_name = "N", conflicts_with = "ublk_id")]
+    recover: Option<u32>,
+    /// ublk hardware queues (default: one per CPU, at most 4).
+    #[arg(long)]
+    queues: Option<u16>,
+    /// ublk queue depth: requests in flight per queue.
+    #[arg(long, default_value_t = 64)]
+    depth: u16,
+    /// Threads serving ublk requests.
+    #[arg(long, default_value_t = 32)]
+    ublk_threads: usize,
     /// Serve NBD on this Unix socket.
     #[arg(long)]
     nbd_unix: Vec<PathBuf>,
@@ -61,12 +81,23 @@ pub struct ListenArgs {
 }
 
 impl ListenArgs {
-    fn listens(&self) -> Vec<Listen> {
-        let mut listens: Vec<Listen> = self.nbd.iter().map(|addr| Listen::Tcp(*addr)).chain(self.nbd_unix.iter().map(|p| Listen::Unix(p.clone()))).collect();
-        if listens.is_empty() {
-            listens.push(Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 10809))));
+    fn frontends(&self) -> Frontends {
+        let mut nbd: Vec<Listen> = self.nbd.iter().map(|addr| Listen::Tcp(*addr)).chain(self.nbd_unix.iter().map(|p| Listen::Unix(p.clone()))).collect();
+        let ublk = (self.ublk || self.recover.is_some()).then(|| {
+            let defaults = UblkConfig::default();
+            UblkConfig {
+                id: self.ublk_id,
+                queues: self.queues.unwrap_or(defaults.queues),
+                depth: self.depth,
+                workers: self.ublk_threads,
+                recover: self.recover,
+                ..defaults
+            }
+        });
+        if nbd.is_empty() && ublk.is_none() {
+            nbd.push(Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 10809))));
         }
-        listens
+        Frontends { nbd, ublk }
     }
 }
 
@@ -74,7 +105,7 @@ impl ListenArgs {
 pub fn serve_table(name: &str, table: Table, sandbox: Arc<wasmraid::sandbox::Sandbox>, listen: &ListenArgs) -> anyhow::Result<ExitCode> {
     let run_dir = listen.run_dir.clone().unwrap_or_else(wasmraid::control::default_run_dir);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("wasmraid").build()?;
-    runtime.block_on(wasmraid::serve::run(name.to_string(), Arc::new(table), sandbox, listen.listens(), run_dir, |served, socket| {
+    runtime.block_on(wasmraid::serve::run(name.to_string(), Arc::new(table), sandbox, listen.frontends(), run_dir, |served, socket| {
         eprintln!("wasmraid: serving {} ({}) on {}; control {}", served.name, format_size(served.table.size()), served.listening.join(", "), socket.display());
     }))?;
     Ok(ExitCode::SUCCESS)

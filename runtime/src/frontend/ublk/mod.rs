@@ -1,0 +1,259 @@
+//! The ublk frontend: a device served to the kernel as `/dev/ublkbN`.
+//!
+//! libublk runs one thread per hardware queue, each with its own io_uring
+//! and a single-threaded executor (`queue.rs`); the requests go to a pool
+//! of worker threads that call the synchronous device (`pool.rs`). The
+//! device is created with `UBLK_F_USER_RECOVERY` and `..._REISSUE`: if the
+//! server dies, `/dev/ublkbN` stays, requests queue up in the kernel, and
+//! a new server started with `--recover N` takes the device back and gets
+//! the requests the dead one had in hand reissued, so users see no error.
+//! (The server must really die for that: the binary aborts on panic.)
+
+mod pool;
+mod queue;
+
+use crate::device::BlockDevice;
+use libublk::ctrl::{UblkCtrl, UblkCtrlBuilder};
+use libublk::io::UblkDev;
+use libublk::{UblkError, UblkFlags, sys};
+use std::path::Path;
+use std::sync::Arc;
+
+pub use pool::{Request, serve as serve_request};
+
+const CONTROL: &str = "/dev/ublk-control";
+
+/// How the device is created.
+#[derive(Debug, Clone)]
+pub struct UblkConfig {
+    /// The device number N of `/dev/ublkbN`; None lets the kernel choose.
+    pub id: Option<u32>,
+    pub queues: u16,
+    pub depth: u16,
+    /// Largest request, in bytes (the I/O buffer of each tag).
+    pub max_io_bytes: u32,
+    /// Worker threads serving requests for all queues.
+    pub workers: usize,
+    /// Take over device N left by a server that died.
+    pub recover: Option<u32>,
+}
+
+impl Default for UblkConfig {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        UblkConfig { id: None, queues: cpus.clamp(1, 4) as u16, depth: 64, max_io_bytes: 512 << 10, workers: 32, recover: None }
+    }
+}
+
+/// What the block layer is told about the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub size: u64,
+    /// Smallest efficient I/O (a chunk for striped arrays).
+    pub io_min: u32,
+    /// Preferred I/O (a full stripe's data).
+    pub io_opt: u32,
+    /// Discards are whole multiples of this (the chunk).
+    pub discard_granularity: u32,
+}
+
+impl Limits {
+    /// Limits for a plain device of `size` bytes.
+    pub fn plain(size: u64) -> Limits {
+        Limits { size, io_min: 4096, io_opt: 4096, discard_granularity: 4096 }
+    }
+
+    fn params(&self, max_io_bytes: u32) -> sys::ublk_params {
+        // The kernel takes powers of two as shifts; round down so a hint is
+        // never larger than the truth.
+        let shift = |v: u32| (31 - v.max(512).leading_zeros()) as u8;
+        sys::ublk_params {
+            types: sys::UBLK_PARAM_TYPE_BASIC | sys::UBLK_PARAM_TYPE_DISCARD,
+            basic: sys::ublk_param_basic {
+                // A volatile cache, so the kernel sends FLUSH; FUA so a
+                // write that must be durable says so instead of a flush.
+                attrs: sys::UBLK_ATTR_VOLATILE_CACHE | sys::UBLK_ATTR_FUA,
+                logical_bs_shift: 9,
+                physical_bs_shift: 12,
+                io_min_shift: shift(self.io_min).max(9),
+                io_opt_shift: shift(self.io_opt).max(9),
+                max_sectors: max_io_bytes >> 9,
+                dev_sectors: self.size >> 9,
+                ..Default::default()
+            },
+            discard: sys::ublk_param_discard {
+                discard_alignment: 0,
+                discard_granularity: self.discard_granularity.max(512),
+                max_discard_sectors: u32::MAX >> 9,
+                max_write_zeroes_sectors: u32::MAX >> 9,
+                max_discard_segments: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+}
+
+/// A running device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    pub id: u32,
+    pub path: String,
+    pub queues: u16,
+    pub depth: u16,
+    pub recovered: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UblkFrontendError {
+    #[error("ublk is not available: {CONTROL} is missing; load the kernel module (modprobe ublk_drv), or serve over NBD with --nbd")]
+    Unavailable,
+    #[error("ublk: {what}: {detail}")]
+    Driver { what: String, detail: String },
+    #[error("ublk device {id} is {state}: {why}")]
+    State { id: u32, state: String, why: &'static str },
+    #[error("ublk device {id} holds {device_bytes} bytes but this table holds {table_bytes}; recover it with the same table")]
+    SizeMismatch { id: u32, device_bytes: u64, table_bytes: u64 },
+    #[error("ublk: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn driver(what: impl Into<String>) -> impl FnOnce(UblkError) -> UblkFrontendError {
+    let what = what.into();
+    move |e| UblkFrontendError::Driver { what, detail: describe(&e) }
+}
+
+/// libublk's errors carry a bare errno; say what it means.
+pub fn describe(e: &UblkError) -> String {
+    match e {
+        UblkError::OtherError(n) | UblkError::UringIOError(n) => std::io::Error::from_raw_os_error(n.abs()).to_string(),
+        UblkError::IOError(e) => e.to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn state_name(state: u16) -> String {
+    match u32::from(state) {
+        sys::UBLK_S_DEV_DEAD => "DEAD".into(),
+        sys::UBLK_S_DEV_LIVE => "LIVE".into(),
+        sys::UBLK_S_DEV_QUIESCED => "QUIESCED".into(),
+        s => format!("in state {s}"),
+    }
+}
+
+/// Create (or recover) the device and serve `device` through it until the
+/// device is stopped. `ready` is called once `/dev/ublkbN` is live.
+pub fn serve(
+    device: Arc<dyn BlockDevice>,
+    limits: Limits,
+    config: &UblkConfig,
+    ready: impl FnOnce(Started) + Send + Sync + 'static,
+) -> Result<(), UblkFrontendError> {
+    if !Path::new(CONTROL).exists() {
+        return Err(UblkFrontendError::Unavailable);
+    }
+    let recovering = config.recover.is_some();
+    let id = config.recover.or(config.id).map(|n| n as i32).unwrap_or(-1);
+    let flags = if recovering { UblkFlags::UBLK_DEV_F_RECOVER_DEV } else { UblkFlags::UBLK_DEV_F_ADD_DEV };
+    let ctrl = UblkCtrlBuilder::default()
+        .name("wasmraid")
+        .id(id)
+        .nr_queues(config.queues.max(1))
+        .depth(config.depth.max(1))
+        .io_buf_bytes(config.max_io_bytes)
+        .ctrl_flags(u64::from(sys::UBLK_F_USER_RECOVERY | sys::UBLK_F_USER_RECOVERY_REISSUE))
+        .dev_flags(flags)
+        .build()
+        .map_err(driver(if recovering { format!("cannot open device {id} to recover it") } else { "cannot create the device".into() }))?;
+    if let Some(n) = config.recover {
+        prepare_recovery(&ctrl, n, limits.size)?;
+    }
+    let info = ctrl.dev_info();
+    let params = limits.params(info.max_io_buf_bytes);
+    let pool = pool::Pool::new(device, config.workers)?;
+    let jobs = pool.submit();
+    let started = Started { id: info.dev_id, path: ctrl.get_bdev_path(), queues: info.nr_hw_queues, depth: info.queue_depth, recovered: recovering };
+    let result = ctrl.run_target(
+        move |dev: &mut UblkDev| {
+            dev.tgt.dev_size = limits.size;
+            dev.tgt.params = params;
+            Ok(())
+        },
+        move |qid, dev: &UblkDev| queue::run(qid, dev, jobs),
+        move |_ctrl: &UblkCtrl| ready(started),
+    );
+    pool.join();
+    // A clean stop deletes the device (a recovered server does not own it
+    // in libublk's eyes, so delete it explicitly either way).
+    let _ = ctrl.del_dev();
+    result.map(|_| ()).map_err(driver("serving the device"))
+}
+
+fn prepare_recovery(ctrl: &UblkCtrl, id: u32, table_bytes: u64) -> Result<(), UblkFrontendError> {
+    let state = ctrl.dev_info().state;
+    if u32::from(state) == sys::UBLK_S_DEV_LIVE {
+        return Err(UblkFrontendError::State { id, state: state_name(state), why: "a server still serves it; recover only a device whose server died" });
+    }
+    let mut params = sys::ublk_params::default();
+    ctrl.get_params(&mut params).map_err(driver(format!("reading the parameters of device {id}")))?;
+    let device_bytes = params.basic.dev_sectors << 9;
+    if device_bytes != table_bytes {
+        return Err(UblkFrontendError::SizeMismatch { id, device_bytes, table_bytes });
+    }
+    ctrl.start_user_recover().map_err(driver(format!("starting the recovery of device {id}")))?;
+    Ok(())
+}
+
+/// Stop device `id`: the kernel fails nothing in flight, drains the queues,
+/// and the serving thread returns. Runs on a thread of its own because
+/// libublk's control ring belongs to the thread that made it.
+pub fn stop(id: u32) -> Result<(), UblkFrontendError> {
+    std::thread::spawn(move || -> Result<(), UblkFrontendError> {
+        let ctrl = UblkCtrl::new_simple(id as i32).map_err(driver(format!("cannot open device {id}")))?;
+        ctrl.kill_dev().map_err(driver(format!("cannot stop device {id}")))?;
+        Ok(())
+    })
+    .join()
+    .map_err(|_| UblkFrontendError::Driver { what: format!("stopping device {id}"), detail: "the control thread died".into() })?
+}
+
+/// The kernel's view of device `id`, for status.
+pub fn state(id: u32) -> Option<String> {
+    std::thread::spawn(move || {
+        let ctrl = UblkCtrl::new_simple(id as i32).ok()?;
+        ctrl.read_dev_info().ok()?;
+        Some(state_name(ctrl.dev_info().state))
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_round_hints_down_to_powers_of_two() {
+        let l = Limits { size: 3 << 30, io_min: 65536, io_opt: 3 * 65536, discard_granularity: 65536 };
+        let p = l.params(512 << 10);
+        assert_eq!(p.basic.io_min_shift, 16);
+        assert_eq!(p.basic.io_opt_shift, 17);
+        assert_eq!(p.basic.max_sectors, 1024);
+        assert_eq!(p.basic.dev_sectors, (3 << 30) >> 9);
+        assert_eq!(p.discard.discard_granularity, 65536);
+        assert_ne!(p.basic.attrs & sys::UBLK_ATTR_FUA, 0);
+    }
+
+    #[test]
+    fn a_missing_driver_is_one_clear_sentence() {
+        if Path::new(CONTROL).exists() {
+            return; // this host has ublk; the VM suite covers the real device
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let dev = crate::device::file::FileLeg::create(&dir.path().join("leg"), 1 << 20).unwrap();
+        let e = serve(Arc::new(dev), Limits::plain(1 << 20), &UblkConfig::default(), |_| {}).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("modprobe ublk_drv") && text.contains("--nbd"), "{text}");
+    }
+}
