@@ -129,6 +129,7 @@ pub async fn run(
                 for a in &arrays {
                     let a = a.clone();
                     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || {
+                        a.readd_reconnected_legs();
                         a.start_spare_rebuild_if_needed();
                         a.bitmap_daemon()
                     })

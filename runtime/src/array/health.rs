@@ -62,6 +62,9 @@ pub struct ArrayLeg {
     pub writes: AtomicU64,
     pub errors: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// Failed because its network link was lost (not by the operator, not
+    /// by a media error): re-added by itself when the link returns.
+    pub lost_link: std::sync::atomic::AtomicBool,
 }
 
 impl ArrayLeg {
@@ -79,6 +82,7 @@ impl ArrayLeg {
             writes: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            lost_link: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

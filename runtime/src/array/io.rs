@@ -71,7 +71,7 @@ impl Array {
             }
             Err(e) => {
                 Counters::add(&l.errors, 1);
-                self.fail_leg(leg as usize, &format!("read error: {e}"));
+                self.fail_leg_on(leg as usize, "read", &e);
                 false
             }
         }
@@ -107,7 +107,7 @@ impl Array {
             }
             Err(e) => {
                 Counters::add(&l.errors, 1);
-                self.fail_leg(leg as usize, &format!("write error: {e}"));
+                self.fail_leg_on(leg as usize, "write", &e);
                 false
             }
         }
@@ -451,7 +451,7 @@ impl Array {
         for (i, leg) in self.legs.iter().enumerate() {
             if leg.is_writable() {
                 if let Err(e) = leg.device().flush() {
-                    self.fail_leg(i, &format!("flush error: {e}"));
+                    self.fail_leg_on(i, "flush", &e);
                 }
             }
         }
@@ -490,7 +490,7 @@ impl Array {
                     let _ = r.write_zeroes(at, cb, fua);
                 }
                 if let Err(e) = leg.device().write_zeroes(at, cb, fua) {
-                    self.fail_leg(slot.leg as usize, &format!("write-zeroes error: {e}"));
+                    self.fail_leg_on(slot.leg as usize, "write-zeroes", &e);
                 }
             }
             self.check_stripe_survives(layout, &view, s)?;

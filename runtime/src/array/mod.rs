@@ -16,6 +16,7 @@ mod io;
 mod locks;
 pub mod members;
 pub mod reload;
+mod remote;
 mod scrub;
 pub mod spare;
 pub mod sync;

@@ -59,6 +59,13 @@ pub fn status(run_dir: &Option<PathBuf>, name: &str, json: bool) -> anyhow::Resu
             if let Some(o) = l["spare"].as_u64() {
                 err.push_str(&format!("  [rebuilt into distributed spare {o}]"));
             }
+            if let Some(link) = l["link"].as_object() {
+                if link["connected"].as_bool() == Some(true) {
+                    err.push_str(&format!("  [link up, {} us, {} reconnect(s)]", link["latency_us"], link["reconnects"]));
+                } else {
+                    err.push_str(&format!("  [link DOWN for {} s: {}]", link["down_for_secs"], link["last_error"].as_str().unwrap_or("")));
+                }
+            }
             println!(
                 "  leg {} {} {}  reads {} writes {} errors {}{err}",
                 l["index"],

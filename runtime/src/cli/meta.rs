@@ -1,7 +1,7 @@
 //! `wasmraid create`, `assemble` and `examine`: self-describing arrays.
 
 use super::SandboxArgs;
-use super::serve::{ListenArgs, serve_table};
+use super::serve::{ListenArgs, RemoteArgs, serve_table};
 use anyhow::{Context, bail};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -44,18 +44,15 @@ pub struct CreateArgs {
     force: bool,
 }
 
-fn open_legs(paths: &[PathBuf]) -> anyhow::Result<Vec<Arc<dyn BlockDevice>>> {
-    paths
-        .iter()
-        .map(|p| FileLeg::open(p, OpenFlags::default()).map(|l| Arc::new(l) as Arc<dyn BlockDevice>).with_context(|| format!("opening {}", p.display())))
-        .collect()
+fn open_legs(paths: &[PathBuf], flags: OpenFlags) -> anyhow::Result<Vec<Arc<dyn BlockDevice>>> {
+    paths.iter().map(|p| wasmraid::device::open_leg(&p.to_string_lossy(), flags).with_context(|| format!("opening {}", p.display()))).collect()
 }
 
 pub fn create_cmd(a: CreateArgs, sandbox_args: &SandboxArgs) -> anyhow::Result<ExitCode> {
     let sandbox = sandbox_args.sandbox()?;
     let mut fresh = true;
     for leg in &a.legs {
-        if !leg.exists() {
+        if !leg.exists() && !wasmraid::device::nbd::NbdUri::looks_like(&leg.to_string_lossy()) {
             let Some(size) = &a.create_legs else { bail!("{} does not exist (pass --create-legs SIZE to create it)", leg.display()) };
             FileLeg::create(leg, parse_size(size)?).with_context(|| format!("creating {}", leg.display()))?;
         } else {
@@ -67,7 +64,7 @@ pub fn create_cmd(a: CreateArgs, sandbox_args: &SandboxArgs) -> anyhow::Result<E
     if chunk == 0 || chunk % 512 != 0 {
         bail!("chunk size {} must be a non-zero multiple of 512 bytes", a.chunk);
     }
-    let legs = open_legs(&a.legs)?;
+    let legs = open_legs(&a.legs, OpenFlags::default())?;
     let o = CreateOptions {
         name: a.name.clone(),
         component: bytes.into_owned(),
@@ -115,6 +112,8 @@ pub struct AssembleArgs {
     #[arg(long, default_value = "least-outstanding")]
     read_policy: String,
     #[command(flatten)]
+    remote: RemoteArgs,
+    #[command(flatten)]
     listen: ListenArgs,
 }
 
@@ -143,8 +142,8 @@ pub fn assemble_cmd(a: AssembleArgs, sandbox_args: &SandboxArgs) -> anyhow::Resu
     }
     let devices: Vec<Arc<dyn BlockDevice>> = paths
         .iter()
-        .filter_map(|p| match FileLeg::open(p, OpenFlags::default()) {
-            Ok(l) => Some(Arc::new(l) as Arc<dyn BlockDevice>),
+        .filter_map(|p| match wasmraid::device::open_leg(&p.to_string_lossy(), OpenFlags { nbd: a.remote.options(), ..Default::default() }) {
+            Ok(l) => Some(l),
             Err(e) => {
                 eprintln!("wasmraid: skipping {}: {e}", p.display());
                 None
@@ -173,7 +172,7 @@ pub fn assemble_cmd(a: AssembleArgs, sandbox_args: &SandboxArgs) -> anyhow::Resu
 
 /// `wasmraid examine LEG`: a leg's metadata, like `mdadm --examine`.
 pub fn examine_cmd(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let leg = FileLeg::open(path, OpenFlags { direct: false, read_only: true })?;
+    let leg = FileLeg::open(path, OpenFlags { direct: false, read_only: true, ..Default::default() })?;
     let sb = match store::read_superblock(&leg) {
         Ok(sb) => sb,
         Err(e) => {

@@ -45,7 +45,23 @@ pub struct ServeArgs {
     #[arg(long)]
     direct: bool,
     #[command(flatten)]
+    remote: RemoteArgs,
+    #[command(flatten)]
     listen: ListenArgs,
+}
+
+/// How legs that are NBD URIs behave when their link breaks.
+#[derive(Args, Clone)]
+pub struct RemoteArgs {
+    /// Seconds a request to a disconnected remote leg waits before the leg is failed.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    leg_timeout: f64,
+}
+
+impl RemoteArgs {
+    pub fn options(&self) -> wasmraid::device::nbd::NbdOptions {
+        wasmraid::device::nbd::NbdOptions { timeout: std::time::Duration::from_secs_f64(self.leg_timeout.max(0.1)), ..Default::default() }
+    }
 }
 
 /// Where a served device listens.
@@ -143,11 +159,11 @@ fn bind(name: &str, text: &str, sandbox: &Arc<wasmraid::sandbox::Sandbox>, flags
 pub fn run(a: ServeArgs, sandbox_args: &SandboxArgs) -> anyhow::Result<ExitCode> {
     wasmraid::control::valid_name(&a.name).map_err(anyhow::Error::msg)?;
     let sandbox = sandbox_args.sandbox()?;
-    let flags = OpenFlags { direct: a.direct, read_only: false };
+    let flags = OpenFlags { direct: a.direct, read_only: false, nbd: a.remote.options() };
     if let Some(size) = &a.create_legs {
         let size = parse_size(size)?;
         for leg in &a.legs {
-            if !leg.exists() {
+            if !leg.exists() && !wasmraid::device::nbd::NbdUri::looks_like(&leg.to_string_lossy()) {
                 FileLeg::create(leg, size).with_context(|| format!("creating leg {}", leg.display()))?;
             }
         }
@@ -182,7 +198,7 @@ pub fn check(path: &PathBuf, bind_too: bool, sandbox_args: &SandboxArgs) -> anyh
     };
     println!("{}: {} line(s), {} sectors ({}): valid", path.display(), spec.lines.len(), spec.sectors(), format_size(spec.sectors() * 512));
     if bind_too {
-        match Table::bind(&spec, BindContext::new("check", sandbox_args.sandbox()?, OpenFlags { direct: false, read_only: true })) {
+        match Table::bind(&spec, BindContext::new("check", sandbox_args.sandbox()?, OpenFlags { direct: false, read_only: true, ..Default::default() })) {
             Ok(t) => println!("bound: {}", t.describe()),
             Err(e) => {
                 println!("{}: {e}", path.display());

@@ -18,6 +18,8 @@ pub struct LegStatus {
     pub last_error: Option<String>,
     /// The distributed spare ordinal a dead leg's chunks were rebuilt into.
     pub spare: Option<u32>,
+    /// A remote leg's link: connected, reconnects, latency.
+    pub link: Option<crate::device::LinkState>,
 }
 
 #[derive(Serialize)]
@@ -106,6 +108,7 @@ pub fn array_status(a: &Array) -> ArrayStatus {
                 errors: get(&l.errors),
                 last_error: l.last_error(),
                 spare: a.spare_of(index),
+                link: l.device().link(),
             })
             .collect(),
         counters: serde_json::json!({

@@ -29,6 +29,8 @@ pub struct FileLeg {
 pub struct OpenFlags {
     pub direct: bool,
     pub read_only: bool,
+    /// For legs that are NBD URIs.
+    pub nbd: super::nbd::NbdOptions,
 }
 
 impl FileLeg {

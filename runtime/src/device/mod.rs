@@ -4,8 +4,21 @@
 
 pub mod file;
 pub mod missing;
+pub mod nbd;
 
 use std::io;
+use std::sync::Arc;
+
+/// Open a leg as a table or the command line names it: an NBD URI
+/// (`nbd://host:port/export`, `nbd+unix:///export?socket=PATH`) or the
+/// path of a file or block device.
+pub fn open_leg(text: &str, flags: file::OpenFlags) -> io::Result<Arc<dyn BlockDevice>> {
+    if nbd::NbdUri::looks_like(text) {
+        let uri = nbd::NbdUri::parse(text).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        return Ok(Arc::new(nbd::NbdLeg::open(uri, flags.nbd)?));
+    }
+    Ok(Arc::new(file::FileLeg::open(std::path::Path::new(text), flags)?))
+}
 
 /// A byte-addressed block device with synchronous I/O.
 ///
@@ -26,6 +39,23 @@ pub trait BlockDevice: Send + Sync {
     fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> io::Result<()>;
     /// What this device is, for status and errors (a path, a target).
     fn describe(&self) -> String;
+    /// For a device behind a network link: the link's state. Local devices
+    /// have none.
+    fn link(&self) -> Option<LinkState> {
+        None
+    }
+}
+
+/// The state of a remote leg's link, for status and for the array's daemon.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LinkState {
+    pub connected: bool,
+    /// Seconds since the link went down (0 when connected).
+    pub down_for_secs: u64,
+    pub reconnects: u64,
+    pub last_error: String,
+    /// Recent reply latency (exponentially weighted), microseconds.
+    pub latency_us: u64,
 }
 
 /// An I/O error naming the device and the range.

@@ -4,7 +4,7 @@
 use super::parse::{Field, TableError};
 use crate::array::Array;
 use crate::device::BlockDevice;
-use crate::device::file::{FileLeg, OpenFlags};
+use crate::device::file::OpenFlags;
 use crate::sandbox::Sandbox;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,11 +29,12 @@ impl BindContext {
     /// Open the leg a field names (once per path).
     pub fn open_leg(&mut self, line: usize, field: &Field) -> Result<Arc<dyn BlockDevice>, TableError> {
         let path = PathBuf::from(&field.text);
-        let key = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        let key =
+            if crate::device::nbd::NbdUri::looks_like(&field.text) { path.clone() } else { std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone()) };
         if let Some(leg) = self.legs.get(&key) {
             return Ok(leg.clone());
         }
-        let leg: Arc<dyn BlockDevice> = Arc::new(FileLeg::open(&path, self.flags).map_err(|e| TableError::at(line, field.index, "<dev>", e.to_string()))?);
+        let leg = crate::device::open_leg(&field.text, self.flags).map_err(|e| TableError::at(line, field.index, "<dev>", e.to_string()))?;
         self.legs.insert(key, leg.clone());
         Ok(leg)
     }

@@ -1,0 +1,172 @@
+//! The client side of the NBD handshake: fixed newstyle, `NBD_OPT_GO` for
+//! one export, its size and transmission flags from `NBD_INFO_EXPORT`.
+
+use super::uri::{Endpoint, NbdUri};
+use crate::frontend::nbd::proto::*;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+/// A connected transport, blocking.
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+        })
+    }
+
+    pub fn shutdown(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+
+    fn set_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(t).and_then(|_| s.set_write_timeout(t)),
+            Stream::Unix(s) => s.set_read_timeout(t).and_then(|_| s.set_write_timeout(t)),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What the server said about the export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Export {
+    pub size: u64,
+    pub flags: u16,
+}
+
+/// Longest option reply read (an error message, an info block).
+const MAX_OPTION_REPLY: u32 = 64 << 10;
+
+fn protocol(why: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why.into())
+}
+
+/// Connect and negotiate; the stream is left in transmission phase.
+pub fn connect(uri: &NbdUri, timeout: Duration) -> io::Result<(Stream, Export)> {
+    let mut stream = match &uri.endpoint {
+        Endpoint::Tcp { host, port } => {
+            let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} resolves to no address"));
+            let mut connected = None;
+            for addr in (host.as_str(), *port).to_socket_addrs()? {
+                match TcpStream::connect_timeout(&addr, timeout) {
+                    Ok(s) => {
+                        connected = Some(s);
+                        break;
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            let s = connected.ok_or(last)?;
+            s.set_nodelay(true)?;
+            Stream::Tcp(s)
+        }
+        Endpoint::Unix(path) => Stream::Unix(UnixStream::connect(path)?),
+    };
+    // A server that accepts and then says nothing must not hang us.
+    stream.set_timeout(Some(timeout))?;
+    let export = negotiate(&mut stream, &uri.export)?;
+    stream.set_timeout(None)?;
+    Ok((stream, export))
+}
+
+fn negotiate(s: &mut Stream, name: &str) -> io::Result<Export> {
+    let mut hello = [0u8; 18];
+    s.read_exact(&mut hello)?;
+    let be64 = |b: &[u8]| u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+    if be64(&hello[..8]) != NBDMAGIC {
+        return Err(protocol("not an NBD server (bad greeting magic)"));
+    }
+    if be64(&hello[8..16]) != IHAVEOPT {
+        return Err(protocol("the server speaks oldstyle NBD only; newstyle is required"));
+    }
+    let server_flags = u16::from_be_bytes([hello[16], hello[17]]);
+    if server_flags & FLAG_FIXED_NEWSTYLE == 0 {
+        return Err(protocol("the server does not speak fixed newstyle NBD"));
+    }
+    let mut client_flags = CLIENT_FIXED_NEWSTYLE;
+    if server_flags & FLAG_NO_ZEROES != 0 {
+        client_flags |= CLIENT_NO_ZEROES;
+    }
+    let name_len = u32::try_from(name.len()).map_err(|_| protocol("export name too long"))?;
+    let mut go = Vec::with_capacity(32 + name.len());
+    go.extend_from_slice(&client_flags.to_be_bytes());
+    go.extend_from_slice(&IHAVEOPT.to_be_bytes());
+    go.extend_from_slice(&OPT_GO.to_be_bytes());
+    go.extend_from_slice(&(name_len + 6).to_be_bytes());
+    go.extend_from_slice(&name_len.to_be_bytes());
+    go.extend_from_slice(name.as_bytes());
+    go.extend_from_slice(&0u16.to_be_bytes());
+    s.write_all(&go)?;
+
+    let mut export = None;
+    loop {
+        let mut head = [0u8; 20];
+        s.read_exact(&mut head)?;
+        if be64(&head[..8]) != REPLY_MAGIC {
+            return Err(protocol("bad option reply magic"));
+        }
+        let reply = u32::from_be_bytes([head[12], head[13], head[14], head[15]]);
+        let len = u32::from_be_bytes([head[16], head[17], head[18], head[19]]);
+        if len > MAX_OPTION_REPLY {
+            return Err(protocol(format!("option reply of {len} bytes is too long")));
+        }
+        let mut data = vec![0u8; len as usize];
+        s.read_exact(&mut data)?;
+        match reply {
+            REP_ACK => break,
+            REP_INFO => {
+                if data.len() >= 12 && u16::from_be_bytes([data[0], data[1]]) == INFO_EXPORT {
+                    export = Some(Export { size: be64(&data[2..10]), flags: u16::from_be_bytes([data[10], data[11]]) });
+                }
+            }
+            r if r & 0x8000_0000 != 0 => {
+                let message = String::from_utf8_lossy(&data);
+                let what = match r {
+                    REP_ERR_UNKNOWN => "no such export",
+                    REP_ERR_UNSUP => "NBD_OPT_GO is not supported",
+                    _ => "the server refused the export",
+                };
+                return Err(io::Error::new(io::ErrorKind::NotFound, format!("export {name:?}: {what}{}{message}", if message.is_empty() { "" } else { ": " })));
+            }
+            _ => {} // other informational replies: ignore, as the protocol allows
+        }
+    }
+    export.ok_or_else(|| protocol("the server finished NBD_OPT_GO without describing the export"))
+}

@@ -1,0 +1,437 @@
+//! A leg that is a remote NBD export (seed 002's remote node).
+//!
+//! One connection carries many requests at once: callers register a slot
+//! by cookie, send under the writer lock and sleep; a reader thread matches
+//! replies to slots. When the connection breaks, a supervisor thread
+//! reconnects with exponential backoff, and every request that had no
+//! reply yet is sent again on the new connection (NBD reads and writes are
+//! idempotent). A request waits for a connection at most `timeout`; past
+//! it the request fails, the array marks the leg failed and goes on
+//! degraded, writing the regions it touches into its bitmap; once the
+//! export is back, the array's daemon sees `link().connected` and re-adds
+//! the leg with a bitmap-only resync.
+
+mod handshake;
+pub mod uri;
+
+use super::{BlockDevice, LinkState};
+use crate::frontend::nbd::proto::*;
+use handshake::Stream;
+use parking_lot::{Condvar, Mutex};
+use std::collections::HashMap;
+use std::io::{self, IoSlice, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+pub use uri::NbdUri;
+
+/// How long requests wait for a lost connection, and how hard to retry.
+#[derive(Debug, Clone, Copy)]
+pub struct NbdOptions {
+    /// A request that cannot be answered within this fails (the leg is
+    /// then failed by its array).
+    pub timeout: Duration,
+    /// Longest pause between two reconnection attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for NbdOptions {
+    fn default() -> Self {
+        NbdOptions { timeout: Duration::from_secs(30), max_backoff: Duration::from_secs(2) }
+    }
+}
+
+pub struct NbdLeg {
+    uri: NbdUri,
+    export: handshake::Export,
+    options: NbdOptions,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    uri: NbdUri,
+    state: Mutex<State>,
+    changed: Condvar,
+    cookies: AtomicU64,
+    latency_ns: AtomicU64,
+}
+
+struct State {
+    conn: Option<Arc<Conn>>,
+    down_since: Option<Instant>,
+    reconnects: u64,
+    last_error: String,
+    closing: bool,
+}
+
+/// One connection's transmission phase.
+struct Conn {
+    writer: Mutex<Stream>,
+    pending: Mutex<HashMap<u64, Arc<Slot>>>,
+    broken: AtomicBool,
+    shutdown: Stream,
+}
+
+struct Slot {
+    state: Mutex<SlotState>,
+    done: Condvar,
+    /// Bytes of data a successful reply carries (reads).
+    read_len: usize,
+}
+
+enum SlotState {
+    Waiting,
+    /// The server's answer: data for reads, or its error number.
+    Answered(Result<Vec<u8>, u32>),
+    /// The connection broke before the answer.
+    Lost,
+}
+
+impl NbdLeg {
+    /// Connect (once, now: the size is needed) and start the supervisor.
+    pub fn open(uri: NbdUri, options: NbdOptions) -> io::Result<NbdLeg> {
+        let (stream, export) = handshake::connect(&uri, options.timeout).map_err(|e| io::Error::new(e.kind(), format!("cannot open leg {uri}: {e}")))?;
+        let shared = Arc::new(Shared {
+            uri: uri.clone(),
+            state: Mutex::new(State { conn: None, down_since: None, reconnects: 0, last_error: String::new(), closing: false }),
+            changed: Condvar::new(),
+            cookies: AtomicU64::new(1),
+            latency_ns: AtomicU64::new(0),
+        });
+        let conn = Conn::start(stream, &shared)?;
+        shared.state.lock().conn = Some(conn);
+        let supervisor = shared.clone();
+        std::thread::Builder::new().name("wasmraid-nbd-leg".into()).spawn(move || supervise(supervisor, options, export))?;
+        Ok(NbdLeg { uri, export, options, shared })
+    }
+
+    pub fn uri(&self) -> &NbdUri {
+        &self.uri
+    }
+
+    /// Send one request and wait for its answer, across reconnections.
+    fn call(&self, command: u16, flags: u16, offset: u64, len: u32, payload: Option<&[u8]>) -> io::Result<Vec<u8>> {
+        let started = Instant::now();
+        let deadline = started + self.options.timeout;
+        let read_len = if command == CMD_READ { len as usize } else { 0 };
+        loop {
+            let conn = self.shared.connection(deadline).ok_or_else(|| self.timed_out(command, offset, len, "waiting for the link to come back"))?;
+            let cookie = self.shared.cookies.fetch_add(1, Ordering::Relaxed);
+            let slot = Arc::new(Slot { state: Mutex::new(SlotState::Waiting), done: Condvar::new(), read_len });
+            conn.pending.lock().insert(cookie, slot.clone());
+            if conn.broken.load(Ordering::Acquire) {
+                conn.pending.lock().remove(&cookie);
+                continue;
+            }
+            if let Err(e) = conn.send(command, flags, cookie, offset, len, payload) {
+                conn.fail(&self.shared, &format!("sending a request: {e}"));
+                continue;
+            }
+            let mut state = slot.state.lock();
+            while matches!(*state, SlotState::Waiting) {
+                if slot.done.wait_until(&mut state, deadline).timed_out() && matches!(*state, SlotState::Waiting) {
+                    drop(state);
+                    conn.pending.lock().remove(&cookie);
+                    // A server that stops answering is as good as gone:
+                    // drop the link so the next requests reconnect.
+                    conn.fail(&self.shared, "a request got no reply in time");
+                    return Err(self.timed_out(command, offset, len, "waiting for a reply"));
+                }
+            }
+            match std::mem::replace(&mut *state, SlotState::Lost) {
+                SlotState::Answered(Ok(data)) => {
+                    self.shared.record_latency(started.elapsed());
+                    return Ok(data);
+                }
+                SlotState::Answered(Err(errno)) => {
+                    return Err(io::Error::new(
+                        io::Error::from_raw_os_error(errno as i32).kind(),
+                        format!(
+                            "{}: the server failed {} of {len} bytes at {offset}: {}",
+                            self.uri,
+                            command_name(command),
+                            io::Error::from_raw_os_error(errno as i32)
+                        ),
+                    ));
+                }
+                SlotState::Lost | SlotState::Waiting => continue,
+            }
+        }
+    }
+
+    fn timed_out(&self, command: u16, offset: u64, len: u32, doing: &str) -> io::Error {
+        let last = self.shared.state.lock().last_error.clone();
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{}: {} of {len} bytes at {offset} gave up after {:?} {doing} (last error: {last})", self.uri, command_name(command), self.options.timeout),
+        )
+    }
+
+    pub fn link(&self) -> LinkState {
+        let s = self.shared.state.lock();
+        LinkState {
+            connected: s.conn.is_some(),
+            down_for_secs: s.down_since.map_or(0, |t| t.elapsed().as_secs()),
+            reconnects: s.reconnects,
+            last_error: s.last_error.clone(),
+            latency_us: self.shared.latency_ns.load(Ordering::Relaxed) / 1000,
+        }
+    }
+
+    fn has(&self, flag: u16) -> bool {
+        self.export.flags & flag != 0
+    }
+
+    /// Requests carry at most this many bytes (large ones are split).
+    const MAX_CHUNK: u64 = 4 << 20;
+
+    fn each_piece(&self, offset: u64, len: u64, mut f: impl FnMut(u64, u32, usize) -> io::Result<()>) -> io::Result<()> {
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(Self::MAX_CHUNK);
+            f(offset + done, n as u32, done as usize)?;
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NbdLeg {
+    fn drop(&mut self) {
+        let mut s = self.shared.state.lock();
+        s.closing = true;
+        if let Some(c) = s.conn.take() {
+            c.broken.store(true, Ordering::Release);
+            c.shutdown.shutdown();
+        }
+        self.shared.changed.notify_all();
+    }
+}
+
+impl BlockDevice for NbdLeg {
+    fn size(&self) -> u64 {
+        self.export.size
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        super::check_range(self, offset, buf.len() as u64)?;
+        self.each_piece(offset, buf.len() as u64, |at, n, from| {
+            let data = self.call(CMD_READ, 0, at, n, None)?;
+            buf[from..from + n as usize].copy_from_slice(&data);
+            Ok(())
+        })
+    }
+    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
+        super::check_range(self, offset, buf.len() as u64)?;
+        let native_fua = fua && self.has(TFLAG_SEND_FUA);
+        self.each_piece(offset, buf.len() as u64, |at, n, from| {
+            self.call(CMD_WRITE, if native_fua { CMD_FLAG_FUA } else { 0 }, at, n, Some(&buf[from..from + n as usize])).map(drop)
+        })?;
+        if fua && !native_fua { self.flush() } else { Ok(()) }
+    }
+    fn flush(&self) -> io::Result<()> {
+        if self.has(TFLAG_SEND_FLUSH) { self.call(CMD_FLUSH, 0, 0, 0, None).map(drop) } else { Ok(()) }
+    }
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        super::check_range(self, offset, len)?;
+        if !self.has(TFLAG_SEND_TRIM) {
+            return Ok(()); // a hint the server cannot take
+        }
+        self.each_piece(offset, len, |at, n, _| self.call(CMD_TRIM, 0, at, n, None).map(drop))
+    }
+    fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> io::Result<()> {
+        super::check_range(self, offset, len)?;
+        if self.has(TFLAG_SEND_WRITE_ZEROES) {
+            let flags = if fua && self.has(TFLAG_SEND_FUA) { CMD_FLAG_FUA } else { 0 };
+            self.each_piece(offset, len, |at, n, _| self.call(CMD_WRITE_ZEROES, flags | CMD_FLAG_NO_HOLE, at, n, None).map(drop))?;
+            if fua && flags == 0 { self.flush() } else { Ok(()) }
+        } else {
+            let zeroes = vec![0u8; len.min(Self::MAX_CHUNK) as usize];
+            self.each_piece(offset, len, |at, n, _| self.write_at(&zeroes[..n as usize], at, fua))
+        }
+    }
+    fn describe(&self) -> String {
+        self.uri.to_string()
+    }
+    fn link(&self) -> Option<LinkState> {
+        Some(NbdLeg::link(self))
+    }
+}
+
+impl Shared {
+    /// The live connection, waiting for one until `deadline`.
+    fn connection(&self, deadline: Instant) -> Option<Arc<Conn>> {
+        let mut s = self.state.lock();
+        loop {
+            if let Some(c) = &s.conn {
+                if !c.broken.load(Ordering::Acquire) {
+                    return Some(c.clone());
+                }
+            }
+            if s.closing || self.changed.wait_until(&mut s, deadline).timed_out() {
+                return s.conn.clone().filter(|c| !c.broken.load(Ordering::Acquire));
+            }
+        }
+    }
+
+    fn record_latency(&self, took: Duration) {
+        let sample = took.as_nanos().min(u128::from(u64::MAX / 2)) as u64;
+        let old = self.latency_ns.load(Ordering::Relaxed);
+        let new = if old == 0 { sample } else { old - old / 8 + sample / 8 };
+        self.latency_ns.store(new, Ordering::Relaxed);
+    }
+}
+
+impl Conn {
+    fn start(stream: Stream, shared: &Arc<Shared>) -> io::Result<Arc<Conn>> {
+        let reader = stream.try_clone()?;
+        let shutdown = stream.try_clone()?;
+        let conn = Arc::new(Conn { writer: Mutex::new(stream), pending: Mutex::new(HashMap::new()), broken: AtomicBool::new(false), shutdown });
+        let (c, s) = (conn.clone(), shared.clone());
+        std::thread::Builder::new().name("wasmraid-nbd-reply".into()).spawn(move || {
+            let e = c.read_replies(reader);
+            c.fail(&s, &e.to_string());
+        })?;
+        Ok(conn)
+    }
+
+    fn send(&self, command: u16, flags: u16, cookie: u64, offset: u64, len: u32, payload: Option<&[u8]>) -> io::Result<()> {
+        let mut h = [0u8; REQUEST_HEADER];
+        h[..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
+        h[4..6].copy_from_slice(&flags.to_be_bytes());
+        h[6..8].copy_from_slice(&command.to_be_bytes());
+        h[8..16].copy_from_slice(&cookie.to_be_bytes());
+        h[16..24].copy_from_slice(&offset.to_be_bytes());
+        h[24..28].copy_from_slice(&len.to_be_bytes());
+        let mut w = self.writer.lock();
+        match payload {
+            Some(data) => write_all_vectored(&mut *w, &h, data),
+            None => w.write_all(&h),
+        }
+    }
+
+    /// Match replies to slots until the connection fails; returns why.
+    fn read_replies(&self, mut r: Stream) -> io::Error {
+        let mut r = io::BufReader::with_capacity(256 << 10, &mut r);
+        loop {
+            let mut head = [0u8; 16];
+            if let Err(e) = r.read_exact(&mut head) {
+                return e;
+            }
+            let magic = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+            if magic != SIMPLE_REPLY_MAGIC {
+                return io::Error::new(io::ErrorKind::InvalidData, format!("bad reply magic {magic:#010x}"));
+            }
+            let error = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+            let cookie = u64::from_be_bytes([head[8], head[9], head[10], head[11], head[12], head[13], head[14], head[15]]);
+            let Some(slot) = self.pending.lock().remove(&cookie) else {
+                return io::Error::new(io::ErrorKind::InvalidData, format!("reply to unknown cookie {cookie}"));
+            };
+            let answer = if error != 0 {
+                Err(error)
+            } else {
+                let mut data = vec![0u8; slot.read_len];
+                if let Err(e) = r.read_exact(&mut data) {
+                    // Leave the slot to be resent on the next connection.
+                    self.pending.lock().insert(cookie, slot);
+                    return e;
+                }
+                Ok(data)
+            };
+            *slot.state.lock() = SlotState::Answered(answer);
+            slot.done.notify_all();
+        }
+    }
+
+    /// Mark the connection broken (once): wake every waiter to resend, and
+    /// the supervisor to reconnect.
+    fn fail(&self, shared: &Shared, why: &str) {
+        if self.broken.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.shutdown.shutdown();
+        for (_, slot) in self.pending.lock().drain() {
+            let mut s = slot.state.lock();
+            if matches!(*s, SlotState::Waiting) {
+                *s = SlotState::Lost;
+            }
+            slot.done.notify_all();
+        }
+        let mut s = shared.state.lock();
+        if s.conn.as_ref().is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), self)) {
+            s.conn = None;
+            s.down_since = Some(Instant::now());
+            s.last_error = why.to_string();
+            if !s.closing {
+                tracing::warn!(leg = %shared.uri, "link down: {why}; requests wait while it reconnects");
+            }
+        }
+        shared.changed.notify_all();
+    }
+}
+
+fn write_all_vectored(w: &mut Stream, head: &[u8], data: &[u8]) -> io::Result<()> {
+    let (mut head, mut data) = (head, data);
+    while !head.is_empty() || !data.is_empty() {
+        let n = w.write_vectored(&[IoSlice::new(head), IoSlice::new(data)])?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_head = n.min(head.len());
+        head = &head[from_head..];
+        data = &data[n - from_head..];
+    }
+    Ok(())
+}
+
+/// Reconnect whenever the link is down, backing off up to `max_backoff`.
+fn supervise(shared: Arc<Shared>, options: NbdOptions, export: handshake::Export) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        {
+            let mut s = shared.state.lock();
+            while s.conn.is_some() && !s.closing {
+                shared.changed.wait(&mut s);
+            }
+            if s.closing {
+                return;
+            }
+        }
+        match handshake::connect(&shared.uri, options.timeout.min(Duration::from_secs(5))) {
+            Ok((_, e)) if e.size < export.size => {
+                note_failure(&shared, &format!("the export shrank to {} bytes (was {})", e.size, export.size));
+            }
+            Ok((stream, _)) => match Conn::start(stream, &shared) {
+                Ok(conn) => {
+                    let mut s = shared.state.lock();
+                    if s.closing {
+                        conn.shutdown.shutdown();
+                        return;
+                    }
+                    let down = s.down_since.take().map(|t| t.elapsed()).unwrap_or_default();
+                    s.reconnects += 1;
+                    s.conn = Some(conn);
+                    tracing::warn!(leg = %shared.uri, "link back after {down:.1?} (reconnect #{})", s.reconnects);
+                    shared.changed.notify_all();
+                    backoff = Duration::from_millis(50);
+                    continue;
+                }
+                Err(e) => note_failure(&shared, &e.to_string()),
+            },
+            Err(e) => note_failure(&shared, &e.to_string()),
+        }
+        // Sleep, but wake at once when the leg is dropped.
+        let mut s = shared.state.lock();
+        if !s.closing {
+            let _ = shared.changed.wait_for(&mut s, backoff);
+        }
+        backoff = (backoff * 2).min(options.max_backoff);
+    }
+}
+
+fn note_failure(shared: &Shared, why: &str) {
+    let mut s = shared.state.lock();
+    if s.last_error != why {
+        tracing::warn!(leg = %shared.uri, "reconnect failed: {why}");
+    }
+    s.last_error = why.to_string();
+}
