@@ -148,6 +148,41 @@ impl Array {
         Ok(())
     }
 
+    /// `read_extents` for the array: each piece of the range on the live
+    /// leg holding it, when no piece needs decoding or a spare's redirect.
+    /// The read is counted here, as `read` counts it.
+    pub(super) fn direct_read_extents(&self, offset: u64, len: u64, buf_offset: usize, out: &mut Vec<crate::device::Extent>) -> bool {
+        let layout = self.layout.load();
+        if self.check_range(&layout, offset, len).is_err() || !self.spares.load().is_empty() {
+            return false;
+        }
+        let first = out.len();
+        let cb = self.chunk_bytes;
+        let mut done = 0u64;
+        while done < len {
+            let at = offset + done;
+            let (c, within) = (at / cb, at % cb);
+            let n = (cb - within).min(len - done);
+            let place = match if layout.descriptor.replica_chunks > 0 { self.choose_copy(&layout, c) } else { layout.locate(c).map_err(Into::into) } {
+                Ok(p) => p,
+                Err(_) => break,
+            };
+            let Some(leg) = self.legs.get(place.leg as usize).filter(|l| l.is_alive()) else { break };
+            if !leg.device().read_extents(leg.offset + place.chunk * cb + within, n, buf_offset + done as usize, out) {
+                break;
+            }
+            Counters::add(&leg.reads, 1);
+            done += n;
+        }
+        if done < len {
+            out.truncate(first);
+            return false;
+        }
+        Counters::add(&self.counters.reads, 1);
+        Counters::add(&self.counters.read_bytes, len);
+        true
+    }
+
     fn read_piece(&self, layout: &ProvenLayout, c: u64, within: u64, buf: &mut [u8]) -> Result<(), ArrayError> {
         let place = if layout.descriptor.replica_chunks > 0 { self.choose_copy(layout, c)? } else { layout.locate(c)? };
         if self.leg_read(place.leg, place.chunk, within, buf) {

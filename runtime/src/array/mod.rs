@@ -305,6 +305,10 @@ impl BlockDevice for Array {
         let l = self.layout.load();
         format!("{} ({} over {} legs)", self.name, l.name, self.legs.len())
     }
+
+    fn read_extents(&self, offset: u64, len: u64, buf_offset: usize, out: &mut Vec<crate::device::Extent>) -> bool {
+        self.direct_read_extents(offset, len, buf_offset, out)
+    }
 }
 
 #[cfg(test)]

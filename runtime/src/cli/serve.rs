@@ -85,6 +85,9 @@ pub struct ListenArgs {
     /// ublk queue depth: requests in flight per queue.
     #[arg(long, default_value_t = 64)]
     depth: u16,
+    /// Largest ublk request (the kernel splits larger ones), e.g. 1M.
+    #[arg(long, default_value = "512K")]
+    max_io: String,
     /// Threads serving ublk requests.
     #[arg(long, default_value_t = 32)]
     ublk_threads: usize,
@@ -97,7 +100,11 @@ pub struct ListenArgs {
 }
 
 impl ListenArgs {
-    fn frontends(&self) -> Frontends {
+    fn frontends(&self) -> anyhow::Result<Frontends> {
+        let max_io = u32::try_from(parse_size(&self.max_io)?)
+            .ok()
+            .filter(|n| *n >= 4096 && n % 4096 == 0)
+            .with_context(|| format!("--max-io {} must be a multiple of 4K below 4G", self.max_io))?;
         let mut nbd: Vec<Listen> = self.nbd.iter().map(|addr| Listen::Tcp(*addr)).chain(self.nbd_unix.iter().map(|p| Listen::Unix(p.clone()))).collect();
         let ublk = (self.ublk || self.recover.is_some()).then(|| {
             let defaults = UblkConfig::default();
@@ -107,13 +114,13 @@ impl ListenArgs {
                 depth: self.depth,
                 workers: self.ublk_threads,
                 recover: self.recover,
-                ..defaults
+                max_io_bytes: max_io,
             }
         });
         if nbd.is_empty() && ublk.is_none() {
             nbd.push(Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 10809))));
         }
-        Frontends { nbd, ublk }
+        Ok(Frontends { nbd, ublk })
     }
 }
 
@@ -121,7 +128,7 @@ impl ListenArgs {
 pub fn serve_table(name: &str, table: Table, sandbox: Arc<wasmraid::sandbox::Sandbox>, listen: &ListenArgs) -> anyhow::Result<ExitCode> {
     let run_dir = listen.run_dir.clone().unwrap_or_else(wasmraid::control::default_run_dir);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("wasmraid").build()?;
-    runtime.block_on(wasmraid::serve::run(name.to_string(), Arc::new(table), sandbox, listen.frontends(), run_dir, |served, socket| {
+    runtime.block_on(wasmraid::serve::run(name.to_string(), Arc::new(table), sandbox, listen.frontends()?, run_dir, |served, socket| {
         eprintln!("wasmraid: serving {} ({}) on {}; control {}", served.name, format_size(served.table.size()), served.listening.join(", "), socket.display());
     }))?;
     Ok(ExitCode::SUCCESS)

@@ -13,12 +13,13 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// O_DIRECT alignment used for bounce buffers.
 const DIRECT_ALIGN: usize = 4096;
 
 pub struct FileLeg {
-    file: File,
+    file: Arc<File>,
     path: PathBuf,
     size: u64,
     direct: bool,
@@ -43,7 +44,7 @@ impl FileLeg {
         }
         let file = options.open(path).map_err(|e| io::Error::new(e.kind(), format!("cannot open leg {}: {e}", path.display())))?;
         let size = device_size(&file).map_err(|e| io::Error::new(e.kind(), format!("cannot size leg {}: {e}", path.display())))?;
-        Ok(FileLeg { file, path: path.to_path_buf(), size, direct: flags.direct })
+        Ok(FileLeg { file: Arc::new(file), path: path.to_path_buf(), size, direct: flags.direct })
     }
 
     /// Create (or extend) a sparse file of `size` bytes and open it.
@@ -122,6 +123,18 @@ const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
 impl BlockDevice for FileLeg {
     fn size(&self) -> u64 {
         self.size
+    }
+
+    fn read_extents(&self, offset: u64, len: u64, buf_offset: usize, out: &mut Vec<super::Extent>) -> bool {
+        // The caller's buffer is page-aligned (ublk's); O_DIRECT also needs
+        // the file range aligned.
+        let aligned = !self.direct || (offset % DIRECT_ALIGN as u64 == 0 && len % DIRECT_ALIGN as u64 == 0 && buf_offset % DIRECT_ALIGN == 0);
+        let Ok(n) = u32::try_from(len) else { return false };
+        if !aligned || check_range(self, offset, len).is_err() {
+            return false;
+        }
+        out.push(super::Extent { file: self.file.clone(), offset, len: n, buf_offset });
+        true
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {

@@ -44,6 +44,26 @@ pub trait BlockDevice: Send + Sync {
     fn link(&self) -> Option<LinkState> {
         None
     }
+    /// Where a plain read of `len` bytes at `offset` lives, appended to
+    /// `out` (placed at `buf_offset` onwards of the caller's buffer), when
+    /// it may be read from files directly: nothing to decode, every leg in
+    /// sync. False when not (the caller then uses `read_at`). A frontend
+    /// with its own asynchronous I/O reads these extents itself; on any
+    /// failure it falls back to `read_at`, which handles errors and marks
+    /// legs failed.
+    fn read_extents(&self, _offset: u64, _len: u64, _buf_offset: usize, _out: &mut Vec<Extent>) -> bool {
+        false
+    }
+}
+
+/// A piece of a read that lives in a file, for `read_extents`.
+#[derive(Debug, Clone)]
+pub struct Extent {
+    /// Kept open while the read is in flight, even if the leg is replaced.
+    pub file: Arc<std::fs::File>,
+    pub offset: u64,
+    pub len: u32,
+    pub buf_offset: usize,
 }
 
 /// The state of a remote leg's link, for status and for the array's daemon.

@@ -170,7 +170,7 @@ pub fn serve(
     }
     let info = ctrl.dev_info();
     let params = limits.params(info.max_io_buf_bytes);
-    let pool = pool::Pool::new(device, config.workers)?;
+    let pool = pool::Pool::new(device.clone(), config.workers)?;
     let jobs = pool.submit();
     let started = Started { id: info.dev_id, path: ctrl.get_bdev_path(), queues: info.nr_hw_queues, depth: info.queue_depth, recovered: recovering };
     let result = ctrl.run_target(
@@ -179,7 +179,7 @@ pub fn serve(
             dev.tgt.params = params;
             Ok(())
         },
-        move |qid, dev: &UblkDev| queue::run(qid, dev, jobs),
+        move |qid, dev: &UblkDev| queue::run(qid, dev, device, jobs),
         move |_ctrl: &UblkCtrl| ready(started),
     );
     pool.join();

@@ -8,6 +8,7 @@
 //! commits the result and fetches the next request in one command.
 
 use super::pool::{Job, Request};
+use crate::device::{BlockDevice, Extent};
 use libublk::helpers::IoBuf;
 use libublk::io::{UblkDev, UblkQueue};
 use libublk::uring_async::ublk_submit_sqe_async;
@@ -18,7 +19,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 /// Serve queue `qid` until the device stops.
-pub fn run(qid: u16, dev: &UblkDev, jobs: crossbeam_channel::Sender<Job>) {
+pub fn run(qid: u16, dev: &UblkDev, device: Arc<dyn BlockDevice>, jobs: crossbeam_channel::Sender<Job>) {
     let wake = match eventfd() {
         Ok(f) => Arc::new(f),
         Err(e) => {
@@ -37,9 +38,9 @@ pub fn run(qid: u16, dev: &UblkDev, jobs: crossbeam_channel::Sender<Job>) {
     let buf_bytes = dev.dev_info.max_io_buf_bytes as usize;
     let mut tags = Vec::new();
     for tag in queue.tags() {
-        let (q, jobs, wake) = (queue.clone(), jobs.clone(), wake.clone());
+        let (q, jobs, wake, device) = (queue.clone(), jobs.clone(), wake.clone(), device.clone());
         tags.push(executor.spawn(async move {
-            match serve_tag(&q, tag, buf_bytes, jobs, wake).await {
+            match serve_tag(&q, tag, buf_bytes, &*device, jobs, wake).await {
                 Ok(()) | Err(UblkError::QueueIsDown) => {}
                 Err(e) => tracing::error!(queue = qid, tag, "ublk tag stopped: {}", super::describe(&e)),
             }
@@ -59,14 +60,30 @@ pub fn run(qid: u16, dev: &UblkDev, jobs: crossbeam_channel::Sender<Job>) {
     drop(waker);
 }
 
-/// One tag: fetch a request, have the pool serve it, commit the result and
-/// fetch the next, until the queue goes down.
-async fn serve_tag(q: &UblkQueue<'_>, tag: u16, buf_bytes: usize, jobs: crossbeam_channel::Sender<Job>, wake: Arc<File>) -> Result<(), UblkError> {
+/// One tag: fetch a request, serve it (a plain read straight from the legs
+/// through this queue's ring, anything else by the pool), commit the result
+/// and fetch the next, until the queue goes down.
+async fn serve_tag(
+    q: &UblkQueue<'_>,
+    tag: u16,
+    buf_bytes: usize,
+    device: &dyn BlockDevice,
+    jobs: crossbeam_channel::Sender<Job>,
+    wake: Arc<File>,
+) -> Result<(), UblkError> {
     let (reply, replies) = smol::channel::bounded(1);
     let mut buf = IoBuf::<u8>::new(buf_bytes);
+    let mut extents = Vec::new();
     q.submit_io_prep_cmd(tag, BufDesc::Slice(buf.as_slice()), -1, Some(&buf)).await?;
     loop {
         let request = Request::from_desc(q.get_iod(tag));
+        if request.op == libublk::sys::UBLK_IO_OP_READ {
+            extents.clear();
+            if device.read_extents(request.offset, request.len, 0, &mut extents) && read_direct(q, &mut extents, &mut buf).await {
+                q.submit_io_commit_cmd(tag, BufDesc::Slice(buf.as_slice()), request.len as i32).await?;
+                continue;
+            }
+        }
         let job = Job { request, buf, reply: reply.clone(), wake: wake.clone() };
         // The pool outlives every queue; if it is gone the process is
         // going down and the request cannot be served.
@@ -77,6 +94,57 @@ async fn serve_tag(q: &UblkQueue<'_>, tag: u16, buf_bytes: usize, jobs: crossbea
         buf = back;
         q.submit_io_commit_cmd(tag, BufDesc::Slice(buf.as_slice()), result).await?;
     }
+}
+
+/// Read every extent into its place in `buf` at once, on this queue's
+/// ring; extents that follow each other in one file (a stripe's chunks on
+/// one leg) go as one vectored read, as the block layer would merge them.
+/// False if any read fails or comes up short: the caller then serves the
+/// request the slow way, which handles the error (and fails the leg).
+async fn read_direct(q: &UblkQueue<'_>, extents: &mut [Extent], buf: &mut IoBuf<u8>) -> bool {
+    let base = buf.as_mut_slice();
+    if extents.iter().any(|e| e.buf_offset.checked_add(e.len as usize).is_none_or(|end| end > base.len())) {
+        return false;
+    }
+    extents.sort_unstable_by_key(|e| (e.file.as_raw_fd(), e.offset));
+    // One iovec list per run of contiguous extents; kept here until every
+    // read completes, since the kernel reads them when it starts the I/O.
+    let mut runs: Vec<(usize, Vec<libc::iovec>, u64)> = Vec::new();
+    for (i, e) in extents.iter().enumerate() {
+        // SAFETY: `buf_offset + len` is within `base` (checked above).
+        let iov = libc::iovec { iov_base: unsafe { base.as_mut_ptr().add(e.buf_offset) }.cast(), iov_len: e.len as usize };
+        match runs.last_mut() {
+            Some((first, iovs, bytes))
+                if {
+                    let f = &extents[*first];
+                    Arc::ptr_eq(&f.file, &e.file) && f.offset + *bytes == e.offset && iovs.len() < 64
+                } =>
+            {
+                iovs.push(iov);
+                *bytes += u64::from(e.len);
+            }
+            _ => runs.push((i, vec![iov], u64::from(e.len))),
+        }
+    }
+    let pending: Vec<_> = runs
+        .iter()
+        .map(|(first, iovs, bytes)| {
+            let e = &extents[*first];
+            // The kernel writes into the iovecs' memory only until this
+            // read completes: every read is awaited below before `buf` is
+            // used again, and a tag task is never dropped while awaiting
+            // (the queue runs until every tag task has finished). `e.file`
+            // keeps the descriptor open until then.
+            let sqe = io_uring::opcode::Readv::new(io_uring::types::Fd(e.file.as_raw_fd()), iovs.as_ptr(), iovs.len() as u32).offset(e.offset).build();
+            (q.ublk_submit_sqe(sqe), *bytes)
+        })
+        .collect();
+    let mut ok = true;
+    for (read, bytes) in pending {
+        ok &= i64::from(read.await) == bytes as i64;
+    }
+    drop(runs);
+    ok
 }
 
 /// Keep a read of the eventfd pending in the queue's ring, forever: each
