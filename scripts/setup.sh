@@ -8,8 +8,9 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
     rustup target add wasm32-unknown-unknown
 fi
 
-# Real peers the tests talk to.
-packages=(${WASMRAID_APT_PACKAGES:-qemu-utils libnbd-bin nbdkit fio libisal-dev libclang-dev})
+# Real peers the tests talk to; libclang-dev for libublk's bindgen; the VM
+# test bed's tools (tests/vm/run.sh).
+packages=(${WASMRAID_APT_PACKAGES:-qemu-utils libnbd-bin nbdkit fio libisal-dev libclang-dev qemu-system-x86 busybox-static mdadm e2fsprogs cpio kmod xz-utils iproute2})
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -20,4 +21,17 @@ if ((${#missing[@]})); then
     [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
     $sudo_cmd apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# qemu-system-x86 and qemu-utils come from one source package and must be
+# one version: a newer qemu-utils (from backports) makes apt remove it when
+# qemu-system-x86 comes in, and the tests lose qemu-nbd. Pin both to
+# qemu-system-x86's version.
+system_version=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
+utils_version=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+if [ -n "$system_version" ] && [ "$utils_version" != "$system_version" ]; then
+    echo "setup: qemu-utils $utils_version -> $system_version (the version of qemu-system-x86)"
+    sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends --allow-downgrades "qemu-utils=$system_version"
 fi

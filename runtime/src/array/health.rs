@@ -65,6 +65,8 @@ pub struct ArrayLeg {
     /// Failed because its network link was lost (not by the operator, not
     /// by a media error): re-added by itself when the link returns.
     pub lost_link: std::sync::atomic::AtomicBool,
+    /// Recent read latency, nanoseconds (exponentially weighted, 1/8).
+    pub read_latency_ns: AtomicU64,
 }
 
 impl ArrayLeg {
@@ -83,6 +85,7 @@ impl ArrayLeg {
             errors: AtomicU64::new(0),
             last_error: Mutex::new(None),
             lost_link: std::sync::atomic::AtomicBool::new(false),
+            read_latency_ns: AtomicU64::new(0),
         }
     }
 
@@ -124,6 +127,13 @@ impl ArrayLeg {
 
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().clone()
+    }
+
+    /// Fold one read's duration into the leg's recent latency.
+    pub fn record_read_latency(&self, took: std::time::Duration) {
+        let sample = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX / 2);
+        let old = self.read_latency_ns.load(Ordering::Relaxed);
+        self.read_latency_ns.store(if old == 0 { sample } else { old - old / 8 + sample / 8 }, Ordering::Relaxed);
     }
 
     pub fn set_health(&self, h: Health) {

@@ -81,8 +81,10 @@ impl Intent {
     }
 
     /// Regions in each state, for status.
+    /// Regions per state, from the lock-free mirror: status must not wait
+    /// behind a bitmap write stuck on a slow or disconnected leg.
     pub fn counts(&self) -> [(State, usize); 5] {
-        let states = self.states();
+        let states: Vec<State> = (0..self.regions()).map(|r| self.state(r)).collect();
         State::ALL.map(|s| (s, states.iter().filter(|x| **x == s).count()))
     }
 }

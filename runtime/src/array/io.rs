@@ -61,7 +61,9 @@ impl Array {
         }
         let at = l.offset + chunk * self.chunk_bytes + within;
         l.inflight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let result = l.device().read_at(buf, at);
+        l.record_read_latency(started.elapsed());
         l.inflight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         l.last_position.store(at + buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
         match result {
@@ -220,6 +222,12 @@ impl Array {
                     super::ReadPolicy::Nearest => {
                         let at = leg.offset + view.place(*i).chunk * cb;
                         (at.abs_diff(leg.last_position.load(std::sync::atomic::Ordering::Relaxed)), tie)
+                    }
+                    super::ReadPolicy::LowestLatency => {
+                        // Expected wait: recent latency times the queue ahead
+                        // (a leg never read yet counts as fast, so it gets tried).
+                        let lat = leg.read_latency_ns.load(std::sync::atomic::Ordering::Relaxed);
+                        (lat.saturating_mul(1 + u64::from(leg.inflight.load(std::sync::atomic::Ordering::Relaxed))), tie)
                     }
                 }
             })

@@ -95,6 +95,9 @@ pub enum ReadPolicy {
     LeastOutstanding,
     /// The copy whose leg last worked closest to it (DST's mirror policy).
     Nearest,
+    /// The copy whose leg answered fastest recently (remote mirrors), with
+    /// requests in flight counted against it.
+    LowestLatency,
 }
 
 impl std::str::FromStr for ReadPolicy {
@@ -103,7 +106,8 @@ impl std::str::FromStr for ReadPolicy {
         match s {
             "least-outstanding" | "lo" => Ok(ReadPolicy::LeastOutstanding),
             "nearest" => Ok(ReadPolicy::Nearest),
-            other => Err(format!("unknown read policy '{other}' (least-outstanding, nearest)")),
+            "lowest-latency" | "latency" => Ok(ReadPolicy::LowestLatency),
+            other => Err(format!("unknown read policy '{other}' (least-outstanding, nearest, lowest-latency)")),
         }
     }
 }
@@ -176,11 +180,20 @@ impl Array {
     }
 
     pub fn read_policy(&self) -> ReadPolicy {
-        if self.read_policy.load(Ordering::Relaxed) == 1 { ReadPolicy::Nearest } else { ReadPolicy::LeastOutstanding }
+        match self.read_policy.load(Ordering::Relaxed) {
+            1 => ReadPolicy::Nearest,
+            2 => ReadPolicy::LowestLatency,
+            _ => ReadPolicy::LeastOutstanding,
+        }
     }
 
     pub fn set_read_policy(&self, p: ReadPolicy) {
-        self.read_policy.store(u8::from(p == ReadPolicy::Nearest), Ordering::Relaxed);
+        let code = match p {
+            ReadPolicy::LeastOutstanding => 0,
+            ReadPolicy::Nearest => 1,
+            ReadPolicy::LowestLatency => 2,
+        };
+        self.read_policy.store(code, Ordering::Relaxed);
     }
 
     /// Mark leg `i` dead without touching metadata (used while writing

@@ -111,6 +111,9 @@ pub struct AssembleArgs {
     /// Mirror reads: least-outstanding (default) or nearest.
     #[arg(long, default_value = "least-outstanding")]
     read_policy: String,
+    /// Open legs with O_DIRECT.
+    #[arg(long)]
+    direct: bool,
     #[command(flatten)]
     remote: RemoteArgs,
     #[command(flatten)]
@@ -142,7 +145,7 @@ pub fn assemble_cmd(a: AssembleArgs, sandbox_args: &SandboxArgs) -> anyhow::Resu
     }
     let devices: Vec<Arc<dyn BlockDevice>> = paths
         .iter()
-        .filter_map(|p| match wasmraid::device::open_leg(&p.to_string_lossy(), OpenFlags { nbd: a.remote.options(), ..Default::default() }) {
+        .filter_map(|p| match wasmraid::device::open_leg(&p.to_string_lossy(), OpenFlags { direct: a.direct, read_only: false, nbd: a.remote.options() }) {
             Ok(l) => Some(l),
             Err(e) => {
                 eprintln!("wasmraid: skipping {}: {e}", p.display());

@@ -92,6 +92,9 @@ enum Command {
     Create(meta::CreateArgs),
     /// Find an array's legs by uuid, check them, and serve it (like mdadm --assemble).
     Assemble(meta::AssembleArgs),
+    /// The kernel's ublk devices: list them, delete one a dead server left.
+    #[command(subcommand)]
+    Ublk(UblkCommand),
     /// Print a leg's metadata (like mdadm --examine).
     Examine {
         leg: PathBuf,
@@ -145,6 +148,14 @@ pub struct SyncArgs {
     wait: bool,
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum UblkCommand {
+    /// Every ublk device and its state (LIVE, QUIESCED: its server died).
+    List,
+    /// Delete /dev/ublkbN (a device whose server is gone for good).
+    Del { id: u32 },
 }
 
 #[derive(Subcommand)]
@@ -213,6 +224,13 @@ pub fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if !matches!(cli.command, Command::Serve(_) | Command::Assemble(_) | Command::Demo) {
+        // A client printing into a closed pipe (`status | head`) ends
+        // quietly like any Unix tool; servers keep ignoring SIGPIPE, or a
+        // client hanging up would kill them.
+        // SAFETY: setting a signal disposition to SIG_DFL passes no pointers.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = dispatch(cli.command, &cli.sandbox);
     match result {
         Ok(code) => code,
@@ -256,6 +274,17 @@ fn dispatch(command: Command, sandbox: &SandboxArgs) -> anyhow::Result<std::proc
         }
         Command::Create(args) => meta::create_cmd(args, sandbox),
         Command::Assemble(args) => meta::assemble_cmd(args, sandbox),
+        Command::Ublk(UblkCommand::List) => {
+            for (id, state) in wasmraid::frontend::ublk::list() {
+                println!("/dev/ublkb{id} {state}");
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Ublk(UblkCommand::Del { id }) => {
+            wasmraid::frontend::ublk::delete(id)?;
+            println!("deleted /dev/ublkb{id}");
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::Examine { leg, json } => meta::examine_cmd(&leg, json),
         Command::Check(a) => control::sync(&a.run_dir, &a.name, a.array, "check", a.wait),
         Command::Repair(a) => control::sync(&a.run_dir, &a.name, a.array, "repair", a.wait),

@@ -62,13 +62,22 @@ pub fn array_status(a: &Array) -> ArrayStatus {
     };
     let mismatches = a.sync.mismatches.load(Ordering::Relaxed);
     let metadata = a.meta.as_ref().map(|m| {
-        let t = m.template.lock();
+        // Superblock writes hold this lock while they reach every leg; a
+        // leg whose link is down could keep status waiting, so do not.
+        let t = m.template.try_lock_for(std::time::Duration::from_millis(200));
+        let (uuid, generation, events_cleared) = match &t {
+            Some(t) => {
+                (serde_json::json!(crate::meta::superblock::uuid_text(&t.array_uuid)), serde_json::json!(t.generation), serde_json::json!(t.events_cleared))
+            }
+            None => (serde_json::json!("(superblock write in progress)"), serde_json::Value::Null, serde_json::Value::Null),
+        };
+        drop(t);
         let counts: serde_json::Map<String, serde_json::Value> =
             m.intent.counts().iter().map(|(st, n)| (format!("{st:?}").to_lowercase(), serde_json::json!(n))).collect();
         serde_json::json!({
-            "uuid": crate::meta::superblock::uuid_text(&t.array_uuid),
-            "generation": t.generation,
-            "events_cleared": t.events_cleared,
+            "uuid": uuid,
+            "generation": generation,
+            "events_cleared": events_cleared,
             "regions": m.intent.regions(),
             "region_stripes": m.intent.region_stripes,
             "bitmap": counts,

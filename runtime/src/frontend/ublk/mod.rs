@@ -217,6 +217,33 @@ pub fn stop(id: u32) -> Result<(), UblkFrontendError> {
     .map_err(|_| UblkFrontendError::Driver { what: format!("stopping device {id}"), detail: "the control thread died".into() })?
 }
 
+/// Delete device `id` (one whose server is gone; a live one is stopped
+/// first by the kernel).
+pub fn delete(id: u32) -> Result<(), UblkFrontendError> {
+    if !Path::new(CONTROL).exists() {
+        return Err(UblkFrontendError::Unavailable);
+    }
+    std::thread::spawn(move || -> Result<(), UblkFrontendError> {
+        let ctrl = UblkCtrl::new_simple(id as i32).map_err(driver(format!("cannot open device {id}")))?;
+        ctrl.del_dev().map_err(driver(format!("cannot delete device {id}")))?;
+        Ok(())
+    })
+    .join()
+    .map_err(|_| UblkFrontendError::Driver { what: format!("deleting device {id}"), detail: "the control thread died".into() })?
+}
+
+/// Every ublk device with its state.
+pub fn list() -> Vec<(u32, String)> {
+    let mut ids: Vec<u32> = std::fs::read_dir("/sys/class/ublk-char")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("ublkc")).and_then(|n| n.parse().ok()))
+        .collect();
+    ids.sort_unstable();
+    ids.into_iter().map(|id| (id, state(id).unwrap_or_else(|| "unknown".into()))).collect()
+}
+
 /// The kernel's view of device `id`, for status.
 pub fn state(id: u32) -> Option<String> {
     std::thread::spawn(move || {

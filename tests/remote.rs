@@ -1,0 +1,353 @@
+//! Remote legs across "hosts" on one machine: NBD servers (qemu-nbd,
+//! nbdkit, wasmraid itself) run in network namespaces these tests create,
+//! joined to the host by veth pairs; nothing leaves the machine. The array
+//! is served over NBD and checked with fio verify while links are cut,
+//! servers stopped, killed, failing or slow.
+//!
+//! Needs root (ip netns); run as root, never skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+use wasmraid_tests::{Served, fio, require, run, wasmraid_bin};
+
+static NEXT_NET: AtomicU8 = AtomicU8::new(1);
+
+/// A network namespace joined to the host by a veth pair: the host side is
+/// 10.213.N.1, the namespace side 10.213.N.2.
+struct Netns {
+    name: String,
+    host_if: String,
+    ip: String,
+}
+
+fn sh(cmd: &str) {
+    let (ok, out) = run(Command::new("sh").arg("-c").arg(cmd));
+    assert!(ok, "`{cmd}` failed: {out}");
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let is_root = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false);
+        assert!(is_root, "the remote-leg tests create network namespaces: run them as root");
+        let n = NEXT_NET.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{}-{n}", std::process::id() % 10000);
+        let (name, host_if, peer_if) = (format!("wr{tag}"), format!("wrh{tag}"), format!("wrn{tag}"));
+        sh(&format!(
+            "ip netns add {name} && ip link add {host_if} type veth peer name {peer_if} && ip link set {peer_if} netns {name} \
+             && ip addr add 10.213.{n}.1/24 dev {host_if} && ip link set {host_if} up \
+             && ip netns exec {name} ip addr add 10.213.{n}.2/24 dev {peer_if} && ip netns exec {name} ip link set {peer_if} up \
+             && ip netns exec {name} ip link set lo up"
+        ));
+        Netns { name, host_if, ip: format!("10.213.{n}.2") }
+    }
+
+    /// Take the link down (or back up): packets stop, connections stay.
+    fn link(&self, up: bool) {
+        sh(&format!("ip link set {} {}", self.host_if, if up { "up" } else { "down" }));
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
+    }
+}
+
+/// An NBD server of one file, in a namespace, on port 10809.
+struct Remote {
+    child: Child,
+    net: Arc<Netns>,
+    file: PathBuf,
+    kind: &'static str,
+    filters: Vec<String>,
+}
+
+impl Remote {
+    fn qemu_nbd(net: &Arc<Netns>, file: &Path) -> Remote {
+        Remote::start(net, file, "qemu-nbd", Vec::new())
+    }
+
+    fn nbdkit(net: &Arc<Netns>, file: &Path, filters: &[&str]) -> Remote {
+        Remote::start(net, file, "nbdkit", filters.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn start(net: &Arc<Netns>, file: &Path, kind: &'static str, filters: Vec<String>) -> Remote {
+        let mut c = net.command(kind);
+        match kind {
+            "qemu-nbd" => {
+                c.args(["-t", "-f", "raw", "-x", "leg", "-e", "8", "--cache=none", "-b", &net.ip, "-p", "10809"]).arg(file);
+            }
+            _ => {
+                c.args(["-f", "--exit-with-parent", "-i", &net.ip, "-p", "10809", "-e", "leg"]);
+                // Filters come first (--filter=NAME), then the plugin and the parameters.
+                let (names, params): (Vec<&String>, Vec<&String>) = filters.iter().partition(|f| f.starts_with("--filter"));
+                c.args(names).arg("file").arg(file).args(params);
+            }
+        }
+        let child = c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| panic!("cannot start {kind}: {e}"));
+        let r = Remote { child, net: net.clone(), file: file.to_path_buf(), kind, filters };
+        r.wait_listening();
+        r
+    }
+
+    fn wait_listening(&self) {
+        let addr = format!("{}:10809", self.net.ip);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect_timeout(&addr.parse().expect("addr"), Duration::from_millis(100)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("{} did not listen on {addr}", self.kind);
+    }
+
+    fn uri(&self) -> String {
+        format!("nbd://{}:10809/leg", self.net.ip)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.kill();
+        *self = Remote::start(&self.net, &self.file.clone(), self.kind, self.filters.clone());
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn sparse(path: &Path, size: u64) {
+    std::fs::File::create(path).and_then(|f| f.set_len(size)).expect("sparse leg");
+}
+
+/// `wasmraid create` over the given legs (paths or URIs).
+fn create(name: &str, layout: &str, legs: &[String]) {
+    let (ok, out) =
+        run(Command::new(wasmraid_bin()).args(["--no-cache", "create", name, "--layout", layout, "--legs", &legs.join(","), "--force", "--assume-clean"]));
+    assert!(ok, "create failed: {out}");
+}
+
+fn assemble(dir: &Arc<tempfile::TempDir>, name: &str, legs: &[String], extra: &[&str]) -> Served {
+    let mut args = vec!["--legs".to_string(), legs.join(",")];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Served::spawn(dir.clone(), "assemble", name, args)
+}
+
+fn leg(status: &serde_json::Value, i: usize) -> serde_json::Value {
+    status["arrays"][0]["legs"][i].clone()
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn idle(s: &Served) -> bool {
+    let st = s.status();
+    st["arrays"][0]["sync_action"] == "idle" && st["arrays"][0]["health"].as_str().is_some_and(|h| h.chars().all(|c| c == 'A'))
+}
+
+/// fio writing in a thread while the test breaks things.
+fn fio_in_background(uri: String, extra: &'static [&'static str]) -> std::thread::JoinHandle<(bool, String)> {
+    std::thread::spawn(move || fio(&uri, extra))
+}
+
+#[test]
+fn twenty_link_cuts_and_server_restarts_under_fio_verify() {
+    require("qemu-nbd");
+    require("fio");
+    let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+    let net = Arc::new(Netns::new());
+    let (local, far) = (dir.path().join("local"), dir.path().join("far"));
+    sparse(&local, 256 << 20);
+    sparse(&far, 256 << 20);
+    let mut remote = Remote::qemu_nbd(&net, &far);
+    let legs = vec![local.display().to_string(), remote.uri()];
+    create("r", "raid1", &legs);
+    let served = assemble(&dir, "r", &legs, &["--leg-timeout", "30"]);
+    let job = fio_in_background(served.uri(), &["--size=96M", "--rate=3m"]);
+    // 20 cycles: even ones cut the link (TCP waits it out), odd ones restart
+    // the server (the connection breaks; the leg reconnects and resends,
+    // and the next cycle starts once it has).
+    let reconnects = || leg(&served.status(), 1)["link"]["reconnects"].as_u64().unwrap_or(0);
+    for cycle in 0..20 {
+        if cycle % 2 == 0 {
+            net.link(false);
+            std::thread::sleep(Duration::from_millis(1200));
+            net.link(true);
+            std::thread::sleep(Duration::from_millis(500));
+        } else {
+            let before = reconnects();
+            remote.kill();
+            std::thread::sleep(Duration::from_millis(800));
+            remote.restart();
+            wait_for("the leg to reconnect", Duration::from_secs(20), || reconnects() > before);
+        }
+    }
+    let (ok, out) = job.join().expect("fio thread");
+    assert!(ok, "fio saw an error across 20 disconnect/reconnect cycles: {out}\n{}", served.log());
+    let st = served.status();
+    let far_leg = leg(&st, 1);
+    assert_eq!(far_leg["health_char"], "A", "the remote leg must ride out short breaks: {st:#}");
+    let reconnects = far_leg["link"]["reconnects"].as_u64().unwrap_or(0);
+    assert!(reconnects >= 10, "10 server restarts should mean 10 reconnects, saw {reconnects}: {far_leg:#}\n{}", served.log());
+    println!("20 cycles: fio verify clean, {reconnects} reconnects, leg {}", far_leg["health"]);
+}
+
+#[test]
+fn a_server_away_past_the_timeout_degrades_then_resyncs_only_what_was_written() {
+    require("qemu-nbd");
+    require("fio");
+    let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+    let net = Arc::new(Netns::new());
+    let (local, far) = (dir.path().join("local"), dir.path().join("far"));
+    sparse(&local, 1 << 30);
+    sparse(&far, 1 << 30);
+    let mut remote = Remote::qemu_nbd(&net, &far);
+    let legs = vec![local.display().to_string(), remote.uri()];
+    create("r", "raid1", &legs);
+    let served = assemble(&dir, "r", &legs, &["--leg-timeout", "2", "--daemon-sleep", "0.5"]);
+    remote.kill();
+    // Written while the remote is away: 24 MiB at 128 MiB, within one bitmap region.
+    let (ok, out) = fio(&served.uri(), &["--offset=128M", "--size=24M", "--randseed=7"]);
+    assert!(ok, "writes must go on degraded: {out}");
+    let st = served.status();
+    assert_eq!(leg(&st, 1)["health_char"], "D", "past the timeout the leg is failed: {st:#}");
+    assert_eq!(leg(&st, 1)["link"]["connected"], false);
+    remote.restart();
+    wait_for("the re-add and its recovery", Duration::from_secs(60), || idle(&served));
+    let st = served.status();
+    let last = st["arrays"][0]["sync_last"].as_str().unwrap_or("").to_string();
+    let moved: u64 = last.split_whitespace().find_map(|w| w.parse().ok()).unwrap_or(u64::MAX);
+    let size = st["size_bytes"].as_u64().expect("size");
+    println!("written while away: 24 MiB; recovery moved {moved} bytes (reads + writes) of a {size}-byte array: {last}");
+    assert!(moved > 0 && moved <= 2 * 128 << 20, "the recovery must move only the dirty regions (24 MiB written): {last}");
+    // The remote leg alone must now hold what was written while it was away.
+    let out = served.ctl(&["leg", "fail", "r", "0"]);
+    assert!(out.status.success());
+    let (ok, out) = fio(&served.uri(), &["--offset=128M", "--size=24M", "--randseed=7", "--verify_only"]);
+    assert!(ok, "the re-added remote leg does not hold the data written while it was away: {out}");
+}
+
+#[test]
+fn a_server_gone_for_good_is_replaced_by_a_new_leg() {
+    require("qemu-nbd");
+    require("fio");
+    let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+    let net = Arc::new(Netns::new());
+    let (local, far, spare) = (dir.path().join("local"), dir.path().join("far"), dir.path().join("spare"));
+    sparse(&local, 128 << 20);
+    sparse(&far, 128 << 20);
+    sparse(&spare, 128 << 20);
+    let mut remote = Remote::qemu_nbd(&net, &far);
+    let legs = vec![local.display().to_string(), remote.uri()];
+    create("r", "raid1", &legs);
+    let served = assemble(&dir, "r", &legs, &["--leg-timeout", "1"]);
+    let (ok, out) = fio(&served.uri(), &["--size=32M", "--randseed=3"]);
+    assert!(ok, "{out}");
+    remote.kill();
+    let (ok, out) = fio(&served.uri(), &["--offset=48M", "--size=16M", "--randseed=4"]);
+    assert!(ok, "degraded writes: {out}");
+    let out = served.ctl(&["leg", "remove", "r", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = served.ctl(&["leg", "add", "r", &spare.display().to_string(), "--wait"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("the rebuild", Duration::from_secs(60), || idle(&served));
+    let out = served.ctl(&["leg", "fail", "r", "0"]);
+    assert!(out.status.success());
+    for (offset, size, seed) in [("0", "32M", "3"), ("48M", "16M", "4")] {
+        let (ok, out) = fio(&served.uri(), &[&format!("--offset={offset}"), &format!("--size={size}"), &format!("--randseed={seed}"), "--verify_only"]);
+        assert!(ok, "the new leg alone must hold everything: {out}");
+    }
+}
+
+#[test]
+fn nbdkit_error_filter_fails_the_leg_cleanly() {
+    require("nbdkit");
+    require("fio");
+    let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+    let net = Arc::new(Netns::new());
+    let (local, far, trigger) = (dir.path().join("local"), dir.path().join("far"), dir.path().join("trigger"));
+    sparse(&local, 128 << 20);
+    sparse(&far, 128 << 20);
+    let error_file = format!("error-file={}", trigger.display());
+    let remote = Remote::nbdkit(&net, &far, &["--filter=error", "error-rate=100%", &error_file]);
+    let legs = vec![local.display().to_string(), remote.uri()];
+    create("r", "raid1", &legs);
+    let served = assemble(&dir, "r", &legs, &["--leg-timeout", "5"]);
+    let job = fio_in_background(served.uri(), &["--size=48M", "--rate=8m"]);
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::write(&trigger, b"").expect("trigger");
+    let (ok, out) = job.join().expect("fio thread");
+    assert!(ok, "the array must hide a failing leg: {out}");
+    let st = served.status();
+    let l = leg(&st, 1);
+    assert_eq!(l["health_char"], "D", "{st:#}");
+    assert!(l["last_error"].as_str().unwrap_or("").contains("Input/output error"), "the error names the cause: {l:#}");
+    assert_eq!(l["link"]["connected"], true, "an erroring server is not a lost link (no automatic re-add): {l:#}");
+}
+
+#[test]
+fn a_slow_mirror_is_read_less_with_lowest_latency() {
+    require("nbdkit");
+    require("fio");
+    let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+    let net = Arc::new(Netns::new());
+    let (local, far) = (dir.path().join("local"), dir.path().join("far"));
+    sparse(&local, 64 << 20);
+    sparse(&far, 64 << 20);
+    let remote = Remote::nbdkit(&net, &far, &["--filter=delay", "rdelay=20ms"]);
+    let legs = vec![local.display().to_string(), remote.uri()];
+    create("r", "raid1", &legs);
+    let served = assemble(&dir, "r", &legs, &["--read-policy", "lowest-latency"]);
+    let (ok, out) = fio(&served.uri(), &["--rw=randread", "--bs=4k", "--size=32M", "--time_based", "--runtime=4", "--verify=0", "--do_verify=0"]);
+    assert!(ok, "{out}");
+    let st = served.status();
+    let (near, slow) = (leg(&st, 0)["reads"].as_u64().unwrap_or(0), leg(&st, 1)["reads"].as_u64().unwrap_or(0));
+    println!("reads: local {near}, remote with 20 ms delay {slow}");
+    assert!(near > 20 * slow.max(1), "the slow leg should get few reads: local {near}, slow {slow}");
+    assert!(slow > 0, "the slow leg is still probed");
+}
+
+#[test]
+fn a_wasmraid_export_is_a_remote_leg_of_another_wasmraid() {
+    require("fio");
+    let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+    // The inner array: a raid0 of two files, exported over NBD on a Unix socket.
+    let inner = Served::layout("raid0", 2, "64M", "", "64K");
+    let local = dir.path().join("local");
+    sparse(&local, 128 << 20);
+    let legs = vec![local.display().to_string(), inner.uri()];
+    create("outer", "raid1", &legs);
+    let outer = assemble(&dir, "outer", &legs, &[]);
+    let (ok, out) = fio(&outer.uri(), &["--size=48M"]);
+    assert!(ok, "{out}");
+    let st = outer.status();
+    assert_eq!(leg(&st, 1)["device"], inner.uri(), "status names the remote leg: {st:#}");
+    assert!(leg(&st, 1)["writes"].as_u64().unwrap_or(0) > 0);
+    let out = outer.ctl(&["leg", "fail", "outer", "0"]);
+    assert!(out.status.success());
+    let (ok, out) = fio(&outer.uri(), &["--size=48M", "--verify_only"]);
+    assert!(ok, "the stacked export alone holds the data: {out}");
+    let inner_status = inner.status();
+    assert!(inner_status["arrays"][0]["counters"]["writes"].as_u64().unwrap_or(0) > 0, "the inner array was written through the outer one");
+}

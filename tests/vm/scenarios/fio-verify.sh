@@ -1,0 +1,17 @@
+# fio randwrite verify=crc32c bs=8k iodepth=32 on raid5, raid6, raid10;
+# then the same with a leg failed mid-job.
+for spec in "raid5 4 left-symmetric" "raid6 5 left-symmetric" "raid10 4 n2"; do
+    set -- $spec
+    wipe "$2"
+    serve v --layout "$1" --legs "$(legs "$2")" --args "$3" --direct
+    fio_verify 48M || fail "$1: fio verify failed"
+    echo "$1: verify clean"
+    # A leg fails while the job runs: the array goes degraded, fio sees nothing.
+    (sleep 2; wasmraid leg fail v 1 --run-dir "$RUN") &
+    failer=$!
+    fio_verify 48M "--rate=12m" || fail "$1: fio verify failed with a leg failed mid-job"
+    wait $failer # (a bare `wait` would wait for the server too)
+    status v | grep -q " D " || fail "$1: leg 1 was not failed: $(status v)"
+    echo "$1: verify clean with leg 1 failed mid-job"
+    stop_server v
+done
