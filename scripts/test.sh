@@ -10,8 +10,11 @@ cargo test --release --manifest-path guest-algorithms/Cargo.toml
 echo "== build everything once (lib, binary, tests, benches share one feature set)"
 cargo build --release --workspace --all-targets
 
-echo "== runtime, hostile components, layout properties"
+echo "== runtime, hostile components, layout properties, real clients, redundancy, remote legs (network namespaces: needs root)"
 cargo test --release --workspace
+
+echo "== the VM suite: Debian's 6.12 kernel under qemu TCG: ublk, ext4, fio verify, kill -9 recovery, md interoperability, perf vs md raid0"
+./tests/vm/run.sh
 
 echo "== demo"
 ./target/release/wasmraid demo >/dev/null

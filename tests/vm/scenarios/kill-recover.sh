@@ -19,7 +19,7 @@ grep -E "err=|verify:|error" /tmp/fio.log
 [ $rc -eq 0 ] && grep -q "err= 0" /tmp/fio.log || fail "fio saw an error across the kill: $(tail -5 /tmp/fio.log)"
 status kr | grep -q recovered || fail "status does not say recovered: $(status kr)"
 # The unclean stop left dirty regions; once resynced, parity must check out.
-i=0; while status kr | grep -q "resync"; do i=$((i + 1)); [ $i -lt 240 ] || fail "resync never ended"; sleep 0.5; done
+i=0; until wasmraid status kr --json --run-dir "$RUN" | grep -q '"sync_action": "idle"'; do i=$((i + 1)); [ $i -lt 240 ] || fail "resync never ended"; sleep 0.5; done
 wasmraid check kr --run-dir "$RUN" --wait > /tmp/check.log 2>&1 || fail "check failed: $(cat /tmp/check.log)"
 grep -q "mismatch_cnt 0\|mismatches 0\| 0 mismatch" /tmp/check.log || fail "parity mismatches after recovery: $(cat /tmp/check.log)"
 stop_server kr

@@ -22,6 +22,13 @@ for round in 1 2 3; do
     stop_server p
     echo "round $round: md$md_rr /$md_sr  wasmraid$w_rr /$w_sr"
 done
+# The ceiling of ublk itself here: a device of zeroes (no leg I/O at all);
+# every byte read still crosses the kernel's copy into the request.
+echo "0 $((256 * 2048)) zero" > /tmp/zero.table
+serve z --table /tmp/zero.table
+z_sr=$(run /dev/ublkb0 read 1M)
+stop_server z
+result "seqread-1m-mibs ublk-zero-device=$z_sr (no leg I/O: the frontend's own ceiling in this VM)"
 m1=$(median $md_rr); m2=$(median $md_sr); u1=$(median $w_rr); u2=$(median $w_sr)
 [ -n "$m1" ] && [ "$m1" -gt 0 ] && [ -n "$m2" ] && [ "$m2" -gt 0 ] || fail "fio gave no figures"
 result "randread-4k-iops md=$m1 wasmraid=$u1 ratio=$(awk -v a="$u1" -v b="$m1" 'BEGIN { printf "%.2f", a / b }')"
