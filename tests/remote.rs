@@ -351,3 +351,37 @@ fn a_wasmraid_export_is_a_remote_leg_of_another_wasmraid() {
     let inner_status = inner.status();
     assert!(inner_status["arrays"][0]["counters"]["writes"].as_u64().unwrap_or(0) > 0, "the inner array was written through the outer one");
 }
+
+#[test]
+fn a_mirror_of_two_stripes_is_one_table_and_status_shows_the_tree() {
+    require("fio");
+    let served = Served::table(|dir| {
+        for side in ["left", "right"] {
+            for i in 0..2 {
+                sparse(&dir.join(format!("{side}{i}")), 32 << 20);
+            }
+            // Each stripe: a raid0 over two files (65536 sectors = 32 MiB of each leg).
+            let text = format!("0 131072 wasm raid0 128 2 {d}/{side}0 0 {d}/{side}1 0\n", d = dir.display());
+            std::fs::write(dir.join(format!("{side}.table")), text).expect("inner table");
+        }
+        format!("0 131072 wasm raid1 128 2 table:{d}/left.table 0 table:{d}/right.table 0\n", d = dir.display())
+    });
+    let (ok, out) = fio(&served.uri(), &["--size=48M"]);
+    assert!(ok, "{out}");
+    let st = served.status();
+    let top = &st["arrays"][0];
+    for side in [0, 1] {
+        let nested = &top["legs"][side]["arrays"][0];
+        assert_eq!(nested["layout"], "raid0", "status shows the stripe under the mirror's leg {side}: {st:#}");
+        assert!(nested["counters"]["writes"].as_u64().unwrap_or(0) > 0, "the stripe was written: {nested:#}");
+    }
+    let text = served.ctl(&["status", "dev"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.lines().filter(|l| l.trim_start().starts_with("array dev/")).count() == 2, "the text status draws the tree:\n{text}");
+    println!("{text}");
+    // Either side alone holds everything.
+    let out = served.ctl(&["leg", "fail", "dev", "0"]);
+    assert!(out.status.success());
+    let (ok, out) = fio(&served.uri(), &["--size=48M", "--verify_only"]);
+    assert!(ok, "{out}");
+}

@@ -36,62 +36,71 @@ pub fn status(run_dir: &Option<PathBuf>, name: &str, json: bool) -> anyhow::Resu
         );
     }
     for a in r["arrays"].as_array().into_iter().flatten() {
-        let sha = a["component_sha256"].as_str().unwrap_or("");
-        println!(
-            "array {}: {} (sha256 {}), args {:?}, chunk {}, {} legs, survives {} failed leg(s)",
-            a["name"].as_str().unwrap_or(""),
-            a["layout"].as_str().unwrap_or(""),
-            &sha[..sha.len().min(16)],
-            a["args"].as_str().unwrap_or(""),
-            format_size(a["chunk_bytes"].as_u64().unwrap_or(0)),
-            a["legs"].as_array().map_or(0, Vec::len),
-            a["fault_tolerance"]
-        );
-        println!("  dm: {}", a["dm_status"].as_str().unwrap_or(""));
-        if let Some(m) = a["metadata"].as_object() {
-            println!("  uuid {} generation {}; bitmap {} regions: {}", m["uuid"].as_str().unwrap_or(""), m["generation"], m["regions"], m["bitmap"]);
-        }
-        if let Some(last) = a["sync_last"].as_str() {
-            println!("  last background action: {last}");
-        }
-        for l in a["legs"].as_array().into_iter().flatten() {
-            let mut err = l["last_error"].as_str().map(|e| format!("  ({e})")).unwrap_or_default();
-            if let Some(o) = l["spare"].as_u64() {
-                err.push_str(&format!("  [rebuilt into distributed spare {o}]"));
-            }
-            if let Some(link) = l["link"].as_object() {
-                if link["connected"].as_bool() == Some(true) {
-                    err.push_str(&format!("  [link up, {} us, {} reconnect(s)]", link["latency_us"], link["reconnects"]));
-                } else {
-                    err.push_str(&format!("  [link DOWN for {} s: {}]", link["down_for_secs"], link["last_error"].as_str().unwrap_or("")));
-                }
-            }
-            println!(
-                "  leg {} {} {}  reads {} writes {} errors {}{err}",
-                l["index"],
-                l["health_char"].as_str().unwrap_or("?"),
-                l["device"].as_str().unwrap_or(""),
-                l["reads"],
-                l["writes"],
-                l["errors"]
-            );
-        }
-        let c = &a["counters"];
-        println!(
-            "  io: {} reads ({}), {} writes ({}); degraded reads {}; rmw {}, rcw {}, full-stripe {}; flushes {}; errors {}",
-            c["reads"],
-            format_size(c["read_bytes"].as_u64().unwrap_or(0)),
-            c["writes"],
-            format_size(c["written_bytes"].as_u64().unwrap_or(0)),
-            c["degraded_reads"],
-            c["read_modify_writes"],
-            c["reconstruct_writes"],
-            c["full_stripe_writes"],
-            c["flushes"],
-            c["errors"]
-        );
+        print_array(a, "");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One array of `status`, with the arrays inside its legs below it.
+fn print_array(a: &serde_json::Value, indent: &str) {
+    let sha = a["component_sha256"].as_str().unwrap_or("");
+    println!(
+        "{indent}array {}: {} (sha256 {}), args {:?}, chunk {}, {} legs, survives {} failed leg(s)",
+        a["name"].as_str().unwrap_or(""),
+        a["layout"].as_str().unwrap_or(""),
+        &sha[..sha.len().min(16)],
+        a["args"].as_str().unwrap_or(""),
+        format_size(a["chunk_bytes"].as_u64().unwrap_or(0)),
+        a["legs"].as_array().map_or(0, Vec::len),
+        a["fault_tolerance"]
+    );
+    println!("{indent}  dm: {}", a["dm_status"].as_str().unwrap_or(""));
+    if let Some(m) = a["metadata"].as_object() {
+        println!("{indent}  uuid {} generation {}; bitmap {} regions: {}", m["uuid"].as_str().unwrap_or(""), m["generation"], m["regions"], m["bitmap"]);
+    }
+    if let Some(last) = a["sync_last"].as_str() {
+        println!("{indent}  last background action: {last}");
+    }
+    for l in a["legs"].as_array().into_iter().flatten() {
+        let mut err = l["last_error"].as_str().map(|e| format!("  ({e})")).unwrap_or_default();
+        if let Some(o) = l["spare"].as_u64() {
+            err.push_str(&format!("  [rebuilt into distributed spare {o}]"));
+        }
+        if let Some(link) = l["link"].as_object() {
+            if link["connected"].as_bool() == Some(true) {
+                err.push_str(&format!("  [link up, {} us, {} reconnect(s)]", link["latency_us"], link["reconnects"]));
+            } else {
+                err.push_str(&format!("  [link DOWN for {} s: {}]", link["down_for_secs"], link["last_error"].as_str().unwrap_or("")));
+            }
+        }
+        println!(
+            "{indent}  leg {} {} {}  reads {} writes {} errors {}{err}",
+            l["index"],
+            l["health_char"].as_str().unwrap_or("?"),
+            l["device"].as_str().unwrap_or(""),
+            l["reads"],
+            l["writes"],
+            l["errors"]
+        );
+        // A leg that is a table of its own: its arrays, one level in.
+        for nested in l["arrays"].as_array().into_iter().flatten() {
+            print_array(nested, &format!("{indent}    "));
+        }
+    }
+    let c = &a["counters"];
+    println!(
+        "{indent}  io: {} reads ({}), {} writes ({}); degraded reads {}; rmw {}, rcw {}, full-stripe {}; flushes {}; errors {}",
+        c["reads"],
+        format_size(c["read_bytes"].as_u64().unwrap_or(0)),
+        c["writes"],
+        format_size(c["written_bytes"].as_u64().unwrap_or(0)),
+        c["degraded_reads"],
+        c["read_modify_writes"],
+        c["reconstruct_writes"],
+        c["full_stripe_writes"],
+        c["flushes"],
+        c["errors"]
+    );
 }
 
 /// A path the server (another process, another directory) can open.

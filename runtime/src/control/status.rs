@@ -20,6 +20,9 @@ pub struct LegStatus {
     pub spare: Option<u32>,
     /// A remote leg's link: connected, reconnects, latency.
     pub link: Option<crate::device::LinkState>,
+    /// A leg that is a table of its own: the arrays in it (the tree).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub arrays: Vec<ArrayStatus>,
 }
 
 #[derive(Serialize)]
@@ -118,6 +121,7 @@ pub fn array_status(a: &Array) -> ArrayStatus {
                 last_error: l.last_error(),
                 spare: a.spare_of(index),
                 link: l.device().link(),
+                arrays: l.device().arrays().iter().map(|a| array_status(a)).collect(),
             })
             .collect(),
         counters: serde_json::json!({

@@ -54,6 +54,11 @@ pub trait BlockDevice: Send + Sync {
     fn read_extents(&self, _offset: u64, _len: u64, _buf_offset: usize, _out: &mut Vec<Extent>) -> bool {
         false
     }
+    /// The arrays inside this device (a table used as a leg), so that
+    /// status can show the tree.
+    fn arrays(&self) -> Vec<Arc<crate::array::Array>> {
+        Vec::new()
+    }
 }
 
 /// A piece of a read that lives in a file, for `read_extents`.

@@ -114,6 +114,9 @@ impl BlockDevice for Table {
     fn describe(&self) -> String {
         format!("{} ({} segment(s))", self.name, self.segments.len())
     }
+    fn arrays(&self) -> Vec<Arc<Array>> {
+        self.arrays.clone()
+    }
     fn read_extents(&self, offset: u64, len: u64, buf_offset: usize, out: &mut Vec<crate::device::Extent>) -> bool {
         let not_direct = || io::Error::other("");
         self.each(offset, len, |d, at, from, n| if d.read_extents(at, n as u64, buf_offset + from, out) { Ok(()) } else { Err(not_direct()) }).is_ok()
