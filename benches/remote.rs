@@ -1,7 +1,7 @@
 //! A raid1 of two remote legs against the same raid1 of the same two files
-//! as local legs, side by side in one run: the remote legs are qemu-nbd
-//! exports over TCP on loopback (127.0.0.1), the local ones the files
-//! themselves. fio's nbd engine against wasmraid's export (Unix socket),
+//! as local legs, side by side in one run: the remote legs are nbdkit file
+//! exports (multi-threaded, the fastest peer in `--bench nbd`) over TCP on
+//! loopback (127.0.0.1), the local ones the files themselves. fio's nbd engine against wasmraid's export (Unix socket),
 //! median of 3 alternating runs each: 4k random read and write at depth 32,
 //! 1 MiB sequential write at depth 8. The ratio is the figure (no bar).
 
@@ -17,25 +17,25 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// qemu-nbd exporting `file` on 127.0.0.1:`port`.
+/// nbdkit exporting `file` on 127.0.0.1:`port`.
 fn export(file: &std::path::Path, port: u16) -> Child {
-    let child = Command::new("qemu-nbd")
-        .args(["-t", "-f", "raw", "-x", "leg", "-e", "8", "--cache=none", "-b", "127.0.0.1", "-p", &port.to_string()])
+    let child = Command::new("nbdkit")
+        .args(["-f", "--exit-with-parent", "-i", "127.0.0.1", "-p", &port.to_string(), "-e", "leg", "file"])
         .arg(file)
         .stderr(Stdio::null())
         .spawn()
-        .expect("spawn qemu-nbd");
+        .expect("spawn nbdkit");
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return child;
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    panic!("qemu-nbd did not listen on port {port}");
+    panic!("nbdkit did not listen on port {port}");
 }
 
 fn main() {
-    peers::require("qemu-nbd");
+    peers::require("nbdkit");
     peers::require("fio");
     let dir = tempfile::Builder::new().prefix("wasmraid-remote-bench").tempdir_in("/dev/shm").expect("tmpfs dir");
     let files: Vec<_> = (0..2).map(|i| dir.path().join(format!("leg{i}"))).collect();
@@ -55,7 +55,7 @@ fn main() {
         ("4k random write, depth 32", &["--rw=randwrite", "--bs=4k", "--iodepth=32", "--time_based", "--runtime=5", "--size=400M"], true),
         ("1 MiB sequential write, depth 8", &["--rw=write", "--bs=1M", "--iodepth=8", "--time_based", "--runtime=5", "--size=400M"], true),
     ];
-    println!("== raid1 of two remote legs (qemu-nbd, TCP 127.0.0.1) vs the same raid1 of local legs (tmpfs files), median of 3 alternating runs");
+    println!("== raid1 of two remote legs (nbdkit file, TCP 127.0.0.1) vs the same raid1 of local legs (tmpfs files), median of 3 alternating runs");
     for (what, args, write) in workloads {
         let (mut l, mut r) = (Vec::new(), Vec::new());
         for _ in 0..3 {
