@@ -115,6 +115,11 @@ impl NbdLeg {
         let deadline = started + self.options.timeout;
         let read_len = if command == CMD_READ { len as usize } else { 0 };
         loop {
+            // A server that drops the connection on this very request would
+            // otherwise be retried forever.
+            if Instant::now() >= deadline {
+                return Err(self.timed_out(command, offset, len, "retrying across reconnections"));
+            }
             let conn = self.shared.connection(deadline).ok_or_else(|| self.timed_out(command, offset, len, "waiting for the link to come back"))?;
             let cookie = self.shared.cookies.fetch_add(1, Ordering::Relaxed);
             let slot = Arc::new(Slot { state: Mutex::new(SlotState::Waiting), done: Condvar::new(), read_len });
