@@ -9,7 +9,9 @@
 #
 # Env: WASMRAID_BIN (default target/release/wasmraid), WASMRAID_VM_TIMEOUT
 # (seconds for the whole boot, default 1500), WASMRAID_VM_SCENARIO_TIMEOUT
-# (seconds per scenario, default 900), WASMRAID_VM_SMP (default 2).
+# (seconds per scenario, default 900), WASMRAID_VM_SMP (default 2),
+# WASMRAID_VM_CPU (qemu -cpu model, default max; e.g. "max,erms=off,fsrm=off"
+# to keep TCG from emulating the kernel's rep movsb copies byte by byte).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -109,7 +111,7 @@ list=$(IFS=,; echo "${scenarios[*]}")
 say "booting $kver with ${#scenarios[@]} scenario(s); console log in $log"
 start=$(date +%s)
 set +e
-timeout "${WASMRAID_VM_TIMEOUT:-1500}" qemu-system-x86_64 -accel tcg -cpu max -smp "${WASMRAID_VM_SMP:-2}" -m 3G \
+timeout "${WASMRAID_VM_TIMEOUT:-1500}" qemu-system-x86_64 -accel tcg -cpu "${WASMRAID_VM_CPU:-max}" -smp "${WASMRAID_VM_SMP:-2}" -m 3G \
     -nographic -no-reboot -kernel "$cache/kernel/boot/vmlinuz-$kver" -initrd "$cache/initrd.gz" \
     -append "console=ttyS0 panic=-1 quiet wasmraid.scenarios=$list wasmraid.timeout=${WASMRAID_VM_SCENARIO_TIMEOUT:-900}" "${drives[@]}" </dev/null 2>&1 | stdbuf -oL tr -d "\r" | tee "$log" | grep --line-buffered "WASMRAID-VM" >&2
 qemu_rc=${PIPESTATUS[0]}
