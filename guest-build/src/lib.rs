@@ -5,6 +5,8 @@
 //! build their hostile components), so errors are plain strings meant for a
 //! human reading cargo's output.
 
+pub mod tooling;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -54,7 +56,7 @@ pub fn build_workspace(workspace: &Path, target_dir: &Path, out_dir: &Path) -> R
 /// Wrap a core module carrying wit-bindgen's `component-type` section into a
 /// component; no WASI adapter, so a module importing WASI fails here.
 pub fn componentize(module: &[u8]) -> Result<Vec<u8>, String> {
-    wit_component::ComponentEncoder::default().module(module).and_then(|e| e.validate(true).encode()).map_err(|e| format!("{e:#}"))
+    tooling::componentize(module, &tooling::Producers::default()).map_err(|e| e.to_string())
 }
 
 /// Tell cargo to rerun the build script when anything in `dir` changes

@@ -1,6 +1,7 @@
 //! `wasmraid algo ...`: compile, check (prove), show (draw), list.
 
 use super::SandboxArgs;
+use super::guest_tools;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use wasmraid::builtins::{self, Origin};
 use wasmraid::layout::Geometry;
+use wasmraid::layout::compare;
 use wasmraid::layout::draw::Grid;
 use wasmraid::layout::proven::{LayoutError, ProvenLayout};
 use wasmraid::sandbox::{GuestInstance, LoadedComponent, Sandbox, component};
@@ -54,6 +56,23 @@ pub enum AlgoCommand {
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
     },
+    /// Prove that two layouts place every chunk of a geometry alike (e.g. a port and the built-in it copies).
+    Diff {
+        /// A component file or a built-in name.
+        a: String,
+        /// A component file or a built-in name.
+        b: String,
+        #[command(flatten)]
+        geometry: GeometryArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the layout contract (WIT) a component implements.
+    Wit(guest_tools::WitArgs),
+    /// Write bindings for the contract, for languages without a generator of their own.
+    Bindings(guest_tools::BindingsArgs),
+    /// Wrap a core module into a layout component (no WASI), recording its language.
+    Componentize(guest_tools::ComponentizeArgs),
 }
 
 /// The array a layout is checked or drawn for.
@@ -109,6 +128,10 @@ pub fn run(cmd: AlgoCommand, sandbox_args: &SandboxArgs) -> anyhow::Result<ExitC
         AlgoCommand::List { json } => list(json),
         AlgoCommand::Compile { component, json } => compile(&component, &sandbox_args.sandbox()?, json),
         AlgoCommand::Check { component, geometry, json } => check(&component, &geometry, &sandbox_args.sandbox()?, json),
+        AlgoCommand::Diff { a, b, geometry, json } => diff(&a, &b, &geometry, &sandbox_args.sandbox()?, json),
+        AlgoCommand::Wit(args) => guest_tools::wit(args).map(|()| ExitCode::SUCCESS),
+        AlgoCommand::Bindings(args) => guest_tools::bindings(args).map(|()| ExitCode::SUCCESS),
+        AlgoCommand::Componentize(args) => guest_tools::componentize(args).map(|()| ExitCode::SUCCESS),
         AlgoCommand::Show { component, geometry, rows, from, svg } => {
             let sandbox = sandbox_args.sandbox()?;
             let (origin, loaded) = load(&component, &sandbox)?;
@@ -278,4 +301,33 @@ fn check(spec: &str, geometry: &GeometryArgs, sandbox: &Arc<Sandbox>, json: bool
     );
     println!("map cost   guest {:.1} ns/stripe (batched); cached lookup {:.1} ns", costs.guest_ns_per_stripe, costs.cached_ns_per_lookup);
     Ok(ExitCode::SUCCESS)
+}
+
+fn diff(a: &str, b: &str, geometry: &GeometryArgs, sandbox: &Arc<Sandbox>, json: bool) -> anyhow::Result<ExitCode> {
+    let g = geometry.geometry()?;
+    let mut proven = Vec::new();
+    for spec in [a, b] {
+        let (origin, loaded) = load(spec, sandbox)?;
+        proven.push(ProvenLayout::prove(loaded, g.clone()).map_err(|e| refusal(&origin, e))?);
+    }
+    let started = Instant::now();
+    let outcome = compare::identical(&proven[0], &proven[1]);
+    let elapsed = started.elapsed();
+    if json {
+        let v = match &outcome {
+            Ok(stripes) => json!({"a": a, "b": b, "geometry": g, "identical": true, "stripes_compared": stripes}),
+            Err(d) => json!({"a": a, "b": b, "geometry": g, "identical": false, "difference": d.to_string()}),
+        };
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        match &outcome {
+            Ok(stripes) => println!(
+                "IDENTICAL: {a} and {b} place every chunk alike on {} ({stripes} stripes compared, {:.1} ms)",
+                geometry.describe(&g),
+                elapsed.as_secs_f64() * 1e3
+            ),
+            Err(d) => println!("DIFFERENT: {a} and {b} on {}: {d}", geometry.describe(&g)),
+        }
+    }
+    Ok(if outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

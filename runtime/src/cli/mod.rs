@@ -3,6 +3,7 @@
 mod algo;
 mod control;
 mod demo;
+mod guest_tools;
 mod meta;
 mod serve;
 
@@ -53,7 +54,7 @@ impl SandboxArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Compile, prove, draw and list layout algorithms.
+    /// Compile, prove, draw and list layout algorithms; write the contract and bindings for a new one.
     #[command(subcommand)]
     Algo(algo::AlgoCommand),
     /// Prove and draw a few built-in layouts, then serve an array over NBD and exercise it (the README's first command).
