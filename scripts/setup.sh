@@ -9,8 +9,11 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
 fi
 
 # Real peers the tests talk to; libclang-dev for libublk's bindgen; the VM
-# test bed's tools (tests/vm/run.sh).
-packages=(${WASMRAID_APT_PACKAGES:-qemu-utils libnbd-bin nbdkit fio libisal-dev libclang-dev qemu-system-x86 busybox-static mdadm e2fsprogs cpio kmod xz-utils iproute2})
+# test bed's tools (tests/vm/run.sh); clang, lld, wasi-libc and the wasm32
+# compiler-rt for layouts written in C (scripts/toolchains.sh has the rest).
+packages=(${WASMRAID_APT_PACKAGES:-qemu-utils libnbd-bin nbdkit fio libisal-dev libclang-dev qemu-system-x86 busybox-static mdadm e2fsprogs cpio kmod xz-utils iproute2 clang lld wasi-libc libclang-rt-14-dev-wasm32})
+# Node for the JavaScript toolchain, from Debian unless one is installed.
+command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

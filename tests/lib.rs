@@ -128,7 +128,9 @@ impl Served {
             .expect("spawn wasmraid serve");
         let mut served = Served { child, dir, name, socket, run_dir };
         let control = served.run_dir.join(format!("{}.sock", served.name));
-        for _ in 0..300 {
+        // Generous: compiling an 18 MB Python component takes seconds.
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while std::time::Instant::now() < deadline {
             if control.exists() && served.socket.exists() {
                 return served;
             }
