@@ -68,7 +68,10 @@ pub enum ResolveError {
 /// A path to a component file, or the name of a built-in.
 pub fn resolve(spec: &str) -> Result<(Origin, Cow<'static, [u8]>), ResolveError> {
     let path = std::path::Path::new(spec);
-    if path.exists() || spec.contains('/') || spec.ends_with(".wasm") {
+    // A bare name is a built-in even when a folder of that name is here (a
+    // crate called raid4 next to its component); a file of that name wins.
+    let bare_builtin = !spec.contains('/') && !path.is_file() && find(spec).is_some();
+    if !bare_builtin && (path.exists() || spec.contains('/') || spec.ends_with(".wasm")) {
         return std::fs::read(path)
             .map(|b| (Origin::File(path.to_path_buf()), Cow::Owned(b)))
             .map_err(|error| ResolveError::Unreadable { path: spec.into(), error });

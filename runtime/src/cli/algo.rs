@@ -258,6 +258,7 @@ fn check(spec: &str, geometry: &GeometryArgs, sandbox: &Arc<Sandbox>, json: bool
                 "name": layout.name,
                 "sha256": loaded.hash(),
                 "size": loaded.size,
+                "language": loaded.language,
                 "producers": loaded.producers,
                 "load": loaded.stats,
                 "geometry": g,
@@ -275,6 +276,10 @@ fn check(spec: &str, geometry: &GeometryArgs, sandbox: &Arc<Sandbox>, json: bool
     }
     let r = &layout.report;
     println!("component  {origin}: {}, {}, sha256 {}", layout.name, format_size(loaded.size as u64), &loaded.hash()[..16]);
+    if let Some(language) = &loaded.language {
+        let sdk: Vec<&str> = loaded.producers.iter().filter(|(k, _)| k == "sdk").map(|(_, v)| v.as_str()).collect();
+        println!("language   {language}{}", if sdk.is_empty() { String::new() } else { format!(" ({})", sdk.join(", ")) });
+    }
     if !loaded.producers.is_empty() {
         let p: Vec<String> = loaded.producers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         println!("producers  {}", p.join("; "));

@@ -61,6 +61,8 @@ pub struct LoadedComponent {
     pub stats: LoadStats,
     /// (field, name version) pairs from `producers` sections.
     pub producers: Vec<(String, String)>,
+    /// The source language, as its producers record it (see `producers`).
+    pub language: Option<String>,
     pub(crate) pre: LayoutPre<GuestState>,
     pub(crate) sandbox: Arc<Sandbox>,
 }
@@ -137,23 +139,44 @@ pub fn load(sandbox: &Arc<Sandbox>, bytes: &[u8]) -> Result<LoadedComponent, San
     }
     let linker: Linker<GuestState> = Linker::new(engine);
     let pre = linker.instantiate_pre(&component).and_then(LayoutPre::new).map_err(|e| SandboxError::Contract(format!("{e:#}")))?;
-    Ok(LoadedComponent { sha256, size: bytes.len(), stats, producers: producers(bytes), pre, sandbox: sandbox.clone() })
+    let (producers, language) = producers(bytes);
+    Ok(LoadedComponent { sha256, size: bytes.len(), stats, producers, language, pre, sandbox: sandbox.clone() })
 }
 
-/// The `producers` custom sections of a component and its modules.
-fn producers(bytes: &[u8]) -> Vec<(String, String)> {
+/// The `producers` custom sections of a component and its modules, and the
+/// source language: the component's own `language` entry (a toolchain that
+/// embeds an interpreter records the guest's language there, over the
+/// interpreter's), else the first one of a module inside it.
+fn producers(bytes: &[u8]) -> (Vec<(String, String)>, Option<String>) {
     let mut out: Vec<(String, String)> = Vec::new();
+    let (mut own_language, mut inner_language) = (None, None);
+    let mut depth = 0usize;
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-        let Ok(wasmparser::Payload::CustomSection(custom)) = payload else { continue };
+        let custom = match payload {
+            Ok(wasmparser::Payload::ModuleSection { .. } | wasmparser::Payload::ComponentSection { .. }) => {
+                depth += 1;
+                continue;
+            }
+            Ok(wasmparser::Payload::End(_)) => {
+                depth = depth.saturating_sub(1);
+                continue;
+            }
+            Ok(wasmparser::Payload::CustomSection(custom)) => custom,
+            _ => continue,
+        };
         let wasmparser::KnownCustom::Producers(reader) = custom.as_known() else { continue };
         for field in reader.into_iter().flatten() {
             for value in field.values.into_iter().flatten() {
                 let entry = (field.name.to_string(), format!("{} {}", value.name, value.version).trim().to_string());
+                if field.name == "language" {
+                    let slot = if depth == 0 { &mut own_language } else { &mut inner_language };
+                    slot.get_or_insert_with(|| entry.1.clone());
+                }
                 if !out.contains(&entry) {
                     out.push(entry);
                 }
             }
         }
     }
-    out
+    (out, own_language.or(inner_language))
 }
