@@ -40,7 +40,8 @@ fn fresh(path: PathBuf) -> PathBuf {
 }
 
 fn wait_for(path: &Path, child: &mut Child, what: &str) {
-    for _ in 0..500 {
+    // Generous: a server may compile an 18 MB (Python) component first.
+    for _ in 0..4500 {
         if path.exists() {
             std::thread::sleep(Duration::from_millis(50));
             return;

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cargo build --release -p wasmraid
-for bench in layout parity legio array bitmap nbd reload; do
+for bench in layout parity legio array bitmap nbd reload languages; do
     cargo bench -q -p wasmraid-benches --bench "$bench"
     echo
 done

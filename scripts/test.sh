@@ -10,8 +10,11 @@ cargo test --release --manifest-path guest-algorithms/Cargo.toml
 echo "== build everything once (lib, binary, tests, benches share one feature set)"
 cargo build --release --workspace --all-targets
 
-echo "== runtime, hostile components, layout properties, real clients, redundancy, remote legs (network namespaces: needs root)"
+echo "== runtime, hostile components, layout properties, real clients, redundancy, remote legs (network namespaces: needs root), layouts in C, Zig, Python and JavaScript"
 cargo test --release --workspace
+
+echo "== the tutorials, run as written: a first layout in Rust, C, Zig, Python and JavaScript, proven and served"
+./scripts/tutorials.sh
 
 echo "== the VM suite: Debian's 6.12 kernel under qemu TCG: ublk, ext4, fio verify, kill -9 recovery, md interoperability, perf vs md raid0"
 ./tests/vm/run.sh
