@@ -36,12 +36,19 @@ pub struct UblkConfig {
     pub workers: usize,
     /// Take over device N left by a server that died.
     pub recover: Option<u32>,
+    /// Undo libublk's pinning of each queue thread to the CPUs mapped to its
+    /// queue. Pinned, a single submitter (one fio job, one database thread)
+    /// shares its CPU with its queue thread. Measured in the VM (2 vCPUs,
+    /// TCG): unpinned, 4k random reads +25-30%, 1 MiB sequential reads
+    /// -20% (the copy into the request is cheaper on the submitter's CPU),
+    /// hence pinned by default.
+    pub unpin_queues: bool,
 }
 
 impl Default for UblkConfig {
     fn default() -> Self {
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        UblkConfig { id: None, queues: cpus.clamp(1, 4) as u16, depth: 64, max_io_bytes: 512 << 10, workers: 32, recover: None }
+        UblkConfig { id: None, queues: cpus.clamp(1, 4) as u16, depth: 64, max_io_bytes: 512 << 10, workers: 32, recover: None, unpin_queues: false }
     }
 }
 
@@ -173,20 +180,51 @@ pub fn serve(
     let pool = pool::Pool::new(device.clone(), config.workers)?;
     let jobs = pool.submit();
     let started = Started { id: info.dev_id, path: ctrl.get_bdev_path(), queues: info.nr_hw_queues, depth: info.queue_depth, recovered: recovering };
+    let queue_threads = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let threads = queue_threads.clone();
+    let unpin_queues = config.unpin_queues;
     let result = ctrl.run_target(
         move |dev: &mut UblkDev| {
             dev.tgt.dev_size = limits.size;
             dev.tgt.params = params;
             Ok(())
         },
-        move |qid, dev: &UblkDev| queue::run(qid, dev, device, jobs),
-        move |_ctrl: &UblkCtrl| ready(started),
+        move |qid, dev: &UblkDev| {
+            // SAFETY: gettid has no preconditions.
+            threads.lock().push(unsafe { libc::gettid() });
+            queue::run(qid, dev, device, jobs)
+        },
+        move |_ctrl: &UblkCtrl| {
+            // libublk pinned every queue thread before the device started;
+            // every queue thread recorded itself before it could start.
+            if unpin_queues {
+                unpin(&queue_threads.lock());
+            }
+            ready(started)
+        },
     );
     pool.join();
     // A clean stop deletes the device (a recovered server does not own it
     // in libublk's eyes, so delete it explicitly either way).
     let _ = ctrl.del_dev();
     result.map(|_| ()).map_err(driver("serving the device"))
+}
+
+/// Let the scheduler place `threads` on any CPU this process may use.
+fn unpin(threads: &[libc::pid_t]) {
+    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
+    let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `allowed` is a valid cpu_set_t of the size passed.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed) } != 0 {
+        tracing::warn!("ublk: cannot read this process's CPU set; queue threads stay pinned: {}", std::io::Error::last_os_error());
+        return;
+    }
+    for &tid in threads {
+        // SAFETY: `allowed` is a valid cpu_set_t; a stale tid only fails.
+        if unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &allowed) } != 0 {
+            tracing::warn!(tid, "ublk: cannot unpin a queue thread: {}", std::io::Error::last_os_error());
+        }
+    }
 }
 
 fn prepare_recovery(ctrl: &UblkCtrl, id: u32, table_bytes: u64) -> Result<(), UblkFrontendError> {
