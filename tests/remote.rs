@@ -171,111 +171,107 @@ fn fio_in_background(uri: String, extra: &'static [&'static str]) -> std::thread
     std::thread::spawn(move || fio(&uri, extra))
 }
 
-#[test]
-fn twenty_link_cuts_and_server_restarts_under_fio_verify() {
+/// A raid1 "r" of a local file and a qemu-nbd export of another file from a
+/// network namespace, both of `leg_bytes`, assembled with `extra`. Fields
+/// drop in order: the server first, the namespace and files last.
+struct RemoteMirror {
+    served: Served,
+    remote: Remote,
+    net: Arc<Netns>,
+    dir: Arc<tempfile::TempDir>,
+}
+
+fn remote_mirror(leg_bytes: u64, extra: &[&str]) -> RemoteMirror {
     require("qemu-nbd");
     require("fio");
     let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
     let net = Arc::new(Netns::new());
     let (local, far) = (dir.path().join("local"), dir.path().join("far"));
-    sparse(&local, 256 << 20);
-    sparse(&far, 256 << 20);
-    let mut remote = Remote::qemu_nbd(&net, &far);
+    sparse(&local, leg_bytes);
+    sparse(&far, leg_bytes);
+    let remote = Remote::qemu_nbd(&net, &far);
     let legs = vec![local.display().to_string(), remote.uri()];
     create("r", "raid1", &legs);
-    let served = assemble(&dir, "r", &legs, &["--leg-timeout", "30"]);
-    let job = fio_in_background(served.uri(), &["--size=96M", "--rate=3m"]);
+    let served = assemble(&dir, "r", &legs, extra);
+    RemoteMirror { served, remote, net, dir }
+}
+
+#[test]
+fn twenty_link_cuts_and_server_restarts_under_fio_verify() {
+    let mut m = remote_mirror(256 << 20, &["--leg-timeout", "30"]);
+    let job = fio_in_background(m.served.uri(), &["--size=96M", "--rate=3m"]);
     // 20 cycles: even ones cut the link (TCP waits it out), odd ones restart
     // the server (the connection breaks; the leg reconnects and resends,
     // and the next cycle starts once it has).
-    let reconnects = || leg(&served.status(), 1)["link"]["reconnects"].as_u64().unwrap_or(0);
+    let reconnects = || leg(&m.served.status(), 1)["link"]["reconnects"].as_u64().unwrap_or(0);
     for cycle in 0..20 {
         if cycle % 2 == 0 {
-            net.link(false);
+            m.net.link(false);
             std::thread::sleep(Duration::from_millis(1200));
-            net.link(true);
+            m.net.link(true);
             std::thread::sleep(Duration::from_millis(500));
         } else {
             let before = reconnects();
-            remote.kill();
+            m.remote.kill();
             std::thread::sleep(Duration::from_millis(800));
-            remote.restart();
+            m.remote.restart();
             wait_for("the leg to reconnect", Duration::from_secs(20), || reconnects() > before);
         }
     }
     let (ok, out) = job.join().expect("fio thread");
-    assert!(ok, "fio saw an error across 20 disconnect/reconnect cycles: {out}\n{}", served.log());
-    let st = served.status();
+    assert!(ok, "fio saw an error across 20 disconnect/reconnect cycles: {out}\n{}", m.served.log());
+    let st = m.served.status();
     let far_leg = leg(&st, 1);
     assert_eq!(far_leg["health_char"], "A", "the remote leg must ride out short breaks: {st:#}");
     let reconnects = far_leg["link"]["reconnects"].as_u64().unwrap_or(0);
-    assert!(reconnects >= 10, "10 server restarts should mean 10 reconnects, saw {reconnects}: {far_leg:#}\n{}", served.log());
+    assert!(reconnects >= 10, "10 server restarts should mean 10 reconnects, saw {reconnects}: {far_leg:#}\n{}", m.served.log());
     println!("20 cycles: fio verify clean, {reconnects} reconnects, leg {}", far_leg["health"]);
 }
 
 #[test]
 fn a_server_away_past_the_timeout_degrades_then_resyncs_only_what_was_written() {
-    require("qemu-nbd");
-    require("fio");
-    let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
-    let net = Arc::new(Netns::new());
-    let (local, far) = (dir.path().join("local"), dir.path().join("far"));
-    sparse(&local, 1 << 30);
-    sparse(&far, 1 << 30);
-    let mut remote = Remote::qemu_nbd(&net, &far);
-    let legs = vec![local.display().to_string(), remote.uri()];
-    create("r", "raid1", &legs);
-    let served = assemble(&dir, "r", &legs, &["--leg-timeout", "2", "--daemon-sleep", "0.5"]);
-    remote.kill();
+    let mut m = remote_mirror(1 << 30, &["--leg-timeout", "2", "--daemon-sleep", "0.5"]);
+    m.remote.kill();
     // Written while the remote is away: 24 MiB at 128 MiB, within one bitmap region.
-    let (ok, out) = fio(&served.uri(), &["--offset=128M", "--size=24M", "--randseed=7"]);
+    let (ok, out) = fio(&m.served.uri(), &["--offset=128M", "--size=24M", "--randseed=7"]);
     assert!(ok, "writes must go on degraded: {out}");
-    let st = served.status();
+    let st = m.served.status();
     assert_eq!(leg(&st, 1)["health_char"], "D", "past the timeout the leg is failed: {st:#}");
     assert_eq!(leg(&st, 1)["link"]["connected"], false);
-    remote.restart();
-    wait_for("the re-add and its recovery", Duration::from_secs(60), || idle(&served));
-    let st = served.status();
+    m.remote.restart();
+    wait_for("the re-add and its recovery", Duration::from_secs(60), || idle(&m.served));
+    let st = m.served.status();
     let last = st["arrays"][0]["sync_last"].as_str().unwrap_or("").to_string();
     let moved: u64 = last.split_whitespace().find_map(|w| w.parse().ok()).unwrap_or(u64::MAX);
     let size = st["size_bytes"].as_u64().expect("size");
     println!("written while away: 24 MiB; recovery moved {moved} bytes (reads + writes) of a {size}-byte array: {last}");
     assert!(moved > 0 && moved <= 2 * 128 << 20, "the recovery must move only the dirty regions (24 MiB written): {last}");
     // The remote leg alone must now hold what was written while it was away.
-    let out = served.ctl(&["leg", "fail", "r", "0"]);
+    let out = m.served.ctl(&["leg", "fail", "r", "0"]);
     assert!(out.status.success());
-    let (ok, out) = fio(&served.uri(), &["--offset=128M", "--size=24M", "--randseed=7", "--verify_only"]);
+    let (ok, out) = fio(&m.served.uri(), &["--offset=128M", "--size=24M", "--randseed=7", "--verify_only"]);
     assert!(ok, "the re-added remote leg does not hold the data written while it was away: {out}");
 }
 
 #[test]
 fn a_server_gone_for_good_is_replaced_by_a_new_leg() {
-    require("qemu-nbd");
-    require("fio");
-    let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
-    let net = Arc::new(Netns::new());
-    let (local, far, spare) = (dir.path().join("local"), dir.path().join("far"), dir.path().join("spare"));
-    sparse(&local, 128 << 20);
-    sparse(&far, 128 << 20);
+    let mut m = remote_mirror(128 << 20, &["--leg-timeout", "1"]);
+    let spare = m.dir.path().join("spare");
     sparse(&spare, 128 << 20);
-    let mut remote = Remote::qemu_nbd(&net, &far);
-    let legs = vec![local.display().to_string(), remote.uri()];
-    create("r", "raid1", &legs);
-    let served = assemble(&dir, "r", &legs, &["--leg-timeout", "1"]);
-    let (ok, out) = fio(&served.uri(), &["--size=32M", "--randseed=3"]);
+    let (ok, out) = fio(&m.served.uri(), &["--size=32M", "--randseed=3"]);
     assert!(ok, "{out}");
-    remote.kill();
-    let (ok, out) = fio(&served.uri(), &["--offset=48M", "--size=16M", "--randseed=4"]);
+    m.remote.kill();
+    let (ok, out) = fio(&m.served.uri(), &["--offset=48M", "--size=16M", "--randseed=4"]);
     assert!(ok, "degraded writes: {out}");
-    let out = served.ctl(&["leg", "remove", "r", "1"]);
+    let out = m.served.ctl(&["leg", "remove", "r", "1"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = served.ctl(&["leg", "add", "r", &spare.display().to_string(), "--wait"]);
+    let out = m.served.ctl(&["leg", "add", "r", &spare.display().to_string(), "--wait"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    wait_for("the rebuild", Duration::from_secs(60), || idle(&served));
-    let out = served.ctl(&["leg", "fail", "r", "0"]);
+    wait_for("the rebuild", Duration::from_secs(60), || idle(&m.served));
+    let out = m.served.ctl(&["leg", "fail", "r", "0"]);
     assert!(out.status.success());
     for (offset, size, seed) in [("0", "32M", "3"), ("48M", "16M", "4")] {
-        let (ok, out) = fio(&served.uri(), &[&format!("--offset={offset}"), &format!("--size={size}"), &format!("--randseed={seed}"), "--verify_only"]);
+        let (ok, out) = fio(&m.served.uri(), &[&format!("--offset={offset}"), &format!("--size={size}"), &format!("--randseed={seed}"), "--verify_only"]);
         assert!(ok, "the new leg alone must hold everything: {out}");
     }
 }
