@@ -243,16 +243,9 @@ fn prepare_recovery(ctrl: &UblkCtrl, id: u32, table_bytes: u64) -> Result<(), Ub
 }
 
 /// Stop device `id`: the kernel fails nothing in flight, drains the queues,
-/// and the serving thread returns. Runs on a thread of its own because
-/// libublk's control ring belongs to the thread that made it.
+/// and the serving thread returns.
 pub fn stop(id: u32) -> Result<(), UblkFrontendError> {
-    std::thread::spawn(move || -> Result<(), UblkFrontendError> {
-        let ctrl = UblkCtrl::new_simple(id as i32).map_err(driver(format!("cannot open device {id}")))?;
-        ctrl.kill_dev().map_err(driver(format!("cannot stop device {id}")))?;
-        Ok(())
-    })
-    .join()
-    .map_err(|_| UblkFrontendError::Driver { what: format!("stopping device {id}"), detail: "the control thread died".into() })?
+    on_control_thread(id, "stopping", move |ctrl| ctrl.kill_dev().map(|_| ()).map_err(driver(format!("cannot stop device {id}"))))
 }
 
 /// Delete device `id` (one whose server is gone; a live one is stopped
@@ -261,13 +254,15 @@ pub fn delete(id: u32) -> Result<(), UblkFrontendError> {
     if !Path::new(CONTROL).exists() {
         return Err(UblkFrontendError::Unavailable);
     }
-    std::thread::spawn(move || -> Result<(), UblkFrontendError> {
-        let ctrl = UblkCtrl::new_simple(id as i32).map_err(driver(format!("cannot open device {id}")))?;
-        ctrl.del_dev().map_err(driver(format!("cannot delete device {id}")))?;
-        Ok(())
-    })
-    .join()
-    .map_err(|_| UblkFrontendError::Driver { what: format!("deleting device {id}"), detail: "the control thread died".into() })?
+    on_control_thread(id, "deleting", move |ctrl| ctrl.del_dev().map(|_| ()).map_err(driver(format!("cannot delete device {id}"))))
+}
+
+/// Run `act` on device `id` from a thread of its own: libublk's control
+/// ring belongs to the thread that made it, so the caller's must not be used.
+fn on_control_thread(id: u32, doing: &str, act: impl FnOnce(&UblkCtrl) -> Result<(), UblkFrontendError> + Send + 'static) -> Result<(), UblkFrontendError> {
+    std::thread::spawn(move || act(&UblkCtrl::new_simple(id as i32).map_err(driver(format!("cannot open device {id}")))?))
+        .join()
+        .map_err(|_| UblkFrontendError::Driver { what: format!("{doing} device {id}"), detail: "the control thread died".into() })?
 }
 
 /// Every ublk device with its state.
