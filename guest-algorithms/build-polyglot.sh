@@ -39,7 +39,9 @@ mkdir -p "$work/python" && cp "$here/python/pyramid/app.py" "$work/python/"
 (cd "$work/python" && componentize-py -d "$work/wit" -w layout componentize app -o "$work/python-pyramid.wasm" --stub-wasi >/dev/null)
 "$wasmraid" algo componentize "$work/python-pyramid.wasm" -o "$out/python-pyramid.wasm" --language Python=3.14 --sdk "componentize-py=$py_version" >/dev/null
 
-qjs_version=$(node -p 'require(process.argv[1]).version' "$root/target/toolchains/node/node_modules/componentize-qjs/package.json" 2>/dev/null || echo "")
+# The version of the componentize-qjs on PATH (wherever $WASMRAID_TOOLCHAINS put it).
+qjs_package=$(dirname "$(dirname "$(readlink -f "$(command -v componentize-qjs)")")")/package.json
+qjs_version=$(node -p 'require(process.argv[1]).version' "$qjs_package")
 echo "build-polyglot: JavaScript draid (componentize-qjs $qjs_version)" >&2
 componentize-qjs --wit "$work/wit" --js "$here/javascript/draid/draid.js" -o "$work/javascript-draid.wasm" --sync --stub-wasi >/dev/null
 "$wasmraid" algo componentize "$work/javascript-draid.wasm" -o "$out/javascript-draid.wasm" --language JavaScript --sdk "componentize-qjs=$qjs_version" >/dev/null
