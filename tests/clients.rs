@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
-use wasmraid_tests::{Served, fio, require, run};
+use wasmraid_tests::{Served, fio, require, run, verify_with_failures};
 
 fn qemu_io(uri: &str, commands: &[&str]) -> (bool, String) {
     require("qemu-io");
@@ -87,26 +87,6 @@ fn qemu_img_convert_compare_and_nbdcopy() {
     let (ok, text) = run(Command::new("nbdcopy").arg(s.uri()).arg(&back));
     assert!(ok, "{text}");
     assert!(std::fs::read(&back).unwrap() == data, "nbdcopy read back different bytes");
-}
-
-/// fio verify while `fail` legs are failed mid-run, one run per set.
-fn verify_with_failures(layout: &str, legs: usize, args: &str, sets: &[Vec<usize>]) {
-    require("fio");
-    for set in sets {
-        let s = Served::layout(layout, legs, "24M", args, "64K");
-        let uri = s.uri();
-        let job = std::thread::spawn(move || fio(&uri, &["--size=48M"]));
-        std::thread::sleep(Duration::from_millis(150));
-        for leg in set {
-            let out = s.ctl(&["leg", "fail", &s.name, &leg.to_string()]);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        }
-        let (clean, text) = job.join().unwrap();
-        assert!(clean, "{layout} {args} with legs {set:?} failed:\n{text}\n{}", s.log());
-        let status = s.status();
-        let health = status["arrays"][0]["health"].as_str().unwrap().to_string();
-        assert_eq!(health.matches('D').count(), set.len(), "{health}");
-    }
 }
 
 fn each_leg(n: usize) -> Vec<Vec<usize>> {

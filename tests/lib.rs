@@ -211,6 +211,27 @@ pub fn fio(uri: &str, extra: &[&str]) -> (bool, String) {
     (clean, text)
 }
 
+/// fio verify through NBD while the legs of each set are failed mid-run, one
+/// served array per set; `layout` is a built-in name or a component file.
+pub fn verify_with_failures(layout: &str, legs: usize, args: &str, sets: &[Vec<usize>]) {
+    require("fio");
+    for set in sets {
+        let s = Served::layout(layout, legs, "24M", args, "64K");
+        let uri = s.uri();
+        let job = std::thread::spawn(move || fio(&uri, &["--size=48M"]));
+        std::thread::sleep(Duration::from_millis(150));
+        for leg in set {
+            let out = s.ctl(&["leg", "fail", &s.name, &leg.to_string()]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        let (clean, text) = job.join().unwrap();
+        assert!(clean, "{layout} {args} with legs {set:?} failed:\n{text}\n{}", s.log());
+        let status = s.status();
+        let health = status["arrays"][0]["health"].as_str().unwrap().to_string();
+        assert_eq!(health.matches('D').count(), set.len(), "{health}");
+    }
+}
+
 /// A leg that fails reads (or every I/O) in a byte range: fault injection
 /// in the manner of dm-error and dm-flakey, for the reliability tests.
 pub struct BadRange {

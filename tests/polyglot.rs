@@ -13,7 +13,7 @@ use wasmraid::layout::Geometry;
 use wasmraid::layout::compare;
 use wasmraid::layout::proven::ProvenLayout;
 use wasmraid::sandbox::{GuestInstance, LoadedComponent, Sandbox, component};
-use wasmraid_tests::{Served, fio, require};
+use wasmraid_tests::verify_with_failures;
 
 /// The four components, built once per test binary.
 static BUILT: LazyLock<PathBuf> = LazyLock::new(|| {
@@ -119,18 +119,7 @@ fn javascript_draid_maps_like_rust() {
 
 /// fio verify through NBD while `fail` is failed mid-run.
 fn serves_with_a_failed_leg(file: &str, legs: usize, args: &str, fail: usize) {
-    require("fio");
-    let path = BUILT.join(file);
-    let s = Served::layout(&path.display().to_string(), legs, "24M", args, "64K");
-    let uri = s.uri();
-    let job = std::thread::spawn(move || fio(&uri, &["--size=32M"]));
-    std::thread::sleep(Duration::from_millis(300));
-    let out = s.ctl(&["leg", "fail", &s.name, &fail.to_string()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (clean, text) = job.join().expect("fio thread");
-    assert!(clean, "{file} {args}: fio verify with leg {fail} failed:\n{text}\n{}", s.log());
-    let status = s.status();
-    assert_eq!(status["arrays"][0]["health"].as_str().map(|h| h.matches('D').count()), Some(1), "{status}");
+    verify_with_failures(&BUILT.join(file).display().to_string(), legs, args, &[vec![fail]]);
 }
 
 #[test]
