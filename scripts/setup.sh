@@ -14,6 +14,8 @@ fi
 packages=(${WASMRAID_APT_PACKAGES:-qemu-utils libnbd-bin nbdkit fio libisal-dev libclang-dev qemu-system-x86 busybox-static mdadm e2fsprogs cpio kmod xz-utils iproute2 clang lld wasi-libc libclang-rt-14-dev-wasm32})
 # Node for the JavaScript toolchain, from Debian unless one is installed.
 command -v npm >/dev/null || packages+=(nodejs npm)
+# A Python that can make virtual environments, for the Zig and Python toolchains.
+python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
