@@ -1,7 +1,7 @@
 //! wasmraid raid0 over ublk against md raid0 over the same virtio legs, in
 //! one VM run (Debian's 6.12 kernel under qemu TCG; the host kernel has no
 //! ublk): fio 4k random read at depth 32 and 1 MiB sequential read,
-//! alternating md and wasmraid, median of three each. TCG makes absolute
+//! alternating md and wasmraid, median of five each. TCG makes absolute
 //! figures meaningless; the ratio is the figure. Bar: >= 0.7x md, both.
 //!
 //! This runs `tests/vm/run.sh perf-raid0` (the scenario holds the fio jobs)

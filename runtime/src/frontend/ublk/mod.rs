@@ -1,16 +1,21 @@
 //! The ublk frontend: a device served to the kernel as `/dev/ublkbN`.
 //!
 //! libublk runs one thread per hardware queue, each with its own io_uring
-//! and a single-threaded executor (`queue.rs`); the requests go to a pool
-//! of worker threads that call the synchronous device (`pool.rs`). The
+//! and a single-threaded executor (`queue.rs`), which reads plain reads
+//! straight from the legs; other requests go to a pool of worker threads
+//! that call the synchronous device (`pool.rs`). The server moves request
+//! data itself (`UBLK_F_USER_COPY`, `user_copy.rs`), from buffers of its
+//! own (`buffers.rs`). The
 //! device is created with `UBLK_F_USER_RECOVERY` and `..._REISSUE`: if the
 //! server dies, `/dev/ublkbN` stays, requests queue up in the kernel, and
 //! a new server started with `--recover N` takes the device back and gets
 //! the requests the dead one had in hand reissued, so users see no error.
 //! (The server must really die for that: the binary aborts on panic.)
 
+mod buffers;
 mod pool;
 mod queue;
+mod user_copy;
 
 use crate::device::BlockDevice;
 use libublk::ctrl::{UblkCtrl, UblkCtrlBuilder};
@@ -168,7 +173,7 @@ pub fn serve(
         .nr_queues(config.queues.max(1))
         .depth(config.depth.max(1))
         .io_buf_bytes(config.max_io_bytes)
-        .ctrl_flags(u64::from(sys::UBLK_F_USER_RECOVERY | sys::UBLK_F_USER_RECOVERY_REISSUE))
+        .ctrl_flags(u64::from(sys::UBLK_F_USER_RECOVERY | sys::UBLK_F_USER_RECOVERY_REISSUE | sys::UBLK_F_USER_COPY))
         .dev_flags(flags)
         .build()
         .map_err(driver(if recovering { format!("cannot open device {id} to recover it") } else { "cannot create the device".into() }))?;

@@ -7,11 +7,12 @@
 //! and awaits the buffer back. Ownership of the buffer travels with the job,
 //! so no pointer is shared between threads.
 
+use super::buffers::TagBuf;
+use super::user_copy::UserCopy;
 use crate::device::BlockDevice;
-use libublk::helpers::IoBuf;
 use libublk::sys;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
 
 /// One request, as the kernel described it.
@@ -35,35 +36,108 @@ impl Request {
     }
 }
 
-/// What a worker sends back: the buffer, and the result the kernel gets
-/// (bytes done, or a negative errno).
-pub type Done = (IoBuf<u8>, i32);
+/// Where part of a read's data sits in the buffer: the `len` bytes of the
+/// request from `request_offset` are at `buf_offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    pub request_offset: usize,
+    pub buf_offset: usize,
+    pub len: usize,
+}
+
+/// What a worker sends back: the buffer and the pieces list (both reused),
+/// and the result the kernel gets (bytes done, or a negative errno).
+pub type Done = (TagBuf, Vec<Piece>, i32);
 
 /// A request on its way to a worker.
 pub struct Job {
     pub request: Request,
-    pub buf: IoBuf<u8>,
+    pub tag: u16,
+    pub work: Work,
+    pub buf: TagBuf,
+    /// For `Work::Deliver`: where the data is in `buf`, in request order
+    /// (empty: in order from byte 0).
+    pub pieces: Vec<Piece>,
+    /// How the request's data moves between `buf` and the kernel.
+    pub copy: Arc<UserCopy>,
     pub reply: smol::channel::Sender<Done>,
     /// The queue's eventfd: written after the reply so that the queue
     /// thread, asleep in its io_uring wait, wakes up and runs the task.
     pub wake: Arc<File>,
 }
 
+/// What a worker does with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Everything: fetch a write's data, run the request on the device,
+    /// deliver a read's data.
+    Serve,
+    /// `buf` already holds the read's data (the queue thread read the legs):
+    /// only deliver it, off the queue thread's CPU.
+    Deliver,
+}
+
+/// The jobs waiting for a worker. A mutex and a condition variable rather
+/// than a channel: a channel's receivers spin before they sleep, and on a
+/// machine with few CPUs those spins are taken from the queue threads.
+#[derive(Default)]
+struct Waiting {
+    jobs: parking_lot::Mutex<(std::collections::VecDeque<Job>, bool)>,
+    ready: parking_lot::Condvar,
+}
+
+/// Where queue threads hand jobs to the pool.
+#[derive(Clone)]
+pub struct Jobs(Arc<Waiting>);
+
+impl Jobs {
+    /// Queue `job` for a worker; it comes back if the pool has stopped.
+    pub fn send(&self, job: Job) -> Result<(), Job> {
+        let mut waiting = self.0.jobs.lock();
+        if waiting.1 {
+            return Err(job);
+        }
+        waiting.0.push_back(job);
+        drop(waiting);
+        self.0.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next job, or None once the pool is stopping and none is left.
+    fn next(&self) -> Option<Job> {
+        let mut waiting = self.0.jobs.lock();
+        loop {
+            if let Some(job) = waiting.0.pop_front() {
+                return Some(job);
+            }
+            if waiting.1 {
+                return None;
+            }
+            self.0.ready.wait(&mut waiting);
+        }
+    }
+
+    fn close(&self) {
+        self.0.jobs.lock().1 = true;
+        self.0.ready.notify_all();
+    }
+}
+
 /// A fixed set of threads serving jobs for every queue of one device.
 pub struct Pool {
-    jobs: crossbeam_channel::Sender<Job>,
+    jobs: Jobs,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Pool {
     pub fn new(device: Arc<dyn BlockDevice>, threads: usize) -> io::Result<Pool> {
-        let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
+        let jobs = Jobs(Arc::default());
         let mut handles = Vec::with_capacity(threads);
         for i in 0..threads.max(1) {
-            let queue = queue.clone();
+            let queue = jobs.clone();
             let device = device.clone();
             handles.push(std::thread::Builder::new().name(format!("wasmraid-ublk-{i}")).spawn(move || {
-                for job in queue {
+                while let Some(job) = queue.next() {
                     serve_job(device.as_ref(), job);
                 }
             })?);
@@ -71,25 +145,86 @@ impl Pool {
         Ok(Pool { jobs, threads: handles })
     }
 
-    pub fn submit(&self) -> crossbeam_channel::Sender<Job> {
+    pub fn submit(&self) -> Jobs {
         self.jobs.clone()
     }
 
     /// Let the workers finish what they hold and exit.
-    pub fn join(self) {
-        drop(self.jobs);
-        for t in self.threads {
+    pub fn join(mut self) {
+        self.jobs.close();
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
 }
 
+impl Drop for Pool {
+    /// A pool dropped without `join` still lets its workers go.
+    fn drop(&mut self) {
+        self.jobs.close();
+    }
+}
+
 fn serve_job(device: &dyn BlockDevice, job: Job) {
-    let Job { request, mut buf, reply, wake } = job;
-    let result = serve(device, &request, &mut buf);
+    let Job { request, tag, work, mut buf, pieces, copy, reply, wake } = job;
+    let result = match work {
+        Work::Serve => serve_copying(device, &copy, tag, &request, buf.as_mut_slice()),
+        Work::Deliver => read_result(&request, deliver(&copy, tag, buf.as_slice(), &pieces)),
+    };
+    // The descriptor must not outlive the queue (the device's removal
+    // waits for its last close): drop it before the queue can end.
+    drop(copy);
     // The task may be gone only when its queue died; nothing waits then.
-    let _ = reply.try_send((buf, result));
+    let _ = reply.try_send((buf, pieces, result));
     let _ = (&*wake).write_all(&1u64.to_ne_bytes());
+}
+
+/// Run one request, moving its data in and out through `copy`.
+fn serve_copying(device: &dyn BlockDevice, copy: &UserCopy, tag: u16, r: &Request, buf: &mut [u8]) -> i32 {
+    if r.op == sys::UBLK_IO_OP_WRITE {
+        let Some(data) = usize::try_from(r.len).ok().and_then(|n| buf.get_mut(..n)) else {
+            return -libc::EINVAL;
+        };
+        if let Err(e) = copy.fetch(tag, data) {
+            tracing::warn!(offset = r.offset, len = r.len, "ublk: cannot fetch a write's data: {e}");
+            return -errno(&e);
+        }
+    }
+    let result = serve(device, r, buf);
+    if r.op == sys::UBLK_IO_OP_READ && result > 0 {
+        let whole = [Piece { request_offset: 0, buf_offset: 0, len: result as usize }];
+        return read_result(r, deliver(copy, tag, buf, &whole));
+    }
+    result
+}
+
+/// Hand part of a read's data to the kernel: the `pieces` of `buf`, in
+/// request order and following each other in the request.
+pub fn deliver(copy: &UserCopy, tag: u16, buf: &[u8], pieces: &[Piece]) -> io::Result<usize> {
+    let out_of_buffer = || io::Error::new(io::ErrorKind::InvalidInput, "a read's data lies outside its buffer");
+    let slices = pieces
+        .iter()
+        .map(|p| p.buf_offset.checked_add(p.len).and_then(|end| buf.get(p.buf_offset..end)).map(IoSlice::new))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(out_of_buffer)?;
+    let start = pieces.first().map_or(0, |p| p.request_offset);
+    copy.deliver(tag, start, &slices)?;
+    Ok(slices.iter().map(|s| s.len()).sum())
+}
+
+/// The kernel's answer for a read whose delivery came to `delivered`.
+pub fn read_result(r: &Request, delivered: io::Result<usize>) -> i32 {
+    match delivered {
+        Ok(n) if n as u64 == r.len => n as i32,
+        Ok(n) => {
+            tracing::warn!(offset = r.offset, len = r.len, "ublk: only {n} bytes of a read delivered");
+            -libc::EIO
+        }
+        Err(e) => {
+            tracing::warn!(offset = r.offset, len = r.len, "ublk: cannot deliver a read's data: {e}");
+            -errno(&e)
+        }
+    }
 }
 
 /// Run one request; the kernel's answer.
@@ -169,6 +304,31 @@ mod tests {
         assert_eq!(serve(&dev, &request(sys::UBLK_IO_OP_READ, 4096, 4096), &mut back), 4096);
         assert!(back[..4096].iter().all(|&b| b == 0));
         assert_eq!(serve(&dev, &request(sys::UBLK_IO_OP_FLUSH, 0, 0), &mut back), 0);
+    }
+
+    #[test]
+    fn reads_are_delivered_in_request_order_and_writes_fetched_at_the_tags_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).open(dir.path().join("cdev")).unwrap();
+        let copy = UserCopy::over(file.try_clone().unwrap(), 1);
+        // Queue 1, tag 3: where ublk puts that request's data.
+        let at = u64::from(sys::UBLKSRV_IO_BUF_OFFSET) | (1 << sys::UBLK_QID_OFF) | (3 << sys::UBLK_TAG_OFF);
+        // The buffer holds the request's second half first, as legs put it.
+        let buf: Vec<u8> = (0..8192u32).map(|i| if i < 4096 { 2 } else { 1 }).collect();
+        let pieces = [Piece { request_offset: 0, buf_offset: 4096, len: 4096 }, Piece { request_offset: 4096, buf_offset: 0, len: 4096 }];
+        let r = request(sys::UBLK_IO_OP_READ, 0, 8192);
+        assert_eq!(read_result(&r, deliver(&copy, 3, &buf, &pieces)), 8192);
+        let mut back = vec![0u8; 8192];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut back, at).unwrap();
+        assert!(back[..4096].iter().all(|&b| b == 1) && back[4096..].iter().all(|&b| b == 2));
+        // Half a request delivered is an error, not a short success.
+        assert_eq!(read_result(&r, deliver(&copy, 3, &buf, &pieces[1..])), -libc::EIO);
+        // A piece outside the buffer is refused before anything is copied.
+        let outside = [Piece { request_offset: 0, buf_offset: 8000, len: 4096 }];
+        assert_eq!(read_result(&r, deliver(&copy, 3, &buf, &outside)), -libc::EINVAL);
+        let mut fetched = vec![0u8; 8192];
+        copy.fetch(3, &mut fetched).unwrap();
+        assert_eq!(fetched, back);
     }
 
     #[test]

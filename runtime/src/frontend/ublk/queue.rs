@@ -1,15 +1,23 @@
 //! One ublk queue thread: a task per tag on libublk's executor, and a task
 //! that wakes the thread when the pool finishes a request.
 //!
+//! A plain read is served here: the legs are read on this queue's io_uring
+//! into the tag's buffer, a leg's chunks side by side, and the data is
+//! copied to the request (user copy) by this thread when small, by a worker
+//! when large, so that the copy, the one cost md does not have, runs on
+//! another CPU while this thread goes on with other requests. Everything
+//! else goes to the pool.
+//!
 //! The thread sleeps in its io_uring wait. The kernel's commands complete
 //! through that ring, but a worker finishing a request is another thread:
 //! it writes the queue's eventfd, a read of which is always pending in the
 //! ring, so the wait returns and the executor runs the woken task, which
 //! commits the result and fetches the next request in one command.
 
-use super::pool::{Job, Request};
+use super::buffers::{self, TagBuf};
+use super::pool::{Job, Jobs, Piece, Request, Work, deliver, read_result};
+use super::user_copy::UserCopy;
 use crate::device::{BlockDevice, Extent};
-use libublk::helpers::IoBuf;
 use libublk::io::{UblkDev, UblkQueue};
 use libublk::uring_async::ublk_submit_sqe_async;
 use libublk::{BufDesc, UblkError, UblkUringData};
@@ -19,11 +27,26 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 /// Serve queue `qid` until the device stops.
-pub fn run(qid: u16, dev: &UblkDev, device: Arc<dyn BlockDevice>, jobs: crossbeam_channel::Sender<Job>) {
+pub fn run(qid: u16, dev: &UblkDev, device: Arc<dyn BlockDevice>, jobs: Jobs) {
     let wake = match eventfd() {
         Ok(f) => Arc::new(f),
         Err(e) => {
             tracing::error!(queue = qid, "ublk queue cannot create its eventfd: {e}");
+            return;
+        }
+    };
+    let copy = match UserCopy::new(dev, qid) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            tracing::error!(queue = qid, "ublk queue cannot open the device's data: {e}");
+            return;
+        }
+    };
+    let depth = usize::from(dev.dev_info.queue_depth);
+    let (region, bufs) = match buffers::allocate(depth, dev.dev_info.max_io_buf_bytes as usize) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(queue = qid, "ublk queue cannot allocate its buffers: {e}");
             return;
         }
     };
@@ -34,18 +57,25 @@ pub fn run(qid: u16, dev: &UblkDev, device: Arc<dyn BlockDevice>, jobs: crossbea
             return;
         }
     };
+    let fixed = register(&region, qid);
+    let mut bufs: Vec<Option<TagBuf>> = bufs.into_iter().map(Some).collect();
     let executor = Rc::new(smol::LocalExecutor::new());
-    let buf_bytes = dev.dev_info.max_io_buf_bytes as usize;
     let mut tags = Vec::new();
     for tag in queue.tags() {
-        let (q, jobs, wake, device) = (queue.clone(), jobs.clone(), wake.clone(), device.clone());
+        let Some(buf) = bufs.get_mut(usize::from(tag)).and_then(Option::take) else {
+            tracing::error!(queue = qid, tag, "ublk tag beyond the queue depth {depth}");
+            continue;
+        };
+        let (q, jobs, wake, device, copy) = (queue.clone(), jobs.clone(), wake.clone(), device.clone(), copy.clone());
         tags.push(executor.spawn(async move {
-            match serve_tag(&q, tag, buf_bytes, &*device, jobs, wake).await {
+            let tag_io = TagIo { tag, jobs, wake, copy, fixed };
+            match serve_tag(&q, &tag_io, buf, &*device).await {
                 Ok(()) | Err(UblkError::QueueIsDown) => {}
                 Err(e) => tracing::error!(queue = qid, tag, "ublk tag stopped: {}", super::describe(&e)),
             }
         }));
     }
+    drop(copy);
     // Never finished on purpose: it lives as long as the executor, which
     // drops it once every tag task is done.
     let waker = executor.spawn(drain_wakeups(wake.clone()));
@@ -58,93 +88,157 @@ pub fn run(qid: u16, dev: &UblkDev, device: Arc<dyn BlockDevice>, jobs: crossbea
         }
     }));
     drop(waker);
+    if fixed {
+        // Every read into the region has completed (every tag task is done).
+        let _ = libublk::io::with_task_io_ring(|ring| ring.submitter().unregister_buffers());
+    }
 }
+
+/// Register the queue's buffers with its io_uring as fixed buffer 0, so
+/// that leg reads into them pin no pages; false if the kernel refuses (an
+/// unprivileged user's locked-memory limit), and reads then pin per read.
+fn register(region: &buffers::Region, qid: u16) -> bool {
+    let iov = [region.iovec()];
+    // SAFETY: the iovec describes the region's whole mapping, which stays
+    // mapped until after `unregister_buffers` at the end of `run` (the
+    // region is dropped only when `run` returns).
+    match libublk::io::with_task_io_ring(|ring| unsafe { ring.submitter().register_buffers(&iov) }) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(queue = qid, "ublk queue buffers not registered with io_uring ({e}); leg reads pin pages each time");
+            false
+        }
+    }
+}
+
+/// What a tag task needs besides its buffer.
+struct TagIo {
+    tag: u16,
+    jobs: Jobs,
+    wake: Arc<File>,
+    copy: Arc<UserCopy>,
+    /// The queue's buffers are io_uring fixed buffer 0.
+    fixed: bool,
+}
+
+/// Reads up to this size are delivered by the queue thread itself; larger
+/// ones by a worker, so that the copy of a large read runs on another CPU
+/// while the queue thread goes on with other requests.
+const DELIVER_INLINE_MAX: u64 = 128 << 10;
 
 /// One tag: fetch a request, serve it (a plain read straight from the legs
 /// through this queue's ring, anything else by the pool), commit the result
 /// and fetch the next, until the queue goes down.
-async fn serve_tag(
-    q: &UblkQueue<'_>,
-    tag: u16,
-    buf_bytes: usize,
-    device: &dyn BlockDevice,
-    jobs: crossbeam_channel::Sender<Job>,
-    wake: Arc<File>,
-) -> Result<(), UblkError> {
+async fn serve_tag(q: &UblkQueue<'_>, io: &TagIo, mut buf: TagBuf, device: &dyn BlockDevice) -> Result<(), UblkError> {
+    let tag = io.tag;
     let (reply, replies) = smol::channel::bounded(1);
-    let mut buf = IoBuf::<u8>::new(buf_bytes);
     let mut extents = Vec::new();
-    q.submit_io_prep_cmd(tag, BufDesc::Slice(buf.as_slice()), -1, Some(&buf)).await?;
+    let mut pieces = Vec::new();
+    // User copy: the kernel is given no buffer and never copies.
+    q.submit_io_prep_cmd(tag, BufDesc::Slice(&[]), -1, None).await?;
     loop {
         let request = Request::from_desc(q.get_iod(tag));
+        let mut work = Work::Serve;
+        pieces.clear();
         if request.op == libublk::sys::UBLK_IO_OP_READ {
             extents.clear();
-            if device.read_extents(request.offset, request.len, 0, &mut extents) && read_direct(q, &mut extents, &mut buf).await {
-                q.submit_io_commit_cmd(tag, BufDesc::Slice(buf.as_slice()), request.len as i32).await?;
-                continue;
+            if device.read_extents(request.offset, request.len, 0, &mut extents) && read_direct(q, &mut extents, &mut buf, io.fixed, &mut pieces).await {
+                if request.len <= DELIVER_INLINE_MAX {
+                    let result = read_result(&request, deliver(&io.copy, tag, buf.as_slice(), &pieces));
+                    q.submit_io_commit_cmd(tag, BufDesc::Slice(&[]), result).await?;
+                    continue;
+                }
+                work = Work::Deliver;
+            } else {
+                pieces.clear();
             }
         }
-        let job = Job { request, buf, reply: reply.clone(), wake: wake.clone() };
+        let job = Job { request, tag, work, buf, pieces, copy: io.copy.clone(), reply: reply.clone(), wake: io.wake.clone() };
         // The pool outlives every queue; if it is gone the process is
         // going down and the request cannot be served.
-        let (back, result) = match jobs.send(job) {
+        let (back, back_pieces, result) = match io.jobs.send(job) {
             Ok(()) => replies.recv().await.map_err(|_| UblkError::OtherError(-libc::EIO))?,
-            Err(crossbeam_channel::SendError(job)) => (job.buf, -libc::EIO),
+            Err(job) => (job.buf, job.pieces, -libc::EIO),
         };
         buf = back;
-        q.submit_io_commit_cmd(tag, BufDesc::Slice(buf.as_slice()), result).await?;
+        pieces = back_pieces;
+        q.submit_io_commit_cmd(tag, BufDesc::Slice(&[]), result).await?;
     }
 }
 
-/// Read every extent into its place in `buf` at once, on this queue's
-/// ring; extents that follow each other in one file (a stripe's chunks on
-/// one leg) go as one vectored read, as the block layer would merge them.
-/// False if any read fails or comes up short: the caller then serves the
-/// request the slow way, which handles the error (and fails the leg).
-async fn read_direct(q: &UblkQueue<'_>, extents: &mut [Extent], buf: &mut IoBuf<u8>) -> bool {
-    let base = buf.as_mut_slice();
-    if extents.iter().any(|e| e.buf_offset.checked_add(e.len as usize).is_none_or(|end| end > base.len())) {
-        return false;
-    }
+/// Read every extent at once on this queue's ring. Extents that follow
+/// each other in one file (a stripe's chunks on one leg) are one read into
+/// one stretch of `buf`, as the block layer would merge them; `pieces` says
+/// where each part of the request landed, in request order, for the copy to
+/// the request. False if any read fails or comes up short, or the extents
+/// do not cover the request exactly: the caller then serves the request the
+/// slow way, which handles the error (and fails the leg).
+async fn read_direct(q: &UblkQueue<'_>, extents: &mut [Extent], buf: &mut TagBuf, fixed: bool, pieces: &mut Vec<Piece>) -> bool {
     extents.sort_unstable_by_key(|e| (e.file.as_raw_fd(), e.offset));
-    // One iovec list per run of contiguous extents; kept here until every
-    // read completes, since the kernel reads them when it starts the I/O.
-    let mut runs: Vec<(usize, Vec<libc::iovec>, u64)> = Vec::new();
+    // (first extent, bytes, where in buf)
+    let mut runs: Vec<(usize, u64, usize)> = Vec::new();
+    let mut used = 0usize;
     for (i, e) in extents.iter().enumerate() {
-        // SAFETY: `buf_offset + len` is within `base` (checked above).
-        let iov = libc::iovec { iov_base: unsafe { base.as_mut_ptr().add(e.buf_offset) }.cast(), iov_len: e.len as usize };
-        match runs.last_mut() {
-            Some((first, iovs, bytes))
-                if {
-                    let f = &extents[*first];
-                    Arc::ptr_eq(&f.file, &e.file) && f.offset + *bytes == e.offset && iovs.len() < 64
-                } =>
-            {
-                iovs.push(iov);
-                *bytes += u64::from(e.len);
-            }
-            _ => runs.push((i, vec![iov], u64::from(e.len))),
+        let follows = runs.last().is_some_and(|&(first, bytes, _)| {
+            let f = &extents[first];
+            Arc::ptr_eq(&f.file, &e.file) && f.offset + bytes == e.offset
+        });
+        if !follows {
+            runs.push((i, 0, used));
         }
+        if let Some(run) = runs.last_mut() {
+            run.1 += u64::from(e.len);
+        }
+        pieces.push(Piece { request_offset: e.buf_offset, buf_offset: used, len: e.len as usize });
+        used += e.len as usize;
+    }
+    let base = buf.as_mut_slice();
+    if used > base.len() || runs.iter().any(|&(_, bytes, _)| bytes > u64::from(u32::MAX)) {
+        return false;
     }
     let pending: Vec<_> = runs
         .iter()
-        .map(|(first, iovs, bytes)| {
-            let e = &extents[*first];
-            // The kernel writes into the iovecs' memory only until this
-            // read completes: every read is awaited below before `buf` is
-            // used again, and a tag task is never dropped while awaiting
-            // (the queue runs until every tag task has finished). `e.file`
-            // keeps the descriptor open until then.
-            let sqe = io_uring::opcode::Readv::new(io_uring::types::Fd(e.file.as_raw_fd()), iovs.as_ptr(), iovs.len() as u32).offset(e.offset).build();
-            (q.ublk_submit_sqe(sqe), *bytes)
+        .map(|&(first, bytes, at)| {
+            let e = &extents[first];
+            let fd = io_uring::types::Fd(e.file.as_raw_fd());
+            // SAFETY: `at + bytes <= used <= base.len()` (checked above).
+            let ptr = unsafe { base.as_mut_ptr().add(at) };
+            // The kernel writes into `base` only until this read completes:
+            // every read is awaited below before `buf` is used again, and a
+            // tag task is never dropped while awaiting (the queue runs until
+            // every tag task has finished). `e.file` keeps the descriptor
+            // open until then.
+            let sqe = if fixed {
+                io_uring::opcode::ReadFixed::new(fd, ptr, bytes as u32, 0).offset(e.offset).build()
+            } else {
+                io_uring::opcode::Read::new(fd, ptr, bytes as u32).offset(e.offset).build()
+            };
+            (q.ublk_submit_sqe(sqe), bytes)
         })
         .collect();
     let mut ok = true;
     for (read, bytes) in pending {
         ok &= i64::from(read.await) == bytes as i64;
     }
-    drop(runs);
-    ok
+    ok && in_request_order(pieces)
+}
+
+/// Sort `pieces` by their place in the request and merge neighbours that are
+/// neighbours in the buffer too; false unless they cover the request from
+/// byte 0 without gap or overlap.
+fn in_request_order(pieces: &mut Vec<Piece>) -> bool {
+    pieces.sort_unstable_by_key(|p| p.request_offset);
+    let mut merged: Vec<Piece> = Vec::with_capacity(pieces.len());
+    for p in pieces.iter() {
+        match merged.last_mut() {
+            Some(last) if last.request_offset + last.len != p.request_offset => return false,
+            Some(last) if last.buf_offset + last.len == p.buf_offset => last.len += p.len,
+            None if p.request_offset != 0 => return false,
+            _ => merged.push(*p),
+        }
+    }
+    *pieces = merged;
+    true
 }
 
 /// Keep a read of the eventfd pending in the queue's ring, forever: each
@@ -180,4 +274,32 @@ fn eventfd() -> std::io::Result<File> {
     }
     // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
     Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(request_offset: usize, buf_offset: usize, len: usize) -> Piece {
+        Piece { request_offset, buf_offset, len }
+    }
+
+    #[test]
+    fn pieces_sort_into_request_order_and_merge_where_the_buffer_allows() {
+        // raid0 over two legs, 4 chunks: leg 0 holds chunks 0 and 2, read
+        // into the buffer side by side, then leg 1 with chunks 1 and 3.
+        let mut p = vec![piece(0, 0, 64), piece(128, 64, 64), piece(64, 128, 64), piece(192, 192, 64)];
+        assert!(in_request_order(&mut p));
+        assert_eq!(p, vec![piece(0, 0, 64), piece(64, 128, 64), piece(128, 64, 64), piece(192, 192, 64)]);
+        let mut linear = vec![piece(64, 64, 64), piece(0, 0, 64)];
+        assert!(in_request_order(&mut linear));
+        assert_eq!(linear, vec![piece(0, 0, 128)]);
+    }
+
+    #[test]
+    fn pieces_with_a_gap_or_overlap_or_late_start_are_refused() {
+        assert!(!in_request_order(&mut vec![piece(0, 0, 64), piece(128, 64, 64)]));
+        assert!(!in_request_order(&mut vec![piece(0, 0, 64), piece(32, 64, 64)]));
+        assert!(!in_request_order(&mut vec![piece(64, 0, 64)]));
+    }
 }
