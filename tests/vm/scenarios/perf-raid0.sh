@@ -23,7 +23,7 @@ for round in 1 2 3 4 5; do
     serve p --layout raid0 --legs "$(legs 4)" --data-offset 1M --direct --max-io 1M
     w_rr="$w_rr $(run /dev/ublkb0 randread 4k)"; w_sr="$w_sr $(run /dev/ublkb0 read 1M)"
     stop_server p
-    echo "round $round: md$md_rr /$md_sr  wasmraid$w_rr /$w_sr"
+    result "round $round (4k IOPS / 1M MiB/s): md$md_rr /$md_sr  wasmraid$w_rr /$w_sr"
 done
 # A device of zeroes (no leg I/O at all): the worker pool's path, where a
 # worker fills the buffer and copies it to the request.

@@ -96,8 +96,14 @@ pub fn run(qid: u16, dev: &UblkDev, device: Arc<dyn BlockDevice>, jobs: Jobs) {
 
 /// Register the queue's buffers with its io_uring as fixed buffer 0, so
 /// that leg reads into them pin no pages; false if the kernel refuses (an
-/// unprivileged user's locked-memory limit), and reads then pin per read.
+/// unprivileged user's locked-memory limit) or `WASMRAID_UBLK_FIXED_BUFFERS=0`
+/// says not to (the VM suite uses it to test that path), and reads then pin
+/// pages per read.
 fn register(region: &buffers::Region, qid: u16) -> bool {
+    if std::env::var_os("WASMRAID_UBLK_FIXED_BUFFERS").is_some_and(|v| v == "0") {
+        tracing::warn!(queue = qid, "ublk queue buffers not registered (WASMRAID_UBLK_FIXED_BUFFERS=0): leg reads pin pages each time");
+        return false;
+    }
     let iov = [region.iovec()];
     // SAFETY: the iovec describes the region's whole mapping, which stays
     // mapped until after `unregister_buffers` at the end of `run` (the
@@ -105,7 +111,10 @@ fn register(region: &buffers::Region, qid: u16) -> bool {
     match libublk::io::with_task_io_ring(|ring| unsafe { ring.submitter().register_buffers(&iov) }) {
         Ok(()) => true,
         Err(e) => {
-            tracing::debug!(queue = qid, "ublk queue buffers not registered with io_uring ({e}); leg reads pin pages each time");
+            tracing::warn!(
+                queue = qid,
+                "ublk queue buffers not registered with io_uring ({e}): leg reads pin pages each time (raise the locked-memory limit, ulimit -l)"
+            );
             false
         }
     }
