@@ -176,7 +176,12 @@ pub fn serve(
         .ctrl_flags(u64::from(sys::UBLK_F_USER_RECOVERY | sys::UBLK_F_USER_RECOVERY_REISSUE | sys::UBLK_F_USER_COPY))
         .dev_flags(flags)
         .build()
-        .map_err(driver(if recovering { format!("cannot open device {id} to recover it") } else { "cannot create the device".into() }))?;
+        .map_err(|e| {
+            let needs = matches!(e, UblkError::OtherError(n) | UblkError::UringIOError(n) if n.abs() == libc::EINVAL);
+            let what = if recovering { format!("cannot open device {id} to recover it") } else { "cannot create the device".into() };
+            // The kernel refuses flags it does not know with EINVAL.
+            driver(if needs { format!("{what} (it needs user copy and user recovery with reissue: Linux 6.5 or newer)") } else { what })(e)
+        })?;
     if let Some(n) = config.recover {
         prepare_recovery(&ctrl, n, limits.size)?;
     }
