@@ -55,8 +55,8 @@ pub struct Job {
     pub tag: u16,
     pub work: Work,
     pub buf: TagBuf,
-    /// For `Work::Deliver`: where the data is in `buf`, in request order
-    /// (empty: in order from byte 0).
+    /// For `Work::Deliver`: where the data is in `buf`, in request order.
+    /// Unused by `Work::Serve`; it travels anyway so its allocation is reused.
     pub pieces: Vec<Piece>,
     /// How the request's data moves between `buf` and the kernel.
     pub copy: Arc<UserCopy>,
@@ -202,14 +202,15 @@ fn serve_copying(device: &dyn BlockDevice, copy: &UserCopy, tag: u16, r: &Reques
 /// request order and following each other in the request.
 pub fn deliver(copy: &UserCopy, tag: u16, buf: &[u8], pieces: &[Piece]) -> io::Result<usize> {
     let out_of_buffer = || io::Error::new(io::ErrorKind::InvalidInput, "a read's data lies outside its buffer");
-    let slices = pieces
+    let mut slices = pieces
         .iter()
         .map(|p| p.buf_offset.checked_add(p.len).and_then(|end| buf.get(p.buf_offset..end)).map(IoSlice::new))
         .collect::<Option<Vec<_>>>()
         .ok_or_else(out_of_buffer)?;
     let start = pieces.first().map_or(0, |p| p.request_offset);
-    copy.deliver(tag, start, &slices)?;
-    Ok(slices.iter().map(|s| s.len()).sum())
+    let total = slices.iter().map(|s| s.len()).sum();
+    copy.deliver(tag, start, &mut slices)?;
+    Ok(total)
 }
 
 /// The kernel's answer for a read whose delivery came to `delivered`.
@@ -329,6 +330,14 @@ mod tests {
         let mut fetched = vec![0u8; 8192];
         copy.fetch(3, &mut fetched).unwrap();
         assert_eq!(fetched, back);
+        // More pieces than one pwritev takes (IOV_MAX 1024): 2048 pieces of
+        // 4 bytes, each the buffer's pieces swapped pairwise.
+        let pieces: Vec<Piece> = (0..2048).map(|i| Piece { request_offset: i * 4, buf_offset: (i ^ 1) * 4, len: 4 }).collect();
+        // Each 4 bytes of the buffer hold their own index, so no two match.
+        let many: Vec<u8> = (0..2048u32).flat_map(u32::to_le_bytes).collect();
+        assert_eq!(read_result(&r, deliver(&copy, 3, &many, &pieces)), 8192);
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut back, at).unwrap();
+        assert!(back.chunks(4).enumerate().all(|(i, c)| c == ((i ^ 1) as u32).to_le_bytes()));
     }
 
     #[test]

@@ -158,8 +158,6 @@ async fn serve_tag(q: &UblkQueue<'_>, io: &TagIo, mut buf: TagBuf, device: &dyn 
                     continue;
                 }
                 work = Work::Deliver;
-            } else {
-                pieces.clear();
             }
         }
         let job = Job { request, tag, work, buf, pieces, copy: io.copy.clone(), reply: reply.clone(), wake: io.wake.clone() };

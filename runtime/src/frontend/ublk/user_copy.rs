@@ -54,34 +54,25 @@ impl UserCopy {
     }
 
     /// Deliver part of a read request's data: `pieces`, one after another,
-    /// from byte `start` of the request.
-    pub fn deliver(&self, tag: u16, start: usize, pieces: &[IoSlice<'_>]) -> io::Result<()> {
+    /// from byte `start` of the request. `pieces` is used up on the way.
+    pub fn deliver(&self, tag: u16, start: usize, mut pieces: &mut [IoSlice<'_>]) -> io::Result<()> {
         let total: usize = pieces.iter().map(|p| p.len()).sum();
         let mut done = 0usize;
-        // pwritev may stop short; go on from where it stopped.
+        // pwritev may stop short (or take at most IOV_MAX pieces); go on
+        // from where it stopped.
         while done < total {
-            let mut skip = done;
-            let rest: Vec<IoSlice<'_>> = pieces
-                .iter()
-                .filter_map(|p| {
-                    if skip >= p.len() {
-                        skip -= p.len();
-                        None
-                    } else {
-                        let s = IoSlice::new(&p[skip..]);
-                        skip = 0;
-                        Some(s)
-                    }
-                })
-                .take(1024)
-                .collect();
+            let rest = &pieces[..pieces.len().min(1024)];
             let at = start.checked_add(done).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
             let at = i64::try_from(self.pos(tag, at)?).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
             // SAFETY: `rest` is a valid array of IoSlices (iovec-compatible)
             // whose memory is borrowed for the duration of the call.
             let n = unsafe { libc::pwritev(self.cdev.as_raw_fd(), rest.as_ptr().cast(), rest.len() as i32, at) };
             match n {
-                n if n > 0 => done += n as usize,
+                n if n > 0 && done + n as usize <= total => {
+                    done += n as usize;
+                    IoSlice::advance_slices(&mut pieces, n as usize);
+                }
+                n if n > 0 => return Err(io::Error::other("ublk took more data than it was given")),
                 0 => return Err(io::Error::new(io::ErrorKind::WriteZero, "ublk took no data")),
                 _ => {
                     let e = io::Error::last_os_error();
