@@ -35,6 +35,7 @@ fn rig(layout: &str, legs: usize, size: u64, args: &str, assume_clean: bool) -> 
         args: args.into(),
         assume_clean,
         force: false,
+        bitmap_chunk: None,
     };
     create(&devs, &sandbox(), &o).unwrap();
     Rig { dir, paths }
@@ -299,6 +300,7 @@ fn a_foreign_leg_is_refused_and_create_will_not_overwrite_it() {
         args: String::new(),
         assume_clean: true,
         force: false,
+        bitmap_chunk: None,
     };
     let e = create(&open(&b.paths), &sandbox(), &o).err().unwrap().to_string();
     assert!(e.contains("already belongs to array 't'"), "{e}");

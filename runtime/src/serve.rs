@@ -12,6 +12,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
+/// How long an array must be idle before the daemon marks it clean (md's
+/// safe_mode_delay); also the daemon's tick.
+pub const SAFE_MODE_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// A device being served.
 pub struct Served {
     pub name: String,
@@ -86,6 +90,7 @@ pub async fn run(
     let mut tasks = Vec::new();
     let mut listening = Vec::new();
     let listens = frontends.nbd;
+    let recovering_ublk = frontends.ublk.as_ref().is_some_and(|u| u.recover.is_some());
     for listen in &listens {
         let task = nbd::bind_and_spawn(listen.clone(), exports.clone()).await.map_err(|error| ServeError::Listen { what: listen.to_string(), error })?;
         tasks.push(task);
@@ -118,29 +123,44 @@ pub async fn run(
     };
     let served = Arc::new(Served { name: name.clone(), table: table.clone(), sandbox, listening, ublk: ublk_started.clone(), stop: Notify::new() });
     let control_task = tokio::spawn(control::server::run(listener, served.clone()));
-    // The bitmap daemon: clear idle regions lazily (md's daemon_sleep);
-    // and, like md's recovery thread, rebuild a dead leg into the layout's
-    // distributed spares when it has some free.
+    // The array daemon, every 200 ms: mark idle arrays clean (md's safe
+    // mode), clear idle bitmap regions (md's daemon_sleep), re-add legs
+    // whose link came back, and start what an array needs (resume an
+    // interrupted rebuild, resync, rebuild into distributed spares), as
+    // md's recovery thread does.
     let daemon = {
         let arrays: Vec<_> = table.arrays.to_vec();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                tokio::time::sleep(SAFE_MODE_DELAY).await;
                 for a in &arrays {
                     let a = a.clone();
                     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || {
+                        a.mark_clean_if_idle(SAFE_MODE_DELAY)?;
                         a.readd_reconnected_legs();
-                        a.start_spare_rebuild_if_needed();
+                        a.start_needed_sync();
                         a.bitmap_daemon()
                     })
                     .await
                     {
-                        tracing::error!("bitmap daemon: {e}");
+                        tracing::error!("array daemon: {e}");
                     }
                 }
             }
         })
     };
+    for a in table.arrays.iter().filter(|a| a.meta.is_none()) {
+        if recovering_ublk {
+            // The dead server may have left stripes torn anywhere, and
+            // nothing on disk says where: recompute all the redundancy.
+            tracing::warn!(array = %a.name(), "taken back after its server died, with no metadata to say which stripes a crash may have torn: resyncing the whole array");
+            if let Err(e) = a.start_sync(crate::array::sync::SyncAction::Resync, None) {
+                tracing::error!(array = %a.name(), "cannot start the full resync: {e}");
+            }
+        } else if a.layout().descriptor.parity_chunks + a.layout().descriptor.replica_chunks > 0 {
+            tracing::warn!(array = %a.name(), "served without metadata: after a crash nothing says which stripes may be torn, and nothing will resync them by itself (create the array with `wasmraid create` for superblocks and a write-intent bitmap, or run `wasmraid repair` after a crash)");
+        }
+    }
     ready(&served, &socket);
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(control_err)?;

@@ -42,6 +42,9 @@ pub struct CreateOptions {
     pub assume_clean: bool,
     /// Overwrite legs that belong to another array.
     pub force: bool,
+    /// Data per write-intent bitmap region (mdadm's `--bitmap-chunk`);
+    /// None for the default, `area::REGION_TARGET`.
+    pub bitmap_chunk: Option<u64>,
 }
 
 /// What `create` wrote.
@@ -71,13 +74,17 @@ pub fn create(legs: &[Arc<dyn BlockDevice>], sandbox: &Arc<Sandbox>, o: &CreateO
         }
     }
     let sizes: Vec<u64> = legs.iter().map(|l| l.size()).collect();
-    let area = area::plan(&sizes, o.component.len() as u64);
+    let region_bytes = o.bitmap_chunk.unwrap_or(area::REGION_TARGET);
+    if region_bytes < area::REGION_MIN {
+        return Err(CreateError::Refused(format!("a bitmap chunk of {region_bytes} bytes is too small (at least {} bytes)", area::REGION_MIN)));
+    }
+    let area = area::plan(&sizes, o.component.len() as u64, region_bytes);
     let chunk_bytes = u64::from(o.chunk_sectors) * 512;
     let leg_chunks: Vec<u64> = sizes.iter().map(|s| s.saturating_sub(area.data_offset) / chunk_bytes).collect();
     let loaded = Arc::new(crate::sandbox::component::load(sandbox, &o.component)?);
     let layout = ProvenLayout::prove(loaded, Geometry { chunk_sectors: o.chunk_sectors, leg_chunks: leg_chunks.clone(), args: o.args.clone() })?;
     let d = &layout.descriptor;
-    let region_stripes = area::region_stripes(u64::from(d.data_chunks) * chunk_bytes);
+    let region_stripes = area::region_stripes(u64::from(d.data_chunks) * chunk_bytes, region_bytes);
     let regions = d.stripes.div_ceil(region_stripes);
     let uuid = new_uuid();
     let leg_uuids: Vec<[u8; 16]> = legs.iter().map(|_| new_uuid()).collect();
@@ -89,9 +96,12 @@ pub fn create(legs: &[Arc<dyn BlockDevice>], sandbox: &Arc<Sandbox>, o: &CreateO
         legs: leg_uuids.clone(),
         failed: vec![false; legs.len()],
         spared: vec![None; legs.len()],
+        recovering: vec![None; legs.len()],
+        replacement: None,
         leg_sizes: leg_chunks,
         generation: 1,
         dirty: false,
+        unsynced: false,
         events_cleared: 1,
         chunk_sectors: o.chunk_sectors,
         data_offset: area.data_offset,
@@ -188,17 +198,22 @@ pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &
     let newest = members.iter().max_by_key(|(_, sb)| sb.generation).map(|(_, sb)| sb.clone()).ok_or_else(|| CreateError::Refused("no member legs".into()))?;
     let n = newest.legs.len();
     let mut slots: Vec<Option<(Arc<dyn BlockDevice>, Superblock)>> = (0..n).map(|_| None).collect();
+    let mut replacement: Option<(Arc<dyn BlockDevice>, Superblock)> = None;
     for (dev, sb) in members {
         let i = sb.leg_index as usize;
+        let is_replacement = newest.replacement.is_some_and(|r| r.slot as usize == i && r.uuid == sb.leg_uuid);
+        // Superblocks are written leg by leg: a crash in between leaves
+        // generations one apart, and the older legs missed only that last
+        // change, which the newest superblock describes (mdadm's margin).
         let reason = if i >= n {
             Some(format!("slot {i} does not exist in an array of {n} legs"))
-        } else if newest.legs[i] != sb.leg_uuid {
+        } else if newest.legs[i] != sb.leg_uuid && !is_replacement {
             Some(format!("slot {i} now belongs to leg {} (this leg, {}, was replaced)", uuid_text(&newest.legs[i]), uuid_text(&sb.leg_uuid)))
-        } else if sb.generation < newest.generation {
+        } else if sb.generation + 1 < newest.generation {
             Some(format!("stale: generation {} is older than the array's {} (it missed changes; re-add it to recover it)", sb.generation, newest.generation))
-        } else if newest.failed.get(i).copied().unwrap_or(false) {
+        } else if !is_replacement && newest.failed.get(i).copied().unwrap_or(false) {
             Some(format!("the array recorded slot {i} as failed (re-add it to recover it)"))
-        } else if slots[i].is_some() {
+        } else if (is_replacement && replacement.is_some()) || (!is_replacement && slots[i].is_some()) {
             Some(format!("a second leg claims slot {i}"))
         } else {
             None
@@ -206,13 +221,25 @@ pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &
         match reason {
             Some(reason) => report.push(LegReport { device: dev.describe(), slot: Some(sb.leg_index), accepted: false, reason }),
             None => {
+                let role = if is_replacement {
+                    "replacement being rebuilt".to_string()
+                } else {
+                    match newest.recovering.get(i).copied().flatten() {
+                        Some(r) => format!("recovering, rebuilt below stripe {}", r.offset),
+                        None => "in sync".to_string(),
+                    }
+                };
                 report.push(LegReport {
                     device: dev.describe(),
                     slot: Some(sb.leg_index),
                     accepted: true,
-                    reason: format!("slot {i}, generation {}", sb.generation),
+                    reason: format!("slot {i}, generation {}, {role}", sb.generation),
                 });
-                slots[i] = Some((dev, sb));
+                if is_replacement {
+                    replacement = Some((dev, sb));
+                } else {
+                    slots[i] = Some((dev, sb));
+                }
             }
         }
     }
@@ -246,20 +273,32 @@ pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &
             (0, vec![State::NeedSync; newest.regions as usize], Some("EVERY BITMAP COPY IS INVALID: full resync".to_string()))
         }
     };
+    // After an unclean stop, writes may have been in flight anywhere the
+    // bitmap did not say Clean: those regions resync, and until that has
+    // finished the array may hold torn stripes.
+    let crashed = newest.dirty;
+    let torn_risk = crashed && states.iter().any(|s| matches!(s, State::Dirty | State::NeedSync | State::Syncing));
     for s in &mut states {
-        *s = crate::meta::bitmap_state::transition(*s, Action::Reload).0;
+        let action = if crashed { Action::Reload } else { Action::AbortSync };
+        *s = crate::meta::bitmap_state::transition(*s, action).0;
     }
+    let unsynced = newest.unsynced || torn_risk;
     let needs_sync = states.iter().filter(|s| crate::meta::bitmap_state::needs_sync(**s)).count();
-    // A missing leg whose chunks were rebuilt into distributed spares
-    // leaves nothing to decode from parity.
-    let dead = slots.iter().enumerate().filter(|(i, s)| s.is_none() && newest.spared.get(*i).copied().flatten().is_none()).count();
-    // Regions marked while degraded but cleanly stopped are consistent:
-    // only an unclean stop can have torn stripes.
-    if newest.dirty && needs_sync > 0 && dead > 0 && layout.descriptor.parity_chunks > 0 && !o.force {
+    // Slots whose chunks must be decoded: missing (unless rebuilt into
+    // distributed spares) or still being rebuilt.
+    let not_in_sync: Vec<String> = (0..n)
+        .filter_map(|i| match (&slots[i], newest.recovering.get(i).copied().flatten()) {
+            (None, _) if newest.spared.get(i).copied().flatten().is_none() => Some(format!("leg {i} missing")),
+            (Some(_), Some(r)) => Some(format!("leg {i} recovering (rebuilt below stripe {} of {})", r.offset, layout.descriptor.stripes)),
+            _ => None,
+        })
+        .collect();
+    if unsynced && needs_sync > 0 && !not_in_sync.is_empty() && layout.descriptor.parity_chunks > 0 && !o.force {
         return Err(CreateError::Refused(format!(
-            "the array was not shut down cleanly ({needs_sync} regions may hold torn stripes) and {dead} leg(s) are missing: \
-             rebuilding the missing data from possibly stale parity could return wrong data (the write hole). \
-             Bring the missing legs back, or pass --force to start anyway"
+            "the array was not shut down cleanly ({needs_sync} regions may hold torn stripes) and {}: \
+             rebuilding their data from possibly stale parity could return wrong data (the write hole). \
+             Bring the missing legs back, or pass --force to start anyway",
+            not_in_sync.join(", ")
         )));
     }
 
@@ -272,18 +311,37 @@ pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &
         })
         .collect();
     let intent = Intent::new(newest.region_stripes, states, serial, o.daemon_sleep);
-    let meta = Meta { template: Mutex::new(newest.clone()), intent, component };
+    let mut template = newest.clone();
+    template.unsynced = unsynced;
+    let meta = Meta { template: Mutex::new(template), intent, component };
     let array = Arc::new(Array::build(newest.name.clone(), legs, layout, Some(meta)));
     for (i, s) in slots.iter().enumerate() {
-        *array.legs[i].uuid.lock() = newest.legs[i];
+        let leg = &array.legs[i];
+        *leg.uuid.lock() = newest.legs[i];
         if s.is_none() {
-            array.legs[i].set_health(Health::Dead);
+            leg.set_health(Health::Dead);
+        } else if let Some(r) = newest.recovering.get(i).copied().flatten() {
+            leg.start_recovery(r.offset, r.bitmap_only);
+            leg.redo_torn_below_checkpoint.store(crashed, std::sync::atomic::Ordering::Release);
         }
     }
+    if let (Some((dev, _)), Some(r)) = (replacement, newest.replacement) {
+        let leg = &array.legs[r.slot as usize];
+        leg.redo_torn_below_checkpoint.store(crashed, std::sync::atomic::Ordering::Release);
+        *leg.replacement_uuid.lock() = r.uuid;
+        leg.replacement_offset.store(r.offset, std::sync::atomic::Ordering::Release);
+        leg.set_replacement(Some(dev));
+    }
     array.restore_spares(&newest.spared);
-    array.write_superblocks(Some(true))?;
-    // Persist the reloaded states (Dirty became NeedSync).
-    let all: Vec<usize> = (0..newest.regions as usize).collect();
-    array.intent_apply(&all, Action::Reload)?;
+    if let Some(s) = array.undecodable_stripe() {
+        return Err(CreateError::Refused(format!(
+            "not enough legs to start the array: stripe {s} cannot be read with legs {} missing or not in sync",
+            array.legs.iter().enumerate().filter(|(_, l)| !l.is_alive()).map(|(i, _)| i.to_string()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    array.set_clean(!newest.dirty);
+    array.write_superblocks(None)?;
+    // Every member gets the reloaded states (Dirty became NeedSync).
+    array.intent_persist_all()?;
     Ok(Assembled { array, report, needs_sync, bitmap_note })
 }

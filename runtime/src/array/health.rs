@@ -67,6 +67,18 @@ pub struct ArrayLeg {
     pub lost_link: std::sync::atomic::AtomicBool,
     /// Recent read latency, nanoseconds (exponentially weighted, 1/8).
     pub read_latency_ns: AtomicU64,
+    /// While recovering: stripes below this hold what the array holds
+    /// (checkpointed in the superblocks).
+    pub recovery_offset: AtomicU64,
+    /// The recovery rebuilds only the bitmap's regions.
+    pub recovery_bitmap_only: std::sync::atomic::AtomicBool,
+    /// Stripes below this are rebuilt on the replacement.
+    pub replacement_offset: AtomicU64,
+    /// The array stopped uncleanly while this leg (or its replacement)
+    /// was being rebuilt: regions below the checkpoint that the crash may
+    /// have torn are rebuilt again, or the copy reads come from would
+    /// change once the rebuild ends.
+    pub redo_torn_below_checkpoint: std::sync::atomic::AtomicBool,
 }
 
 impl ArrayLeg {
@@ -86,6 +98,10 @@ impl ArrayLeg {
             last_error: Mutex::new(None),
             lost_link: std::sync::atomic::AtomicBool::new(false),
             read_latency_ns: AtomicU64::new(0),
+            recovery_offset: AtomicU64::new(0),
+            recovery_bitmap_only: std::sync::atomic::AtomicBool::new(false),
+            replacement_offset: AtomicU64::new(0),
+            redo_torn_below_checkpoint: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -138,5 +154,20 @@ impl ArrayLeg {
 
     pub fn set_health(&self, h: Health) {
         self.health.store(h.as_u8(), Ordering::Release);
+    }
+
+    /// Start rebuilding this leg from stripe `offset`.
+    pub fn start_recovery(&self, offset: u64, bitmap_only: bool) {
+        self.recovery_offset.store(offset, Ordering::Release);
+        self.recovery_bitmap_only.store(bitmap_only, Ordering::Release);
+        self.set_health(Health::Recovering);
+    }
+
+    /// Where this leg's rebuild stands, for the superblock.
+    pub fn recovery(&self) -> Option<crate::meta::superblock::Recovery> {
+        (self.health() == Health::Recovering).then(|| crate::meta::superblock::Recovery {
+            offset: self.recovery_offset.load(Ordering::Acquire),
+            bitmap_only: self.recovery_bitmap_only.load(Ordering::Acquire),
+        })
     }
 }

@@ -90,10 +90,7 @@ impl Array {
         if let Some(r) = l.replacement() {
             match r.write_at(buf, at, fua) {
                 Ok(()) => replaced = true,
-                Err(e) => {
-                    tracing::error!(array = %self.name, leg, "replacement {} failed: {e}; replacement abandoned", r.describe());
-                    l.set_replacement(None);
-                }
+                Err(e) => self.abandon_replacement(leg as usize, &e),
             }
         }
         if !l.is_writable() {
@@ -113,6 +110,18 @@ impl Array {
                 false
             }
         }
+    }
+
+    /// A replacement that fails a write is given up, and that recorded
+    /// (see `settle_failures`) before anything it missed is acknowledged:
+    /// after a crash it must not resume as if it held every write.
+    pub(super) fn abandon_replacement(&self, leg: usize, e: &std::io::Error) {
+        let Some(l) = self.legs.get(leg) else { return };
+        self.unrecorded_failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(r) = l.replacement() {
+            tracing::error!(array = %self.name, leg, "replacement {} failed: {e}; replacement abandoned", r.describe());
+        }
+        l.set_replacement(None);
     }
 
     fn leg_writable(&self, leg: u32) -> bool {
@@ -201,9 +210,21 @@ impl Array {
     /// The live copy of data chunk `c` to read, by the array's policy.
     fn choose_copy(&self, layout: &ProvenLayout, c: u64) -> Result<crate::layout::map::Place, ArrayError> {
         let d = u64::from(layout.descriptor.data_chunks);
-        let view = self.view(layout, c / d)?;
+        let s = c / d;
+        let view = self.view(layout, s)?;
         let k = (c % d) as u32;
         let cb = self.chunk_bytes;
+        if !self.stripe_in_sync(s) {
+            // Copies may differ until the resync: always read the one the
+            // resync copies from (the first live one), so a block never
+            // reads as one copy and then as another.
+            let first =
+                view.shape.slots.iter().enumerate().find(|(_, sl)| matches!(sl.role, Role::Data(j) | Role::Replica(j) if j == k) && self.leg_alive(sl.leg));
+            return Ok(match first {
+                Some((i, _)) => view.place(i),
+                None => layout.locate(c)?,
+            });
+        }
         let policy = self.read_policy();
         // Ties go round-robin, so idle mirrors share the reads.
         let turn = self.read_turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -274,25 +295,32 @@ impl Array {
     pub fn write(&self, data: &[u8], offset: u64, fua: bool) -> Result<(), ArrayError> {
         let layout = self.layout.load();
         self.check_range(&layout, offset, data.len() as u64)?;
+        let _writing = self.write_start()?;
         Counters::add(&self.counters.writes, 1);
         Counters::add(&self.counters.written_bytes, data.len() as u64);
         let stripe_bytes = u64::from(layout.descriptor.data_chunks) * self.chunk_bytes;
         let mut done = 0usize;
+        // Regions stay pending until the write is acknowledged: a leg that
+        // died under it makes them NeedSync (see `intent_stale`).
+        let mut pending = Vec::new();
         while done < data.len() {
             let at = offset + done as u64;
             let (s, a) = (at / stripe_bytes, at % stripe_bytes);
             let n = ((stripe_bytes - a) as usize).min(data.len() - done);
-            self.write_stripe(&layout, s, a, &data[done..done + n], fua)?;
+            pending.extend(self.write_stripe(&layout, s, a, &data[done..done + n], fua)?);
             done += n;
         }
-        Ok(())
+        // A leg that failed under this write (or that it found dead) is
+        // on disk as failed before the write is acknowledged.
+        self.settle_failures()
     }
 
-    /// Write `src` at byte `a` of stripe `s`'s data.
-    fn write_stripe(&self, layout: &ProvenLayout, s: u64, a: u64, src: &[u8], fua: bool) -> Result<(), ArrayError> {
+    /// Write `src` at byte `a` of stripe `s`'s data; the region stays
+    /// pending while the caller holds the guard.
+    fn write_stripe(&self, layout: &ProvenLayout, s: u64, a: u64, src: &[u8], fua: bool) -> Result<Option<super::intent::WriteGuard<'_>>, ArrayError> {
         let cb = self.chunk_bytes;
         let d = u64::from(layout.descriptor.data_chunks);
-        let _intent = self.intent_begin(s)?;
+        let intent = self.intent_begin(s)?;
         let _held = self.locks.lock(s);
         // Under the lock: a distributed-spare rebuild may redirect it.
         let view = self.view(layout, s)?;
@@ -313,7 +341,8 @@ impl Array {
                 self.write_columns(layout, &view, s, x0, &touched, fua)?;
             }
         }
-        self.check_stripe_survives(layout, &view, s)
+        self.check_stripe_survives(layout, &view, s)?;
+        Ok(intent)
     }
 
     fn check_stripe_survives(&self, layout: &ProvenLayout, view: &StripeView, s: u64) -> Result<(), ArrayError> {
@@ -488,18 +517,29 @@ impl Array {
         Ok(())
     }
 
-    /// FLUSH reaches every live leg; a leg that fails it is marked dead.
+    /// FLUSH reaches every writable leg and replacement; a leg that fails
+    /// it is failed. It fails when the legs left cannot hold what the
+    /// array promised (more legs lost than the layout bears).
     pub fn flush_legs(&self) -> Result<(), ArrayError> {
         Counters::add(&self.counters.flushes, 1);
         for (i, leg) in self.legs.iter().enumerate() {
+            if let Some(r) = leg.replacement() {
+                if let Err(e) = r.flush() {
+                    self.abandon_replacement(i, &e);
+                }
+            }
             if leg.is_writable() {
                 if let Err(e) = leg.device().flush() {
                     self.fail_leg_on(i, "flush", &e);
                 }
             }
         }
-        if self.legs.iter().all(|l| !l.is_alive()) {
-            return Err(ArrayError::Unrecoverable { stripe: 0, detail: "every leg is dead".into() });
+        self.settle_failures()?;
+        if let Some(s) = self.undecodable_stripe() {
+            return Err(ArrayError::Unrecoverable {
+                stripe: s,
+                detail: format!("legs {} are lost, more than the layout bears: written data is gone", self.dead_list()),
+            });
         }
         Ok(())
     }
@@ -516,11 +556,13 @@ impl Array {
         (first..last, [(offset, first * sb - offset), (last * sb, end - last * sb)])
     }
 
-    /// Zero every slot (but spares) of whole stripes `stripes`.
+    /// Zero every slot (but spares) of whole stripes `stripes`, and record
+    /// any failure before returning.
     fn zero_stripes(&self, layout: &ProvenLayout, stripes: std::ops::Range<u64>, fua: bool) -> Result<(), ArrayError> {
         let cb = self.chunk_bytes;
+        let mut pending = Vec::new();
         for s in stripes {
-            let _intent = self.intent_begin(s)?;
+            pending.extend(self.intent_begin(s)?);
             let _held = self.locks.lock(s);
             let view = self.view(layout, s)?;
             for (i, slot) in view.shape.slots.iter().enumerate() {
@@ -530,7 +572,9 @@ impl Array {
                 let leg = &self.legs[slot.leg as usize];
                 let at = leg.offset + view.place(i).chunk * cb;
                 if let Some(r) = leg.replacement() {
-                    let _ = r.write_zeroes(at, cb, fua);
+                    if let Err(e) = r.write_zeroes(at, cb, fua) {
+                        self.abandon_replacement(slot.leg as usize, &e);
+                    }
                 }
                 if let Err(e) = leg.device().write_zeroes(at, cb, fua) {
                     self.fail_leg_on(slot.leg as usize, "write-zeroes", &e);
@@ -538,7 +582,7 @@ impl Array {
             }
             self.check_stripe_survives(layout, &view, s)?;
         }
-        Ok(())
+        self.settle_failures()
     }
 
     /// TRIM: whole stripes are zeroed on every leg (so parity stays
@@ -548,7 +592,9 @@ impl Array {
         let layout = self.layout.load();
         self.check_range(&layout, offset, len)?;
         let (whole, _) = self.split_whole_stripes(&layout, offset, len);
-        self.zero_stripes(&layout, whole, false)
+        let _writing = self.write_start()?;
+        self.zero_stripes(&layout, whole, false)?;
+        self.settle_failures()
     }
 
     /// WRITE_ZEROES: whole stripes zeroed on every leg, the rest written.
@@ -556,6 +602,7 @@ impl Array {
         let layout = self.layout.load();
         self.check_range(&layout, offset, len)?;
         let (whole, pieces) = self.split_whole_stripes(&layout, offset, len);
+        let _writing = self.write_start()?;
         self.zero_stripes(&layout, whole, fua)?;
         let zeros = vec![0u8; (1 << 20).min(len as usize)];
         for (mut at, mut left) in pieces {
@@ -566,6 +613,6 @@ impl Array {
                 left -= n;
             }
         }
-        Ok(())
+        self.settle_failures()
     }
 }

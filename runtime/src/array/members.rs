@@ -68,7 +68,7 @@ impl Array {
         self.drop_spare(slot as u32);
         leg.set_device(dev);
         *leg.uuid.lock() = uuid;
-        leg.set_health(Health::Recovering);
+        leg.start_recovery(0, false);
         self.write_superblocks(None)?;
         self.start_sync(SyncAction::Recover, Some((slot, RecoverScope::Full)))?;
         Ok(slot)
@@ -98,7 +98,7 @@ impl Array {
         self.drop_spare(slot as u32);
         leg.set_device(dev);
         *leg.uuid.lock() = sb.leg_uuid;
-        leg.set_health(Health::Recovering);
+        leg.start_recovery(0, scope == RecoverScope::Bitmap);
         self.write_superblocks(None)?;
         self.start_sync(SyncAction::Recover, Some((slot, scope)))?;
         Ok((slot, scope))
@@ -114,10 +114,15 @@ impl Array {
         if self.sync.action() != SyncAction::Idle {
             return Err(ArrayError::Refused(format!("a {} is running; replace the leg when it ends", self.sync.action().name())));
         }
+        if self.legs.iter().any(|l| l.replacement().is_some()) {
+            return Err(ArrayError::Refused("a replacement is already under way".into()));
+        }
         let uuid = new_uuid();
         self.write_leg_metadata(&*dev, i, uuid)?;
         *leg.replacement_uuid.lock() = uuid;
+        leg.replacement_offset.store(0, std::sync::atomic::Ordering::Release);
         leg.set_replacement(Some(dev));
+        self.write_superblocks(None)?;
         self.start_sync(SyncAction::Recover, Some((i, RecoverScope::Full)))
     }
 }

@@ -17,6 +17,7 @@ mod locks;
 pub mod members;
 pub mod reload;
 mod remote;
+mod safe_mode;
 mod scrub;
 pub mod spare;
 pub mod sync;
@@ -139,6 +140,17 @@ pub struct Array {
     read_policy: AtomicU8,
     read_turn: AtomicU64,
     pub counters: Counters,
+    /// Legs marked dead whose failure is not yet on disk (see
+    /// `settle_failures`).
+    unrecorded_failures: AtomicU64,
+    /// One recording of failures at a time.
+    recording: Mutex<()>,
+    safe_mode: safe_mode::SafeMode,
+    /// Dead legs when a bitmap clearing was decided (a leg dying before
+    /// it is written cancels it).
+    dead_before_clearing: std::sync::atomic::AtomicUsize,
+    /// The last answer of `undecodable_stripe`, for the legs then alive.
+    beyond_tolerance: Mutex<Option<(Vec<bool>, Option<u64>)>>,
 }
 
 impl Array {
@@ -164,6 +176,11 @@ impl Array {
             read_policy: AtomicU8::new(0),
             read_turn: AtomicU64::new(0),
             counters: Counters::default(),
+            unrecorded_failures: AtomicU64::new(0),
+            recording: Mutex::new(()),
+            safe_mode: safe_mode::SafeMode::new(true),
+            beyond_tolerance: Mutex::new(None),
+            dead_before_clearing: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -196,35 +213,65 @@ impl Array {
         self.read_policy.store(code, Ordering::Relaxed);
     }
 
-    /// Mark leg `i` dead without touching metadata (used while writing
-    /// metadata, where recording the failure would recurse).
+    /// Mark leg `i` dead, in memory. Whoever then acknowledges a request
+    /// that skipped it calls `settle_failures` first (the one way to fail
+    /// a leg is `fail_leg`, which does both).
     pub(crate) fn mark_dead(&self, i: usize, why: &str) -> bool {
         let Some(leg) = self.legs.get(i) else { return false };
+        // Counted before the leg reads as dead: whoever sees it dead sees
+        // the count, and waits for the failure to be recorded.
+        self.unrecorded_failures.fetch_add(1, Ordering::SeqCst);
         let newly = leg.fail(why);
         if newly {
             tracing::error!(array = %self.name, leg = i, device = %leg.device().describe(), "leg failed: {why}");
+        } else {
+            self.unrecorded_failures.fetch_sub(1, Ordering::SeqCst);
         }
         newly
     }
 
-    /// Mark leg `i` failed (an I/O error, or the operator's `leg fail`),
-    /// and record it in the surviving legs' superblocks.
+    /// Mark leg `i` failed (an I/O error, or the operator's `leg fail`) and
+    /// record it on disk before returning.
     pub fn fail_leg(&self, i: usize, why: &str) -> bool {
         if i >= self.legs.len() {
             return false;
         }
-        if self.mark_dead(i, why) {
-            if let Err(e) = self.write_superblocks(None) {
-                tracing::error!(array = %self.name, "recording the failure of leg {i}: {e}");
-            }
+        self.mark_dead(i, why);
+        if let Err(e) = self.settle_failures() {
+            tracing::error!(array = %self.name, "recording the failure of leg {i}: {e}");
         }
         true
     }
 
-    /// Bump the generation and write every writable leg's superblock (with
-    /// `dirty` changed when given). Legs that fail the write are marked
-    /// dead and recorded in the same pass.
+    /// Make every leg failure durable before anything that skipped the
+    /// leg is acknowledged: regions dirty or with writes in flight become
+    /// NeedSync (what the leg missed), and the superblocks record it as
+    /// failed. Returns once that is done, by this thread or another.
+    pub fn settle_failures(&self) -> Result<(), ArrayError> {
+        if self.unrecorded_failures.load(Ordering::SeqCst) == 0 {
+            return Ok(());
+        }
+        let _one = self.recording.lock();
+        loop {
+            let n = self.unrecorded_failures.load(Ordering::SeqCst);
+            if n == 0 {
+                return Ok(());
+            }
+            self.intent_stale()?;
+            self.write_superblocks_raw(None)?;
+            self.unrecorded_failures.fetch_sub(n, Ordering::SeqCst);
+        }
+    }
+
+    /// Bump the generation and write every writable leg's superblock (and
+    /// a replacement's), with `dirty` changed when given; then record any
+    /// leg that failed meanwhile.
     pub fn write_superblocks(&self, dirty: Option<bool>) -> Result<(), ArrayError> {
+        self.write_superblocks_raw(dirty)?;
+        self.settle_failures()
+    }
+
+    fn write_superblocks_raw(&self, dirty: Option<bool>) -> Result<(), ArrayError> {
         let Some(meta) = &self.meta else { return Ok(()) };
         let mut template = meta.template.lock();
         if let Some(d) = dirty {
@@ -235,19 +282,38 @@ impl Array {
             template.updated = crate::meta::superblock::now();
             template.failed = self.legs.iter().map(|l| l.health() == Health::Dead).collect();
             template.spared = (0..self.legs.len()).map(|i| self.spare_of(i)).collect();
+            template.recovering = self.legs.iter().map(|l| l.recovery()).collect();
             template.legs = self.legs.iter().map(|l| *l.uuid.lock()).collect();
+            template.replacement = self.legs.iter().enumerate().find_map(|(i, l)| {
+                l.replacement().map(|_| crate::meta::superblock::Replacement {
+                    slot: i as u32,
+                    uuid: *l.replacement_uuid.lock(),
+                    offset: l.replacement_offset.load(Ordering::Acquire),
+                })
+            });
             let mut newly_dead = false;
             let mut written = 0;
             for (i, leg) in self.legs.iter().enumerate() {
-                if !leg.is_writable() {
-                    continue;
+                let mut targets: Vec<(Arc<dyn BlockDevice>, [u8; 16])> = Vec::new();
+                if leg.is_writable() {
+                    targets.push((leg.device(), *leg.uuid.lock()));
                 }
-                let mut sb = template.clone();
-                sb.leg_index = i as u32;
-                sb.leg_uuid = *leg.uuid.lock();
-                match crate::meta::store::write_superblock(&*leg.device(), &sb) {
-                    Ok(()) => written += 1,
-                    Err(e) => newly_dead |= self.mark_dead(i, &format!("superblock write failed: {e}")),
+                if let Some(r) = leg.replacement() {
+                    targets.push((r, *leg.replacement_uuid.lock()));
+                }
+                for (k, (dev, uuid)) in targets.into_iter().enumerate() {
+                    let mut sb = template.clone();
+                    sb.leg_index = i as u32;
+                    sb.leg_uuid = uuid;
+                    match crate::meta::store::write_superblock(&*dev, &sb) {
+                        Ok(()) => written += 1,
+                        Err(e) if k == 0 && leg.is_writable() => newly_dead |= self.mark_dead(i, &format!("superblock write failed: {e}")),
+                        Err(e) => {
+                            tracing::error!(array = %self.name, leg = i, "replacement {}: superblock write failed: {e}; replacement abandoned", dev.describe());
+                            leg.set_replacement(None);
+                            newly_dead = true;
+                        }
+                    }
                 }
             }
             if !newly_dead {
@@ -255,6 +321,32 @@ impl Array {
             }
         }
         Ok(())
+    }
+
+    /// A stripe the legs now alive cannot decode (None: every stripe
+    /// can). The proof guarantees it within the layout's fault tolerance;
+    /// beyond it, every stripe shape is checked.
+    pub fn undecodable_stripe(&self) -> Option<u64> {
+        let alive: Vec<bool> = self.legs.iter().map(|l| l.is_alive()).collect();
+        let layout = self.layout();
+        let down = (0..self.legs.len()).filter(|&i| !alive[i] && self.spare_of(i).is_none()).count();
+        if down <= layout.descriptor.fault_tolerance as usize {
+            return None;
+        }
+        if let Some((key, answer)) = &*self.beyond_tolerance.lock() {
+            if *key == alive {
+                return *answer;
+            }
+        }
+        let d = layout.descriptor.data_chunks as usize;
+        // A periodic layout repeats its first period's shapes.
+        let span = if layout.descriptor.is_periodic() { layout.descriptor.period.min(layout.descriptor.stripes) } else { layout.descriptor.stripes };
+        let answer = (0..span).find(|&s| match self.view(&layout, s) {
+            Ok(view) => self.plans.plan(&view.shape, d, |leg| alive.get(leg as usize).copied().unwrap_or(false)).is_none(),
+            Err(_) => true,
+        });
+        *self.beyond_tolerance.lock() = Some((alive, answer));
+        answer
     }
 
     /// dm-raid style health string, e.g. `AAD`.
@@ -278,6 +370,7 @@ impl Array {
                 self.intent_apply(&regions, crate::meta::bitmap_state::Action::Daemon)?;
             }
             self.write_superblocks(Some(false))?;
+            self.set_clean(true);
         }
         Ok(())
     }

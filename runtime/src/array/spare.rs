@@ -194,6 +194,12 @@ impl Array {
             }
             return Err(e);
         }
+        // What the spare slots hold must be durable before the superblocks
+        // say to read it there.
+        if let Err(e) = self.flush_legs() {
+            self.drop_spare(leg as u32);
+            return Err(e);
+        }
         use_.complete.store(true, Ordering::Release);
         tracing::info!(array = %self.name, leg, ordinal, "leg rebuilt into the distributed spare");
         self.write_superblocks(None)?;

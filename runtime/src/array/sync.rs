@@ -177,6 +177,36 @@ impl Array {
         Ok(())
     }
 
+    /// Start what the array needs, as md's recovery thread does: a resync
+    /// of the regions that need one once every leg is present, else the
+    /// rebuild of a dead leg into a free distributed spare. Returns what
+    /// was started (None when nothing is needed or an action runs).
+    pub fn start_needed_sync(self: &Arc<Self>) -> Option<SyncAction> {
+        if self.sync.action() != SyncAction::Idle {
+            return None;
+        }
+        // An interrupted rebuild or replacement resumes from its checkpoint.
+        for (i, l) in self.legs.iter().enumerate() {
+            let scope = if l.replacement().is_some() {
+                Some(RecoverScope::Full)
+            } else if l.health() == Health::Recovering {
+                Some(if l.recovery_bitmap_only.load(Ordering::Acquire) { RecoverScope::Bitmap } else { RecoverScope::Full })
+            } else {
+                None
+            };
+            if let Some(scope) = scope {
+                return self.start_sync(SyncAction::Recover, Some((i, scope))).ok().map(|()| SyncAction::Recover);
+            }
+        }
+        if let Some(meta) = &self.meta {
+            let needed = (0..meta.intent.regions()).any(|r| crate::meta::bitmap_state::needs_sync(meta.intent.state(r)));
+            if needed && self.uncovered_dead_legs() == 0 && self.start_sync(SyncAction::Resync, None).is_ok() {
+                return Some(SyncAction::Resync);
+            }
+        }
+        self.start_spare_rebuild_if_needed().map(|_| SyncAction::Recover)
+    }
+
     pub(super) fn stopping(&self) -> bool {
         self.sync.stop.load(Ordering::Acquire)
     }
@@ -187,8 +217,9 @@ impl Array {
         match &self.meta {
             Some(meta) => {
                 let rs = meta.intent.region_stripes;
+                let states = meta.intent.states();
                 (0..meta.intent.regions())
-                    .filter(|&r| wanted.is_none_or(|w| w.contains(&meta.intent.state(r))))
+                    .filter(|&r| wanted.is_none_or(|w| w.contains(&states[r])))
                     .map(|r| (r, (r as u64 * rs).min(stripes)..((r as u64 + 1) * rs).min(stripes)))
                     .filter(|(_, range)| !range.is_empty())
                     .collect()
@@ -204,7 +235,18 @@ impl Array {
         if self.uncovered_dead_legs() > 0 {
             return Err(ArrayError::Refused("resync needs every leg (recover the dead ones first)".into()));
         }
-        let regions = self.region_stripes(Some(&[State::NeedSync, State::Syncing]));
+        // Without metadata nothing says where: everything.
+        let regions = if self.meta.is_none() { self.region_stripes(None) } else { self.region_stripes(Some(&[State::NeedSync, State::Syncing])) };
+        if self.dead_legs() > 0 && !regions.is_empty() {
+            // Dead legs rebuilt into distributed spares: clearing their
+            // regions forgets what those legs missed, so any later re-add
+            // of one must rebuild it whole. Said on disk first.
+            if let Some(meta) = &self.meta {
+                let mut template = meta.template.lock();
+                template.events_cleared = template.generation + 1;
+            }
+            self.write_superblocks(None)?;
+        }
         self.sync.total.store(regions.iter().map(|(_, r)| r.end - r.start).sum(), Ordering::Relaxed);
         let mut throttle = Throttle::new();
         for (r, range) in regions {
@@ -220,7 +262,24 @@ impl Array {
             }
             self.intent_apply(&[r], Action::EndSync)?;
         }
+        self.resync_finished()?;
         Ok(throttle.bytes)
+    }
+
+    /// Every region in sync and no leg dead: no torn stripe is left, and
+    /// the bitmap has forgotten what any leg that left had missed.
+    fn resync_finished(&self) -> Result<(), ArrayError> {
+        let Some(meta) = &self.meta else { return Ok(()) };
+        let pending = self.region_stripes(Some(&[State::NeedSync, State::Syncing]));
+        if !pending.is_empty() || self.dead_legs() > 0 {
+            return Ok(());
+        }
+        {
+            let mut template = meta.template.lock();
+            template.unsynced = false;
+            template.events_cleared = template.generation + 1;
+        }
+        self.write_superblocks(None)
     }
 
     /// Read every live data chunk of stripe `s` and write its parity and
@@ -261,31 +320,88 @@ impl Array {
     }
 
     /// Rebuild leg `leg` (or its replacement): every stripe, or only the
-    /// regions the bitmap marks. The leg is written, not read, meanwhile.
+    /// regions the bitmap marks, from where its last checkpoint left it.
+    /// The leg is written, not read, meanwhile. After each region the leg
+    /// is flushed and then its progress is checkpointed in the
+    /// superblocks, so a crash resumes there and never trusts more.
     fn run_recover(&self, leg: usize, scope: RecoverScope) -> Result<u64, ArrayError> {
         let regions = match scope {
             RecoverScope::Full => self.region_stripes(None),
             RecoverScope::Bitmap => self.region_stripes(Some(&[State::NeedSync, State::Syncing])),
             RecoverScope::DistributedSpare(ordinal) => return self.run_spare_rebuild(leg, ordinal),
         };
-        self.sync.total.store(regions.iter().map(|(_, r)| r.end - r.start).sum(), Ordering::Relaxed);
+        let l = &self.legs[leg];
+        let replacing = l.replacement().is_some();
+        let progress = if replacing { &l.replacement_offset } else { &l.recovery_offset };
+        let from = progress.load(Ordering::Acquire);
+        // After an unclean stop, regions the crash may have torn are
+        // rebuilt again below the checkpoint too.
+        let torn: Vec<usize> = if l.redo_torn_below_checkpoint.load(Ordering::Acquire) {
+            self.region_stripes(Some(&[State::NeedSync, State::Syncing])).into_iter().map(|(r, _)| r).collect()
+        } else {
+            Vec::new()
+        };
+        let start_of = |r: usize, range: &std::ops::Range<u64>| if torn.contains(&r) { range.start } else { range.start.max(from) };
+        let regions: Vec<(usize, std::ops::Range<u64>)> = if torn.is_empty() {
+            regions
+        } else {
+            // Whole-array scope already lists every region.
+            let mut all = regions;
+            for (r, range) in self.region_stripes(Some(&[State::NeedSync, State::Syncing])) {
+                if !all.iter().any(|(x, _)| *x == r) {
+                    all.push((r, range));
+                }
+            }
+            all.sort_by_key(|(r, _)| *r);
+            all
+        };
+        self.sync.total.store(regions.iter().map(|(r, range)| range.end - start_of(*r, range).min(range.end)).sum(), Ordering::Relaxed);
+        self.sync.done.store(0, Ordering::Relaxed);
         let mut throttle = Throttle::new();
-        let replacing = self.legs[leg].replacement().is_some();
-        for (_, range) in &regions {
-            for s in range.clone() {
+        for (r, range) in &regions {
+            let first = start_of(*r, range);
+            if first >= range.end {
+                continue;
+            }
+            for s in first..range.end {
                 if self.stopping() {
                     return Err(ArrayError::Refused("stopped".into()));
                 }
-                if !replacing && self.legs[leg].health() != Health::Recovering {
+                if replacing && l.replacement().is_none() {
+                    return Err(ArrayError::Refused(format!("the replacement of leg {leg} failed")));
+                }
+                if !replacing && l.health() != Health::Recovering {
                     return Err(ArrayError::Refused(format!("leg {leg} failed during its recovery")));
                 }
                 let n = self.rewrite_redundancy_onto(s, leg as u32)?;
                 self.sync.done.fetch_add(1, Ordering::Relaxed);
                 throttle.pace(n, self.sync.rate_limit.load(Ordering::Relaxed));
             }
+            self.checkpoint_recovery(leg, replacing, range.end.max(from))?;
         }
+        l.redo_torn_below_checkpoint.store(false, Ordering::Release);
         self.finish_recovery(leg, replacing)?;
         Ok(throttle.bytes)
+    }
+
+    /// Stripes below `reached` are rebuilt on leg `leg` (or its
+    /// replacement): make them durable there, then say so on disk.
+    fn checkpoint_recovery(&self, leg: usize, replacing: bool, reached: u64) -> Result<(), ArrayError> {
+        let l = &self.legs[leg];
+        let target = if replacing { l.replacement() } else { Some(l.device()) };
+        let Some(target) = target else { return Err(ArrayError::Refused(format!("the replacement of leg {leg} failed"))) };
+        if let Err(e) = target.flush() {
+            if replacing {
+                self.abandon_replacement(leg, &e);
+            } else {
+                self.fail_leg_on(leg, "flush", &e);
+            }
+            self.settle_failures()?;
+            return Err(ArrayError::Refused(format!("leg {leg} failed during its recovery")));
+        }
+        let progress = if replacing { &l.replacement_offset } else { &l.recovery_offset };
+        progress.store(reached, Ordering::Release);
+        self.write_superblocks(None)
     }
 
     /// Every slot of stripe `s` on `leg`, rebuilt from the others.
@@ -293,8 +409,10 @@ impl Array {
         self.rewrite_redundancy(s, Some(leg))
     }
 
-    /// Bring a rebuilt leg (or its finished replacement) into service and,
-    /// when no leg is left dead, forget what the bitmap kept for it.
+    /// Bring a rebuilt leg (or its finished replacement) into service.
+    /// Regions still marked NeedSync stay so: the resync that follows
+    /// recomputes their redundancy from all the data, which a rebuild of
+    /// one leg does not do.
     fn finish_recovery(&self, leg: usize, replacing: bool) -> Result<(), ArrayError> {
         let l = &self.legs[leg];
         if replacing {
@@ -302,20 +420,12 @@ impl Array {
                 l.set_device(new);
                 l.set_replacement(None);
                 *l.uuid.lock() = *l.replacement_uuid.lock();
+                l.replacement_offset.store(0, Ordering::Release);
             }
         }
         l.set_health(Health::Alive);
+        l.recovery_offset.store(0, Ordering::Release);
         tracing::info!(array = %self.name, leg, "leg recovered");
-        if self.dead_legs() == 0 {
-            if let Some(meta) = &self.meta {
-                let generation = meta.template.lock().generation;
-                meta.template.lock().events_cleared = generation + 1;
-            }
-            let pending = self.region_stripes(Some(&[State::NeedSync, State::Syncing]));
-            let regions: Vec<usize> = pending.iter().map(|(r, _)| *r).collect();
-            self.intent_apply(&regions, Action::StartSync)?;
-            self.intent_apply(&regions, Action::EndSync)?;
-        }
         self.write_superblocks(None)
     }
 

@@ -18,6 +18,10 @@ pub struct LegStatus {
     pub last_error: Option<String>,
     /// The distributed spare ordinal a dead leg's chunks were rebuilt into.
     pub spare: Option<u32>,
+    /// A leg being rebuilt: the stripe its checkpointed rebuild has reached.
+    pub recovery: Option<crate::meta::superblock::Recovery>,
+    /// A replacement being rebuilt beside this leg: the stripe it reached.
+    pub replacement_offset: Option<u64>,
     /// A remote leg's link: connected, reconnects, latency.
     pub link: Option<crate::device::LinkState>,
     /// A leg that is a table of its own: the arrays in it (the tree).
@@ -68,11 +72,18 @@ pub fn array_status(a: &Array) -> ArrayStatus {
         // Superblock writes hold this lock while they reach every leg; a
         // leg whose link is down could keep status waiting, so do not.
         let t = m.template.try_lock_for(std::time::Duration::from_millis(200));
-        let (uuid, generation, events_cleared) = match &t {
-            Some(t) => {
-                (serde_json::json!(crate::meta::superblock::uuid_text(&t.array_uuid)), serde_json::json!(t.generation), serde_json::json!(t.events_cleared))
-            }
-            None => (serde_json::json!("(superblock write in progress)"), serde_json::Value::Null, serde_json::Value::Null),
+        let (uuid, generation, events_cleared, state) = match &t {
+            Some(t) => (
+                serde_json::json!(crate::meta::superblock::uuid_text(&t.array_uuid)),
+                serde_json::json!(t.generation),
+                serde_json::json!(t.events_cleared),
+                serde_json::json!(match (t.dirty, t.unsynced) {
+                    (_, true) => "active, resync pending after an unclean stop",
+                    (true, false) => "active",
+                    (false, false) => "clean",
+                }),
+            ),
+            None => (serde_json::json!("(superblock write in progress)"), serde_json::Value::Null, serde_json::Value::Null, serde_json::Value::Null),
         };
         drop(t);
         let counts: serde_json::Map<String, serde_json::Value> =
@@ -81,6 +92,7 @@ pub fn array_status(a: &Array) -> ArrayStatus {
             "uuid": uuid,
             "generation": generation,
             "events_cleared": events_cleared,
+            "state": state,
             "regions": m.intent.regions(),
             "region_stripes": m.intent.region_stripes,
             "bitmap": counts,
@@ -120,6 +132,8 @@ pub fn array_status(a: &Array) -> ArrayStatus {
                 errors: get(&l.errors),
                 last_error: l.last_error(),
                 spare: a.spare_of(index),
+                recovery: l.recovery(),
+                replacement_offset: l.replacement().map(|_| l.replacement_offset.load(Ordering::Relaxed)),
                 link: l.device().link(),
                 arrays: l.device().arrays().iter().map(|a| array_status(a)).collect(),
             })

@@ -3,6 +3,8 @@
 //! and every frontend serves the same thing.
 
 pub mod file;
+pub mod log_writes;
+pub mod mem;
 pub mod missing;
 pub mod nbd;
 

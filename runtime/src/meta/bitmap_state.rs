@@ -50,8 +50,12 @@ pub enum Action {
     StartWriteDegraded,
     /// Resync of the region begins.
     StartSync,
-    /// Resync of the region completed.
+    /// Resync of the region completed, no write in flight, every leg
+    /// flushed.
     EndSync,
+    /// Resync of the region completed while writes to it were in flight:
+    /// they may leave it inconsistent until they end.
+    EndSyncBusy,
     /// Resync of the region was interrupted.
     AbortSync,
     /// The bitmap was loaded at assembly (after a clean or unclean stop).
@@ -65,11 +69,12 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 10] = [
         Action::StartWrite,
         Action::StartWriteDegraded,
         Action::StartSync,
         Action::EndSync,
+        Action::EndSyncBusy,
         Action::AbortSync,
         Action::Reload,
         Action::Daemon,
@@ -84,13 +89,13 @@ use State::*;
 /// The table: `TABLE[state][action]` is the next state, or None when the
 /// action does not change the state (or does not apply).
 #[rustfmt::skip]
-const TABLE: [[Option<State>; 9]; 5] = [
-    //                 StartWrite   StartWriteDeg    StartSync       EndSync      AbortSync        Reload           Daemon       Discard          Stale
-    /* Unwritten */ [Some(NeedSync), Some(NeedSync), None,           None,        None,            None,            None,        None,            None],
-    /* Clean     */ [Some(Dirty), Some(NeedSync), None,           None,        None,            None,            None,        Some(Unwritten), Some(NeedSync)],
-    /* Dirty     */ [None,        Some(NeedSync), None,           None,        None,            Some(NeedSync),  Some(Clean), Some(Unwritten), Some(NeedSync)],
-    /* NeedSync  */ [None,        None,           Some(Syncing),  None,        None,            None,            None,        Some(Unwritten), None],
-    /* Syncing   */ [None,        Some(NeedSync), None,           Some(Clean), Some(NeedSync),  Some(NeedSync),  None,        Some(Unwritten), Some(NeedSync)],
+const TABLE: [[Option<State>; 10]; 5] = [
+    //                 StartWrite      StartWriteDeg    StartSync       EndSync      EndSyncBusy  AbortSync        Reload           Daemon       Discard          Stale
+    /* Unwritten */ [Some(NeedSync), Some(NeedSync), None,           None,        None,        None,            None,            None,        None,            None],
+    /* Clean     */ [Some(Dirty),    Some(NeedSync), None,           None,        None,        None,            None,            None,        Some(Unwritten), Some(NeedSync)],
+    /* Dirty     */ [None,           Some(NeedSync), None,           None,        None,        None,            Some(NeedSync),  Some(Clean), Some(Unwritten), Some(NeedSync)],
+    /* NeedSync  */ [None,           None,           Some(Syncing),  None,        None,        None,            None,            None,        Some(Unwritten), None],
+    /* Syncing   */ [None,           Some(NeedSync), None,           Some(Clean), Some(Dirty), Some(NeedSync),  Some(NeedSync),  None,        Some(Unwritten), Some(NeedSync)],
 ];
 
 fn action_index(a: Action) -> usize {
@@ -99,11 +104,12 @@ fn action_index(a: Action) -> usize {
         A::StartWriteDegraded => 1,
         A::StartSync => 2,
         A::EndSync => 3,
-        A::AbortSync => 4,
-        A::Reload => 5,
-        A::Daemon => 6,
-        A::Discard => 7,
-        A::Stale => 8,
+        A::EndSyncBusy => 4,
+        A::AbortSync => 5,
+        A::Reload => 6,
+        A::Daemon => 7,
+        A::Discard => 8,
+        A::Stale => 9,
     }
 }
 
@@ -139,6 +145,7 @@ mod tests {
             (Unwritten, A::StartWriteDegraded, NeedSync),
             (Unwritten, A::StartSync, Unwritten),
             (Unwritten, A::EndSync, Unwritten),
+            (Unwritten, A::EndSyncBusy, Unwritten),
             (Unwritten, A::AbortSync, Unwritten),
             (Unwritten, A::Reload, Unwritten),
             (Unwritten, A::Daemon, Unwritten),
@@ -148,6 +155,7 @@ mod tests {
             (Clean, A::StartWriteDegraded, NeedSync),
             (Clean, A::StartSync, Clean),
             (Clean, A::EndSync, Clean),
+            (Clean, A::EndSyncBusy, Clean),
             (Clean, A::AbortSync, Clean),
             (Clean, A::Reload, Clean),
             (Clean, A::Daemon, Clean),
@@ -157,6 +165,7 @@ mod tests {
             (Dirty, A::StartWriteDegraded, NeedSync),
             (Dirty, A::StartSync, Dirty),
             (Dirty, A::EndSync, Dirty),
+            (Dirty, A::EndSyncBusy, Dirty),
             (Dirty, A::AbortSync, Dirty),
             (Dirty, A::Reload, NeedSync),
             (Dirty, A::Daemon, Clean),
@@ -166,6 +175,7 @@ mod tests {
             (NeedSync, A::StartWriteDegraded, NeedSync),
             (NeedSync, A::StartSync, Syncing),
             (NeedSync, A::EndSync, NeedSync),
+            (NeedSync, A::EndSyncBusy, NeedSync),
             (NeedSync, A::AbortSync, NeedSync),
             (NeedSync, A::Reload, NeedSync),
             (NeedSync, A::Daemon, NeedSync),
@@ -175,6 +185,7 @@ mod tests {
             (Syncing, A::StartWriteDegraded, NeedSync),
             (Syncing, A::StartSync, Syncing),
             (Syncing, A::EndSync, Clean),
+            (Syncing, A::EndSyncBusy, Dirty),
             (Syncing, A::AbortSync, NeedSync),
             (Syncing, A::Reload, NeedSync),
             (Syncing, A::Daemon, Syncing),

@@ -5,11 +5,19 @@
 //! Two copies of one 4 KiB block at the start of every leg (offsets 0 and
 //! 4 KiB), little endian, crc32c over everything but the last 4 bytes. On
 //! load the valid copy with the highest generation wins.
+//!
+//! Every slot records what its leg holds, as md records a role and a
+//! `recovery_offset` per device: in sync, failed (and maybe rebuilt into a
+//! distributed spare), or recovering with the stripes below its checkpoint
+//! rebuilt; and one replacement being rebuilt beside a live leg, with its
+//! own checkpoint. A leg is never read as in sync unless its slot says so.
 
 /// Bytes of one superblock copy.
 pub const BLOCK: usize = 4096;
 pub const MAGIC: &[u8; 8] = b"WRAIDSB1";
-pub const VERSION: u32 = 1;
+/// Version 2 added member states, recovery checkpoints and the
+/// replacement record; version 1 blocks are still read.
+pub const VERSION: u32 = 2;
 /// Most legs an array records (their uuids fit one block).
 pub const MAX_LEGS: usize = 64;
 const ARGS_MAX: usize = 256;
@@ -28,15 +36,22 @@ pub struct Superblock {
     pub legs: Vec<[u8; 16]>,
     /// Legs the array considered failed (or missing) at this generation.
     pub failed: Vec<bool>,
-    /// For a failed leg: the spare ordinal its chunks were rebuilt into
-    /// (on disk the failed byte is then 2 + ordinal).
+    /// For a failed leg: the spare ordinal its chunks were rebuilt into.
     pub spared: Vec<Option<u32>>,
+    /// For a leg being rebuilt: where its recovery has reached.
+    pub recovering: Vec<Option<Recovery>>,
+    /// A new device being rebuilt to take a live leg's place.
+    pub replacement: Option<Replacement>,
     /// Usable chunks of every leg (the layout's geometry).
     pub leg_sizes: Vec<u64>,
     /// Event counter: bumped on every change of the array's state.
     pub generation: u64,
-    /// True while the array is running (cleared by a clean stop).
+    /// Writes may be in flight: set before the first write, cleared when
+    /// the array is idle and flushed (md's safe mode) or cleanly stopped.
     pub dirty: bool,
+    /// The array crashed dirty and the resync that follows has not
+    /// finished: stripes may be torn (md's resync_offset short of the end).
+    pub unsynced: bool,
     /// Generation at which the bitmap last forgot what a missing leg
     /// missed: a leg at least this fresh can be re-added with a
     /// bitmap-only recovery.
@@ -62,6 +77,29 @@ pub struct Superblock {
     pub created: u64,
     pub updated: u64,
 }
+
+/// A leg's rebuild, checkpointed: every stripe below `offset` holds what
+/// the array holds (only the bitmap's regions when `bitmap_only`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Recovery {
+    pub offset: u64,
+    pub bitmap_only: bool,
+}
+
+/// A replacement (`leg replace`) under way for `slot`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Replacement {
+    pub slot: u32,
+    pub uuid: [u8; 16],
+    /// Stripes below this are rebuilt on the replacement.
+    pub offset: u64,
+}
+
+/// A slot's state byte on disk (version 2).
+const IN_SYNC: u8 = 0;
+const FAILED: u8 = 1;
+const RECOVERING_FULL: u8 = 2;
+const RECOVERING_BITMAP: u8 = 3;
 
 /// Why a superblock copy could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,7 +180,7 @@ impl Superblock {
         w.bytes(&self.leg_uuid);
         w.u32(self.leg_index);
         w.u64(self.generation);
-        w.u32(u32::from(self.dirty));
+        w.u32(u32::from(self.dirty) | (u32::from(self.unsynced) << 1));
         w.u64(self.events_cleared);
         w.u32(self.chunk_sectors);
         w.u64(self.data_offset);
@@ -158,16 +196,28 @@ impl Superblock {
         w.u64(self.regions);
         w.u64(self.created);
         w.u64(self.updated);
+        let replacement = self.replacement.unwrap_or(Replacement { slot: u32::MAX, uuid: [0; 16], offset: 0 });
+        w.u32(replacement.slot);
+        w.bytes(&replacement.uuid);
+        w.u64(replacement.offset);
         w.u32(self.legs.len() as u32);
         for (i, uuid) in self.legs.iter().enumerate().take(MAX_LEGS) {
             w.bytes(uuid);
             let failed = self.failed.get(i).copied().unwrap_or(false);
-            let state = match self.spared.get(i).copied().flatten() {
-                Some(o) if failed => 2 + o.min(253) as u8,
-                _ => u8::from(failed),
+            let recovery = self.recovering.get(i).copied().flatten();
+            let state = match recovery {
+                _ if failed => FAILED,
+                Some(r) if r.bitmap_only => RECOVERING_BITMAP,
+                Some(_) => RECOVERING_FULL,
+                None => IN_SYNC,
             };
-            w.bytes(&[state]);
+            let spare = match self.spared.get(i).copied().flatten() {
+                Some(o) if failed => 1 + o.min(254) as u8,
+                _ => 0,
+            };
+            w.bytes(&[state, spare]);
             w.u64(self.leg_sizes.get(i).copied().unwrap_or(0));
+            w.u64(recovery.map_or(0, |r| r.offset));
         }
         w.buf.resize(BLOCK - 4, 0);
         let crc = crc32c::crc32c(&w.buf);
@@ -191,7 +241,7 @@ impl Superblock {
         }
         let mut r = Reader { buf: block, at: 8 };
         let version = r.u32();
-        if version != VERSION {
+        if version != VERSION && version != 1 {
             return Err(SuperblockError::Version(version));
         }
         let array_uuid = r.array();
@@ -199,7 +249,8 @@ impl Superblock {
         let leg_uuid = r.array();
         let leg_index = r.u32();
         let generation = r.u64();
-        let dirty = r.u32() != 0;
+        let flags = r.u32();
+        let (dirty, unsynced) = (flags & 1 != 0, flags & 2 != 0);
         let events_cleared = r.u64();
         let chunk_sectors = r.u32();
         let data_offset = r.u64();
@@ -210,20 +261,49 @@ impl Superblock {
         let (component_offset, component_len) = (r.u64(), r.u64());
         let (bitmap_offset, bitmap_bytes, region_stripes, regions) = (r.u64(), r.u64(), r.u64(), r.u64());
         let (created, updated) = (r.u64(), r.u64());
+        let replacement = if version >= 2 {
+            let (slot, uuid, offset) = (r.u32(), r.array(), r.u64());
+            (slot != u32::MAX).then_some(Replacement { slot, uuid, offset })
+        } else {
+            None
+        };
         let count = r.u32() as usize;
         if count == 0 || count > MAX_LEGS || leg_index as usize >= count {
             return Err(SuperblockError::Field("leg count"));
         }
+        if replacement.is_some_and(|x| x.slot as usize >= count) {
+            return Err(SuperblockError::Field("replacement slot"));
+        }
         let mut legs = Vec::with_capacity(count);
         let mut failed = Vec::with_capacity(count);
         let mut spared = Vec::with_capacity(count);
+        let mut recovering = Vec::with_capacity(count);
         let mut leg_sizes = Vec::with_capacity(count);
         for _ in 0..count {
             legs.push(r.array());
-            let state = r.array::<1>()[0];
-            failed.push(state != 0);
-            spared.push((state >= 2).then(|| u32::from(state) - 2));
-            leg_sizes.push(r.u64());
+            if version == 1 {
+                // Version 1: one byte, 0 in sync, 1 failed, 2 + o spared.
+                let state = r.array::<1>()[0];
+                failed.push(state != 0);
+                spared.push((state >= 2).then(|| u32::from(state) - 2));
+                recovering.push(None);
+                leg_sizes.push(r.u64());
+                continue;
+            }
+            let [state, spare] = r.array::<2>();
+            let size = r.u64();
+            let offset = r.u64();
+            let (is_failed, recovery) = match state {
+                IN_SYNC => (false, None),
+                FAILED => (true, None),
+                RECOVERING_FULL => (false, Some(Recovery { offset, bitmap_only: false })),
+                RECOVERING_BITMAP => (false, Some(Recovery { offset, bitmap_only: true })),
+                _ => return Err(SuperblockError::Field("member state")),
+            };
+            failed.push(is_failed);
+            spared.push((spare > 0 && is_failed).then(|| u32::from(spare) - 1));
+            recovering.push(recovery);
+            leg_sizes.push(size);
         }
         if chunk_sectors == 0 || region_stripes == 0 {
             return Err(SuperblockError::Field("geometry"));
@@ -236,9 +316,12 @@ impl Superblock {
             legs,
             failed,
             spared,
+            recovering,
+            replacement,
             leg_sizes,
             generation,
             dirty,
+            unsynced,
             events_cleared,
             chunk_sectors,
             data_offset,
@@ -300,9 +383,12 @@ mod tests {
             legs: vec![[3; 16], [2; 16], [4; 16]],
             failed: vec![false, false, true],
             spared: vec![None, None, Some(0)],
+            recovering: vec![Some(Recovery { offset: 17, bitmap_only: true }), None, None],
+            replacement: Some(Replacement { slot: 1, uuid: [5; 16], offset: 9 }),
             leg_sizes: vec![1000, 1000, 1000],
             generation: 42,
             dirty: true,
+            unsynced: true,
             events_cleared: 40,
             chunk_sectors: 128,
             data_offset: 1 << 20,
