@@ -120,6 +120,19 @@ impl Remote {
         let _ = self.child.wait();
     }
 
+    /// A graceful stop, as a service manager does it: SIGTERM, then wait.
+    fn terminate(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+    }
+
     fn restart(&mut self) {
         self.kill();
         *self = Remote::start(&self.net, &self.file.clone(), self.kind, self.filters.clone());
@@ -251,6 +264,59 @@ fn a_server_away_past_the_timeout_degrades_then_resyncs_only_what_was_written() 
     assert!(out.status.success());
     let (ok, out) = fio(&m.served.uri(), &["--offset=128M", "--size=24M", "--randseed=7", "--verify_only"]);
     assert!(ok, "the re-added remote leg does not hold the data written while it was away: {out}");
+}
+
+/// A raid1 of a local leg and an nbdkit export whose server is stopped
+/// (gracefully or not) under writes, then started again: the leg is failed
+/// only past --leg-timeout, re-added by itself when the server is back, and
+/// then the remote copy alone holds every write.
+fn server_stopped_and_back(kind: &'static str, graceful: bool) {
+    require(kind);
+    require("fio");
+    let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+    let net = Arc::new(Netns::new());
+    let (local, far) = (dir.path().join("local"), dir.path().join("far"));
+    sparse(&local, 256 << 20);
+    sparse(&far, 256 << 20);
+    let mut remote = if kind == "nbdkit" { Remote::nbdkit(&net, &far, &[]) } else { Remote::qemu_nbd(&net, &far) };
+    let legs = vec![local.display().to_string(), remote.uri()];
+    create("r", "raid1", &legs);
+    let served = assemble(&dir, "r", &legs, &["--leg-timeout", "2", "--daemon-sleep", "0.5"]);
+    let (ok, out) = fio(&served.uri(), &["--size=16M", "--randseed=11"]);
+    assert!(ok, "{out}");
+    let job = fio_in_background(served.uri(), &["--offset=64M", "--size=48M", "--randseed=12", "--rate=6m"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    if graceful { remote.terminate() } else { remote.kill() }
+    std::thread::sleep(Duration::from_secs(4));
+    remote.restart();
+    let (ok, out) = job.join().expect("fio thread");
+    assert!(ok, "writes must go on while the server is away: {out}\n{}", served.log());
+    wait_for("the re-add and its recovery", Duration::from_secs(90), || idle(&served));
+    let st = served.status();
+    let far_leg = leg(&st, 1);
+    println!("{kind} stopped ({}) and back: remote leg {far_leg}", if graceful { "SIGTERM" } else { "SIGKILL" });
+    assert_eq!(far_leg["health_char"], "A", "the leg comes back by itself: {st:#}\n{}", served.log());
+    let out = served.ctl(&["leg", "fail", "r", "0"]);
+    assert!(out.status.success());
+    for (offset, size, seed) in [("0", "16M", "11"), ("64M", "48M", "12")] {
+        let (ok, out) = fio(&served.uri(), &[&format!("--offset={offset}"), &format!("--size={size}"), &format!("--randseed={seed}"), "--verify_only"]);
+        assert!(ok, "the remote copy alone must hold every write: {out}");
+    }
+}
+
+#[test]
+fn nbdkit_stopped_with_sigterm_is_a_lost_link_readded_when_back() {
+    server_stopped_and_back("nbdkit", true);
+}
+
+#[test]
+fn nbdkit_killed_is_a_lost_link_readded_when_back() {
+    server_stopped_and_back("nbdkit", false);
+}
+
+#[test]
+fn qemu_nbd_stopped_with_sigterm_is_a_lost_link_readded_when_back() {
+    server_stopped_and_back("qemu-nbd", true);
 }
 
 #[test]

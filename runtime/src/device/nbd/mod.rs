@@ -148,6 +148,14 @@ impl NbdLeg {
                     self.shared.record_latency(started.elapsed());
                     return Ok(data);
                 }
+                SlotState::Answered(Err(ESHUTDOWN)) => {
+                    // A graceful stop (SIGTERM, a service restart) is a
+                    // lost link, not a failed request: resend once the
+                    // server is back, until the deadline.
+                    drop(state);
+                    conn.fail(&self.shared, "the server is shutting down (NBD_ESHUTDOWN)");
+                    continue;
+                }
                 SlotState::Answered(Err(errno)) => {
                     return Err(io::Error::new(
                         io::Error::from_raw_os_error(errno as i32).kind(),

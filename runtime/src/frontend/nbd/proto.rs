@@ -58,6 +58,9 @@ pub const EIO: u32 = 5;
 pub const EINVAL: u32 = 22;
 pub const ENOSPC: u32 = 28;
 pub const ENOTSUP: u32 = 95;
+/// The server is shutting down: the request was not served (the protocol
+/// document's NBD_ESHUTDOWN). A client treats it as a lost connection.
+pub const ESHUTDOWN: u32 = 108;
 
 /// The largest request this server accepts (and advertises).
 pub const MAX_REQUEST: u32 = 32 << 20;
