@@ -10,8 +10,11 @@ cargo test --release --manifest-path guest-algorithms/Cargo.toml
 echo "== build everything once (lib, binary, tests, benches share one feature set)"
 cargo build --release --workspace --all-targets
 
-echo "== runtime, hostile components, layout properties, real clients, redundancy, remote legs (network namespaces: needs root), layouts in C, Zig, Python and JavaScript"
+echo "== runtime, hostile components, layout properties, real clients, redundancy, rebuilds killed mid-way, remote legs (network namespaces: needs root), layouts in C, Zig, Python and JavaScript"
 cargo test --release --workspace
+
+echo "== the power-loss simulator: 20,000 crash states over raid1, raid5, raid6, raid10, pyramid and draid, every workload"
+./scripts/crash.sh 20000 --jobs 2
 
 echo "== the tutorials, run as written: a first layout in Rust, C, Zig, Python and JavaScript, proven and served"
 ./scripts/tutorials.sh
