@@ -96,7 +96,8 @@ fn interrupted(layout: &str, legs: usize, action: Action, round: u64) {
         }
         Action::ReAdd => {
             ctl_ok(&served, &["leg", "fail", "r", victim]);
-            let (ok, out) = fio(&served.uri(), &["--rw=write", "--bs=64k", &format!("--offset={half}"), &format!("--size={rest}"), "--randseed=2", "--do_verify=0"]);
+            let (ok, out) =
+                fio(&served.uri(), &["--rw=write", "--bs=64k", &format!("--offset={half}"), &format!("--size={rest}"), "--randseed=2", "--do_verify=0"]);
             assert!(ok, "degraded writes: {out}");
             std::thread::sleep(Duration::from_millis(600));
             ctl_ok(&served, &["tune", "r", "--sync-rate", "16M"]);

@@ -174,6 +174,15 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// `wait_for`, showing the array's status and log when it times out.
+fn wait_for_or_show(what: &str, limit: Duration, s: &Served, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}: {:#}\n{}", s.status(), s.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn idle(s: &Served) -> bool {
     let st = s.status();
     st["arrays"][0]["sync_action"] == "idle" && st["arrays"][0]["health"].as_str().is_some_and(|h| h.chars().all(|c| c == 'A'))
@@ -252,7 +261,7 @@ fn a_server_away_past_the_timeout_degrades_then_resyncs_only_what_was_written() 
     assert_eq!(leg(&st, 1)["health_char"], "D", "past the timeout the leg is failed: {st:#}");
     assert_eq!(leg(&st, 1)["link"]["connected"], false);
     m.remote.restart();
-    wait_for("the re-add and its recovery", Duration::from_secs(60), || idle(&m.served));
+    wait_for_or_show("the re-add and its recovery", Duration::from_secs(60), &m.served, || idle(&m.served));
     let st = m.served.status();
     let last = st["arrays"][0]["sync_last"].as_str().unwrap_or("").to_string();
     let moved: u64 = last.split_whitespace().find_map(|w| w.parse().ok()).unwrap_or(u64::MAX);
@@ -286,7 +295,11 @@ fn server_stopped_and_back(kind: &'static str, graceful: bool) {
     assert!(ok, "{out}");
     let job = fio_in_background(served.uri(), &["--offset=64M", "--size=48M", "--randseed=12", "--rate=6m"]);
     std::thread::sleep(Duration::from_millis(1500));
-    if graceful { remote.terminate() } else { remote.kill() }
+    if graceful {
+        remote.terminate()
+    } else {
+        remote.kill()
+    }
     std::thread::sleep(Duration::from_secs(4));
     remote.restart();
     let (ok, out) = job.join().expect("fio thread");

@@ -214,7 +214,15 @@ pub fn run(kind: Kind, spec: LayoutSpec, seed: u64, sandbox: &Arc<Sandbox>) -> a
     if let Some(r) = rig.array.sync.last_result.lock().clone() {
         events.push(r);
     }
-    events.push(format!("health {}", rig.array.health_chars()));
+    let health = rig.array.health_chars();
+    events.push(format!("health {health}"));
+    // Liveness: what the workload did must have healed the array (a lost
+    // link re-added by itself, a rebuild finished), except a leg that
+    // now lives in distributed spares.
+    if kind != Kind::Spare && health.chars().any(|c| c != 'A') {
+        let why: Vec<String> = rig.array.legs().iter().enumerate().filter_map(|(i, l)| l.last_error().map(|e| format!("leg {i}: {e}"))).collect();
+        anyhow::bail!("the array did not heal: {health} after {} ({})", events.join("; "), why.join("; "));
+    }
     let bases = rig.devices.lock().iter().map(|d| d.base.clone()).collect();
     Ok(Recorded { seed, bases, entries: rig.log.entries(), ops: rig.history.ops(), blocks: rig.blocks, end: rig.log.now() + 1, events })
 }

@@ -225,7 +225,7 @@ impl Array {
                 }
                 for dev in std::iter::once(leg.device()).chain(leg.replacement()) {
                     if let Err(e) = dev.flush() {
-                        self.mark_dead(i, &format!("flush before clearing the bitmap failed: {e}"));
+                        self.mark_dead_on(i, "flush before clearing the bitmap", &e);
                     }
                 }
             }
@@ -255,7 +255,7 @@ impl Array {
                     match crate::meta::store::write_bitmap_copy(&*dev, &template, which, states, serial) {
                         Ok(()) => written += 1,
                         Err(e) => {
-                            self.mark_dead(i, &format!("bitmap write failed: {e}"));
+                            self.mark_dead_on_meta(i, "bitmap write", &e);
                         }
                     }
                 }

@@ -307,7 +307,7 @@ impl Array {
                     sb.leg_uuid = uuid;
                     match crate::meta::store::write_superblock(&*dev, &sb) {
                         Ok(()) => written += 1,
-                        Err(e) if k == 0 && leg.is_writable() => newly_dead |= self.mark_dead(i, &format!("superblock write failed: {e}")),
+                        Err(e) if k == 0 && leg.is_writable() => newly_dead |= self.mark_dead_on_meta(i, "superblock write", &e),
                         Err(e) => {
                             tracing::error!(array = %self.name, leg = i, "replacement {}: superblock write failed: {e}; replacement abandoned", dev.describe());
                             leg.set_replacement(None);

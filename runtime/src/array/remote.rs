@@ -11,14 +11,34 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 impl Array {
-    /// Fail leg `i` after an I/O error, noting whether the link was lost.
+    /// Fail leg `i` after an I/O error, noting whether the link was lost,
+    /// and record it.
     pub(super) fn fail_leg_on(&self, i: usize, what: &str, e: &io::Error) {
+        self.mark_dead_on(i, what, e);
+        if let Err(e) = self.settle_failures() {
+            tracing::error!(array = %self.name, "recording the failure of leg {i}: {e}");
+        }
+    }
+
+    /// Mark leg `i` dead after an I/O error, noting whether the link was
+    /// lost (a leg that timed out behind a link is re-added when it
+    /// returns, whatever request it failed: data, bitmap or superblock).
+    /// The caller records it (`settle_failures`).
+    pub(super) fn mark_dead_on(&self, i: usize, what: &str, e: &io::Error) -> bool {
         if let Some(leg) = self.legs.get(i) {
             if e.kind() == io::ErrorKind::TimedOut && leg.device().link().is_some() {
                 leg.lost_link.store(true, Ordering::Release);
             }
         }
-        self.fail_leg(i, &format!("{what} error: {e}"));
+        self.mark_dead(i, &format!("{what} error: {e}"))
+    }
+
+    /// `mark_dead_on` for a metadata write's error.
+    pub(super) fn mark_dead_on_meta(&self, i: usize, what: &str, e: &crate::meta::store::MetaError) -> bool {
+        match e {
+            crate::meta::store::MetaError::Io { error, .. } => self.mark_dead_on(i, what, error),
+            other => self.mark_dead(i, &format!("{what} failed: {other}")),
+        }
     }
 
     /// Re-add every leg that failed for a lost link whose link is back.
