@@ -209,3 +209,87 @@ fn check_forced(rec: &Recorded, oracle: &Oracle, crash: &Crash, images: &[Image]
     let got = read_all(&array, rec.blocks)?;
     judge("forced past the write hole", &got, oracle, crash.at, torn).map_err(|v| violation("f", v.detail))
 }
+
+/// For a violation: what each device's superblock said in the crash
+/// state, the bitmap, and where the block's chunk lives, for a person to
+/// read.
+pub fn explain(rec: &Recorded, crash: &Crash, block: Option<u64>) -> String {
+    use std::fmt::Write;
+    let images = materialize(rec, crash);
+    let mems = devices(&images);
+    let mut out = String::new();
+    for (i, m) in mems.iter().enumerate() {
+        match wasmraid::meta::store::read_superblock(&**m) {
+            Ok(sb) => {
+                let _ = writeln!(
+                    out,
+                    "  dev{i}: slot {} gen {} dirty {} unsynced {} failed {:?} spared {:?} recovering {:?} replacement {:?} legs {:?}",
+                    sb.leg_index,
+                    sb.generation,
+                    sb.dirty,
+                    sb.unsynced,
+                    sb.failed,
+                    sb.spared,
+                    sb.recovering,
+                    sb.replacement,
+                    sb.legs.iter().map(|u| hex_short(u)).collect::<Vec<_>>()
+                );
+                let _ = writeln!(out, "        uuid {}", hex_short(&sb.leg_uuid));
+                for (which, copy) in wasmraid::meta::store::read_bitmap_copies(&**m, &sb).iter().enumerate() {
+                    match copy {
+                        Ok((serial, states)) => {
+                            let _ = writeln!(
+                                out,
+                                "        bitmap {which}: serial {serial} {:?}",
+                                states.iter().map(|s| format!("{s:?}").chars().next().unwrap_or('?')).collect::<String>()
+                            );
+                        }
+                        Err(e) => {
+                            let _ = writeln!(out, "        bitmap {which}: {e}");
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "  dev{i}: {e}");
+            }
+        }
+    }
+    if let (Some(b), Ok(assembled)) =
+        (block, assemble(as_block_devices(&mems, &[]), &wasmraid::sandbox::Sandbox::new(Default::default()).expect("sandbox"), &assemble_options(true)))
+    {
+        let a = &assembled.array;
+        let layout = a.layout();
+        let cb = layout.geometry.chunk_bytes();
+        let c = b * BLOCK as u64 / cb;
+        let d = u64::from(layout.descriptor.data_chunks);
+        if let Ok(view) = layout.stripe(c / d) {
+            let _ = writeln!(out, "  block {b}: chunk {c}, stripe {}, data {}; health {}", c / d, c % d, a.health_chars());
+            for (i, slot) in view.shape.slots.iter().enumerate() {
+                let p = view.place(i);
+                let leg = &a.legs()[p.leg as usize];
+                let mut buf = vec![0u8; BLOCK];
+                let at = leg.offset + p.chunk * cb + (b * BLOCK as u64) % cb;
+                let held = leg.device().read_at(&mut buf, at).map(|()| crate::history::identify(b, &buf)).map_err(|e| e.to_string());
+                let _ = writeln!(out, "    slot {i}: leg {} ({}) chunk {} {:?}: {:?}", p.leg, leg.device().describe(), p.chunk, slot.role, held);
+                // Which logged writes touched that place.
+                if let Some(dev) = leg.device().describe().strip_prefix("dev").and_then(|n| n.parse::<u32>().ok()) {
+                    for e in rec.entries.iter().filter(|e| e.leg == dev) {
+                        if let wasmraid::device::log_writes::Op::Write { offset, data } = &e.op {
+                            if *offset <= at && at < offset + data.len() as u64 {
+                                let from = (at - offset) as usize;
+                                let id = crate::history::identify(b, &data[from..(from + BLOCK).min(data.len())]);
+                                let _ = writeln!(out, "        write issued {} done {:?} ok {} fua {}: {:?}", e.issued, e.completed, e.ok, e.fua, id);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn hex_short(u: &[u8; 16]) -> String {
+    u[..3].iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -51,6 +51,10 @@ struct Args {
     /// Stop at the first violation.
     #[arg(long)]
     fail_fast: bool,
+    /// With a violation, show each device's superblock and bitmap in the
+    /// crash state and where the block lives.
+    #[arg(long)]
+    explain: bool,
 }
 
 #[derive(Default)]
@@ -209,6 +213,10 @@ fn one_run(args: &Args, spec: rig::LayoutSpec, kind: workload::Kind, seed: u64, 
             let persist: Vec<String> = crash.persist.iter().map(|p| p.to_string()).collect();
             println!("VIOLATION layout={} workload={} seed={seed} crash {crash}: {why}", spec.name, kind.name());
             println!("  events: {}", rec.events.join("; "));
+            if args.explain {
+                let block = why.split("block ").nth(1).and_then(|w| w.split(|c: char| !c.is_ascii_digit()).next()).and_then(|n| n.parse().ok());
+                print!("{}", check::explain(&rec, crash, block));
+            }
             println!(
                 "  replay: scripts/crash.sh --layout {} --workload {} --seed {seed} --at {} --persist {}",
                 spec.name,

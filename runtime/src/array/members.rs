@@ -37,6 +37,7 @@ impl Array {
 
     /// `leg remove`: detach a dead leg; its slot stays empty.
     pub fn leg_remove(&self, i: usize) -> Result<(), ArrayError> {
+        let _change = self.membership.lock();
         let leg = self.legs.get(i).ok_or_else(|| ArrayError::Refused(format!("no leg {i}")))?;
         if leg.health() != Health::Dead {
             return Err(ArrayError::Refused(format!("leg {i} is in use: fail it first")));
@@ -50,6 +51,7 @@ impl Array {
     /// `leg add`: put a new device (a spare) into slot `i`, or the first
     /// dead slot, and rebuild it in full.
     pub fn leg_add(self: &Arc<Self>, i: Option<usize>, dev: Arc<dyn BlockDevice>) -> Result<usize, ArrayError> {
+        let _change = self.membership.lock();
         let slot = match i {
             Some(i) => i,
             None => {
@@ -65,7 +67,7 @@ impl Array {
         }
         let uuid = new_uuid();
         self.write_leg_metadata(&*dev, slot, uuid)?;
-        self.drop_spare(slot as u32);
+        self.retire_spare(slot as u32)?;
         leg.set_device(dev);
         *leg.uuid.lock() = uuid;
         leg.start_recovery(0, false);
@@ -77,6 +79,7 @@ impl Array {
     /// `leg re-add`: a leg that left comes back. If it is fresh enough for
     /// the bitmap to know what it missed, only those regions are rebuilt.
     pub fn leg_readd(self: &Arc<Self>, dev: Arc<dyn BlockDevice>) -> Result<(usize, RecoverScope), ArrayError> {
+        let _change = self.membership.lock();
         let meta = self.meta_or_refuse()?;
         let sb = store::read_superblock(&*dev).map_err(|e| ArrayError::Refused(e.to_string()))?;
         let template = meta.template.lock().clone();
@@ -95,7 +98,7 @@ impl Array {
             return Err(ArrayError::Refused(format!("a {} is running; re-add the leg when it ends", self.sync.action().name())));
         }
         let scope = if sb.generation >= template.events_cleared { RecoverScope::Bitmap } else { RecoverScope::Full };
-        self.drop_spare(slot as u32);
+        self.retire_spare(slot as u32)?;
         leg.set_device(dev);
         *leg.uuid.lock() = sb.leg_uuid;
         leg.start_recovery(0, scope == RecoverScope::Bitmap);
@@ -111,6 +114,7 @@ impl Array {
         if leg.health() == Health::Dead {
             return self.leg_add(Some(i), dev).map(|_| ());
         }
+        let _change = self.membership.lock();
         if self.sync.action() != SyncAction::Idle {
             return Err(ArrayError::Refused(format!("a {} is running; replace the leg when it ends", self.sync.action().name())));
         }

@@ -145,6 +145,11 @@ pub struct Array {
     unrecorded_failures: AtomicU64,
     /// One recording of failures at a time.
     recording: Mutex<()>,
+    /// Held by a membership change (add, re-add, replace, remove) from its
+    /// checks to the start of its rebuild, and by `start_needed_sync`: the
+    /// daemon must not start a spare rebuild of a slot that is being given
+    /// a device in between.
+    membership: Mutex<()>,
     safe_mode: safe_mode::SafeMode,
     /// Dead legs when a bitmap clearing was decided (a leg dying before
     /// it is written cancels it).
@@ -178,6 +183,7 @@ impl Array {
             counters: Counters::default(),
             unrecorded_failures: AtomicU64::new(0),
             recording: Mutex::new(()),
+            membership: Mutex::new(()),
             safe_mode: safe_mode::SafeMode::new(true),
             beyond_tolerance: Mutex::new(None),
             dead_before_clearing: std::sync::atomic::AtomicUsize::new(0),

@@ -29,6 +29,9 @@ pub struct SpareUse {
     pub leg: u32,
     pub ordinal: u32,
     complete: AtomicBool,
+    /// Being given up: still redirected in memory, no longer recorded on
+    /// disk (see `retire_spare`).
+    retiring: AtomicBool,
     /// One bit per stripe rebuilt so far (empty once complete).
     rebuilt: Vec<AtomicU64>,
 }
@@ -36,7 +39,13 @@ pub struct SpareUse {
 impl SpareUse {
     fn new(leg: u32, ordinal: u32, stripes: u64, complete: bool) -> SpareUse {
         let words = if complete { 0 } else { stripes.div_ceil(64) as usize };
-        SpareUse { leg, ordinal, complete: AtomicBool::new(complete), rebuilt: (0..words).map(|_| AtomicU64::new(0)).collect() }
+        SpareUse {
+            leg,
+            ordinal,
+            complete: AtomicBool::new(complete),
+            retiring: AtomicBool::new(false),
+            rebuilt: (0..words).map(|_| AtomicU64::new(0)).collect(),
+        }
     }
 
     fn covers(&self, s: u64) -> bool {
@@ -89,9 +98,10 @@ impl Array {
         })
     }
 
-    /// The spare ordinal holding leg `i`, when a rebuild into it finished.
+    /// The spare ordinal holding leg `i`, when a rebuild into it finished
+    /// (and is not being given up).
     pub fn spare_of(&self, i: usize) -> Option<u32> {
-        self.spares.load().iter().find(|u| u.leg as usize == i && u.is_complete()).map(|u| u.ordinal)
+        self.spares.load().iter().find(|u| u.leg as usize == i && u.is_complete() && !u.retiring.load(Ordering::Acquire)).map(|u| u.ordinal)
     }
 
     /// Dead legs whose chunks are not all in spare slots.
@@ -129,8 +139,24 @@ impl Array {
         }
     }
 
-    /// Forget leg `leg`'s spare use (its slot is getting a device again,
-    /// which recovery rebuilds from the stripes as they decode).
+    /// Give up leg `leg`'s spare use because its slot is getting a device
+    /// again (recovery rebuilds it from the stripes as they decode). The
+    /// superblocks first stop saying the chunks live in the spare slots,
+    /// while writes still go there (parity covers them either way); only
+    /// then do writes go to the slot's own place. In the other order a
+    /// crash could bring the old overlay back over writes it never saw.
+    pub(super) fn retire_spare(&self, leg: u32) -> Result<(), ArrayError> {
+        let uses = self.spares.load();
+        let Some(use_) = uses.iter().find(|u| u.leg == leg) else { return Ok(()) };
+        if use_.is_complete() {
+            use_.retiring.store(true, Ordering::Release);
+            self.write_superblocks(None)?;
+        }
+        self.drop_spare(leg);
+        Ok(())
+    }
+
+    /// Forget leg `leg`'s spare use, in memory.
     pub(super) fn drop_spare(&self, leg: u32) {
         self.spare_gave_up.fetch_and(!(1 << (leg % 64)), Ordering::Relaxed);
         let kept: Vec<Arc<SpareUse>> = self.spares.load().iter().filter(|u| u.leg != leg).cloned().collect();
@@ -168,6 +194,10 @@ impl Array {
                         }
                         if self.stopping() {
                             *failure.lock() = Some(ArrayError::Refused("stopped".into()));
+                            return;
+                        }
+                        if self.legs[leg].health() != super::health::Health::Dead {
+                            *failure.lock() = Some(ArrayError::Refused(format!("leg {leg} is no longer dead")));
                             return;
                         }
                         match self.spare_rebuild_stripe(&layout, &use_, s) {

@@ -182,6 +182,8 @@ impl Array {
     /// rebuild of a dead leg into a free distributed spare. Returns what
     /// was started (None when nothing is needed or an action runs).
     pub fn start_needed_sync(self: &Arc<Self>) -> Option<SyncAction> {
+        // A membership change decides what runs next itself.
+        let _no_change = self.membership.try_lock()?;
         if self.sync.action() != SyncAction::Idle {
             return None;
         }
@@ -331,6 +333,9 @@ impl Array {
             RecoverScope::DistributedSpare(ordinal) => return self.run_spare_rebuild(leg, ordinal),
         };
         let l = &self.legs[leg];
+        if self.spare_of(leg).is_some() {
+            return Err(ArrayError::Refused(format!("leg {leg} lives in distributed spares: give its slot a device with `leg add` first")));
+        }
         let replacing = l.replacement().is_some();
         let progress = if replacing { &l.replacement_offset } else { &l.recovery_offset };
         let from = progress.load(Ordering::Acquire);
