@@ -34,18 +34,46 @@ pub struct SandboxArgs {
     /// Longest a single guest call may run, in milliseconds.
     #[arg(long, global = true, value_name = "MS", default_value_t = 2000)]
     guest_timeout_ms: u64,
-    /// Memory cap per guest instance (e.g. 256M).
+    /// Memory cap per guest instance, all its linear memories together (e.g. 256M).
     #[arg(long, global = true, value_name = "SIZE", default_value = "256M")]
     guest_memory: String,
+    /// Largest component accepted (refused before it is compiled).
+    #[arg(long, global = true, value_name = "SIZE", default_value = "64M")]
+    max_component_size: String,
+    /// Longest a component may take to compile, in seconds (compiles run in a child process).
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 15.0)]
+    compile_timeout: f64,
+    /// Address space of the process compiling a component.
+    #[arg(long, global = true, value_name = "SIZE", default_value = "2G")]
+    compile_memory: String,
+    /// Longest a proof may spend in guest calls and fault-tolerance checks, in seconds.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 20.0)]
+    proof_timeout: f64,
 }
 
 impl SandboxArgs {
     pub fn sandbox(&self) -> anyhow::Result<Arc<Sandbox>> {
         let defaults = SandboxConfig::default();
+        let seconds = |what: &str, v: f64| -> anyhow::Result<Duration> {
+            anyhow::ensure!(v.is_finite() && v > 0.0 && v <= 86_400.0, "--{what} must be between 0 and 86400 seconds, got {v}");
+            Ok(Duration::from_secs_f64(v))
+        };
+        // Compiles run in a child of this very program (`compile.rs`).
+        let compiler = match std::env::current_exe() {
+            Ok(exe) => wasmraid::sandbox::Compiler::Child(exe),
+            Err(e) => anyhow::bail!("cannot find this program to run its compiler child: {e}"),
+        };
         let config = SandboxConfig {
             call_timeout: Duration::from_millis(self.guest_timeout_ms),
             memory_bytes: usize::try_from(wasmraid::units::parse_size(&self.guest_memory)?)?,
             cache_dir: if self.no_cache { None } else { self.cache_dir.clone().or(defaults.cache_dir) },
+            compile: wasmraid::sandbox::CompileLimits {
+                max_component_bytes: usize::try_from(wasmraid::units::parse_size(&self.max_component_size)?)?,
+                timeout: seconds("compile-timeout", self.compile_timeout)?,
+                memory_bytes: wasmraid::units::parse_size(&self.compile_memory)?,
+            },
+            compiler,
+            proof_timeout: seconds("proof-timeout", self.proof_timeout)?,
             ..defaults
         };
         Ok(Sandbox::new(config)?)
@@ -59,6 +87,14 @@ enum Command {
     Algo(algo::AlgoCommand),
     /// Prove and draw a few built-in layouts, then serve an array over NBD and exercise it (the README's first command).
     Demo,
+    /// (internal) Compile a component into an artifact, in the child process the sandbox starts.
+    #[command(name = "__compile-component", hide = true)]
+    CompileComponent {
+        #[arg(long)]
+        stack_bytes: usize,
+        input: PathBuf,
+        output: PathBuf,
+    },
     /// Serve a table or an array over NBD, with a control socket.
     Serve(serve::ServeArgs),
     /// Check a device-mapper style table.
@@ -246,6 +282,7 @@ fn dispatch(command: Command, sandbox: &SandboxArgs) -> anyhow::Result<std::proc
     match command {
         Command::Algo(cmd) => algo::run(cmd, sandbox),
         Command::Demo => demo::run(sandbox),
+        Command::CompileComponent { stack_bytes, input, output } => Ok(wasmraid::sandbox::compile::child_main(&input, &output, stack_bytes)),
         Command::Serve(args) => serve::run(args, sandbox),
         Command::Table(TableCommand::Check { file, bind }) => serve::check(&file, bind, sandbox),
         Command::Status { name, json, run_dir } => control::status(&run_dir, &name, json),

@@ -2,19 +2,18 @@
 //!
 //! A periodic layout is one precomputed period; a lookup is one division and
 //! a table read. An aperiodic layout lives in a bounded concurrent cache of
-//! blocks of stripes, filled by batched guest calls (one store and instance
-//! per worker thread), each block checked against the fingerprint taken when
-//! it was proven.
+//! blocks of stripes, filled by batched guest calls (from a small pool of
+//! guest instances shared by all threads), each block checked against the
+//! fingerprint taken when it was proven.
 
 use super::decode::Decoder;
 use super::verify::{BLOCK_STRIPES, fingerprint};
 use super::{Descriptor, Geometry, Stripe};
 use crate::sandbox::{GuestInstance, LoadedComponent, SandboxError};
-use std::cell::RefCell;
-use std::collections::HashMap;
+use parking_lot::{Condvar, Mutex};
 use std::collections::hash_map::RandomState;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A physical place: a chunk on a leg.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -102,18 +101,20 @@ impl PeriodicMap {
     }
 }
 
-static NEXT_MAP_ID: AtomicU64 = AtomicU64::new(1);
-
-thread_local! {
-    /// This thread's guest instance for each aperiodic map it has used; the
-    /// weak handle tells when the map is gone.
-    static WORKERS: RefCell<HashMap<u64, (Weak<()>, GuestInstance)>> = RefCell::new(HashMap::new());
+/// Guest instances shared by every thread that refills the cache: at most
+/// `limit` ever exist, each holding up to the guest's memory cap (one per
+/// worker thread would multiply it: a 240 MiB guest took a daemon serving
+/// four NBD connections to 4 GB).
+struct InstancePool {
+    idle: Mutex<Vec<GuestInstance>>,
+    returned: Condvar,
+    created: AtomicUsize,
+    limit: usize,
 }
 
 /// An aperiodic layout behind a bounded cache.
 pub struct AperiodicMap {
-    id: u64,
-    alive: Arc<()>,
+    pool: InstancePool,
     component: Arc<LoadedComponent>,
     geometry: Geometry,
     descriptor: Descriptor,
@@ -132,9 +133,9 @@ impl AperiodicMap {
         hasher: RandomState,
         cache_blocks: usize,
     ) -> Self {
+        let limit = component.sandbox.config().map_instances.max(1);
         AperiodicMap {
-            id: NEXT_MAP_ID.fetch_add(1, Ordering::Relaxed),
-            alive: Arc::new(()),
+            pool: InstancePool { idle: Mutex::new(Vec::new()), returned: Condvar::new(), created: AtomicUsize::new(0), limit },
             component,
             geometry,
             descriptor,
@@ -162,25 +163,48 @@ impl AperiodicMap {
         Ok(view.place(i))
     }
 
-    /// Fetch one block from this thread's instance and check it against
-    /// its fingerprint.
+    /// Run `f` on an instance of the pool: an idle one, a new one while
+    /// fewer than the limit exist, else the next one returned.
+    fn with_instance<R>(&self, block: u64, f: impl FnOnce(&mut GuestInstance) -> Result<R, MapError>) -> Result<R, MapError> {
+        let pool = &self.pool;
+        let mut instance = {
+            let mut idle = pool.idle.lock();
+            loop {
+                if let Some(i) = idle.pop() {
+                    break i;
+                }
+                if pool.created.load(Ordering::Acquire) < pool.limit {
+                    pool.created.fetch_add(1, Ordering::AcqRel);
+                    drop(idle);
+                    let mut fresh = GuestInstance::new(self.component.clone());
+                    let configured = fresh.configure(&self.geometry);
+                    match configured {
+                        Ok(d) if d == self.descriptor => break fresh,
+                        other => {
+                            pool.created.fetch_sub(1, Ordering::AcqRel);
+                            pool.returned.notify_one();
+                            return Err(match other {
+                                Err(e) => e.into(),
+                                Ok(_) => MapError::Changed { block },
+                            });
+                        }
+                    }
+                }
+                pool.returned.wait(&mut idle);
+            }
+        };
+        let result = f(&mut instance);
+        pool.idle.lock().push(instance);
+        pool.returned.notify_one();
+        result
+    }
+
+    /// Fetch one block from a pooled instance and check it against its
+    /// fingerprint.
     fn fill(&self, block: u64) -> Result<Arc<[Arc<Stripe>]>, MapError> {
         let first = block * BLOCK_STRIPES;
         let count = BLOCK_STRIPES.min(self.descriptor.stripes - first);
-        let words = WORKERS.with(|workers| -> Result<Vec<u64>, MapError> {
-            let mut workers = workers.borrow_mut();
-            workers.retain(|_, (alive, _)| alive.strong_count() > 0);
-            if !workers.contains_key(&self.id) {
-                let mut instance = GuestInstance::new(self.component.clone());
-                let d = instance.configure(&self.geometry)?;
-                if d != self.descriptor {
-                    return Err(MapError::Changed { block });
-                }
-                workers.insert(self.id, (Arc::downgrade(&self.alive), instance));
-            }
-            let (_, instance) = workers.get_mut(&self.id).ok_or(MapError::Changed { block })?;
-            Ok(instance.map_stripes(first, count as u32)?)
-        })?;
+        let words = self.with_instance(block, |instance| Ok(instance.map_stripes(first, count as u32)?))?;
         if self.fingerprints.get(block as usize) != Some(&fingerprint(&self.hasher, &words)) {
             return Err(MapError::Changed { block });
         }

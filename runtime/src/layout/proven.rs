@@ -43,7 +43,7 @@ impl ProvenLayout {
         let name = instance.name()?;
         let descriptor = instance.configure(&geometry)?;
         let hasher = RandomState::new();
-        let (proven, report) = verify::prove(&mut instance, &geometry, &descriptor, &hasher)?;
+        let (proven, report) = verify::prove_within(&mut instance, &geometry, &descriptor, &hasher, component.sandbox.config().proof_timeout)?;
         let map = match proven {
             Proven::Periodic { base } => LayoutMap::Periodic(PeriodicMap::new(&descriptor, base)),
             Proven::Aperiodic { fingerprints } => {

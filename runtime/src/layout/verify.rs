@@ -140,11 +140,26 @@ pub enum Proven {
     Aperiodic { fingerprints: Vec<u64> },
 }
 
-/// Prove the layout `source` describes with `d` on `g`.
+/// Prove the layout `source` describes with `d` on `g`, with no bound on
+/// the time spent (tests; see `prove_within`).
 pub fn prove(source: &mut dyn StripeSource, g: &Geometry, d: &Descriptor, hasher: &impl BuildHasher) -> Result<(Proven, ProofReport), ProofError> {
+    prove_within(source, g, d, hasher, Duration::MAX)
+}
+
+/// Prove the layout, refusing it once guest calls and fault-tolerance
+/// checks together have taken `limit` (a guest whose every call takes
+/// just under the per-call deadline cannot stretch a proof for minutes).
+pub fn prove_within(
+    source: &mut dyn StripeSource,
+    g: &Geometry,
+    d: &Descriptor,
+    hasher: &impl BuildHasher,
+    limit: Duration,
+) -> Result<(Proven, ProofReport), ProofError> {
     let started = Instant::now();
     check_descriptor(g, d)?;
     let mut checker = Checker::new(g, d);
+    checker.budget = Budget { limit, spent: Duration::ZERO };
     let (proven, shapes) = if d.is_periodic() { prove_periodic(source, &mut checker)? } else { prove_aperiodic(source, &mut checker, hasher)? };
     let report = ProofReport {
         stripes: d.stripes,
@@ -174,6 +189,13 @@ fn check_descriptor(g: &Geometry, d: &Descriptor) -> Result<(), ProofError> {
     if d.fault_tolerance > g.legs() {
         return bad(format!("fault tolerance {} exceeds the {} legs", d.fault_tolerance, g.legs()));
     }
+    // Every slot of every stripe is a distinct chunk: no layout can hold
+    // more stripes than the legs hold chunks. Checked before any count the
+    // guest declared sizes an allocation or a loop.
+    let chunks = g.leg_chunks.iter().fold(0u64, |a, &n| a.saturating_add(n));
+    if d.stripes > chunks / d.slots().max(1) {
+        return bad(format!("declares {} stripes of {} slots, but the legs hold only {chunks} chunks", d.stripes, d.slots()));
+    }
     if d.is_periodic() {
         if d.period > MAX_PERIOD_STRIPES || d.period.saturating_mul(d.slots()) > MAX_PERIOD_SLOTS {
             return bad(format!(
@@ -188,6 +210,34 @@ fn check_descriptor(g: &Geometry, d: &Descriptor) -> Result<(), ProofError> {
     Ok(())
 }
 
+/// Time a proof may spend where a guest decides the cost: its calls, and
+/// checking the fault tolerance of the shapes it returns.
+struct Budget {
+    limit: Duration,
+    spent: Duration,
+}
+
+impl Budget {
+    /// Add the time since `since` to what was spent.
+    fn charge(&mut self, since: Instant) -> Result<(), ProofError> {
+        self.spent = self.spent.saturating_add(since.elapsed());
+        self.check(Instant::now())
+    }
+
+    /// Would the time since `since`, added, go past the limit?
+    fn check(&self, since: Instant) -> Result<(), ProofError> {
+        if self.spent.saturating_add(since.elapsed()) > self.limit {
+            return Err(refuse(
+                Rule::Guest,
+                None,
+                None,
+                format!("the proof spent more than {:?} in guest calls and fault-tolerance checks (--proof-timeout)", self.limit),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Per-stripe rules, the overlap bitmaps and the fault-tolerance shapes.
 struct Checker<'a> {
     g: &'a Geometry,
@@ -196,15 +246,27 @@ struct Checker<'a> {
     used: Vec<Vec<u64>>,
     shapes: HashMap<u64, ()>,
     shape_hasher: std::collections::hash_map::RandomState,
+    budget: Budget,
 }
 
 impl<'a> Checker<'a> {
     fn new(g: &'a Geometry, d: &'a Descriptor) -> Self {
-        Checker { g, d, decoder: Decoder::default(), used: Vec::new(), shapes: HashMap::new(), shape_hasher: Default::default() }
+        Checker {
+            g,
+            d,
+            decoder: Decoder::default(),
+            used: Vec::new(),
+            shapes: HashMap::new(),
+            shape_hasher: Default::default(),
+            budget: Budget { limit: Duration::MAX, spent: Duration::ZERO },
+        }
     }
 
     fn fetch(&mut self, source: &mut dyn StripeSource, first: u64, count: u64) -> Result<(Vec<u64>, Vec<Stripe>), ProofError> {
-        let words = source.fetch(first, count as u32)?;
+        let asked = Instant::now();
+        let words = source.fetch(first, count as u32);
+        self.budget.charge(asked)?;
+        let words = words?;
         let stripes = self.decoder.decode(self.d, first, count, &words)?;
         Ok((words, stripes))
     }
@@ -308,7 +370,11 @@ impl<'a> Checker<'a> {
         if self.shapes.insert(h.finish(), ()).is_some() {
             return Ok(());
         }
-        fault_tolerance_holds(s, stripe, self.d)
+        let started = Instant::now();
+        let budget = &self.budget;
+        let verdict = fault_tolerance_holds(s, stripe, self.d, &mut |since| budget.check(since), started);
+        self.budget.charge(started)?;
+        verdict
     }
 
     fn bitmaps(&mut self) -> &mut Vec<Vec<u64>> {
@@ -320,13 +386,24 @@ impl<'a> Checker<'a> {
 }
 
 /// Every set of `d.fault_tolerance` failed legs leaves the stripe's data
-/// recoverable: the surviving equations have rank D.
-fn fault_tolerance_holds(s: u64, stripe: &Stripe, d: &Descriptor) -> Result<(), ProofError> {
+/// recoverable: the surviving equations have rank D. `charge` is called now
+/// and then with `started`, and ends the proof when the budget would be
+/// spent.
+fn fault_tolerance_holds(
+    s: u64,
+    stripe: &Stripe,
+    d: &Descriptor,
+    charge: &mut dyn FnMut(Instant) -> Result<(), ProofError>,
+    started: Instant,
+) -> Result<(), ProofError> {
     let n = d.data_chunks as usize;
     let mut legs: Vec<u32> = stripe.slots.iter().map(|sl| sl.leg).collect();
     legs.sort_unstable();
     legs.dedup();
     let f = (d.fault_tolerance as usize).min(legs.len());
+    if let Some(verdict) = systematic_tolerance(s, stripe, d, f, charge, started) {
+        return verdict;
+    }
     let combos = binomial(legs.len() as u128, f as u128);
     let cost = combos.saturating_mul((stripe.slots.len() * n * n) as u128);
     if cost > FT_BUDGET {
@@ -339,25 +416,100 @@ fn fault_tolerance_holds(s: u64, stripe: &Stripe, d: &Descriptor) -> Result<(), 
     }
     let equations: Vec<(u32, Vec<u8>)> = stripe.slots.iter().filter_map(|sl| Some((sl.leg, sl.role.equation(n)?))).collect();
     let mut failed: Vec<usize> = (0..f).collect();
+    let mut tried = 0u64;
     loop {
         let lost: Vec<u32> = failed.iter().map(|&i| legs[i]).collect();
         let rows: Vec<Vec<u8>> = equations.iter().filter(|(leg, _)| !lost.contains(leg)).map(|(_, row)| row.clone()).collect();
         if gf256::rank(rows) < n {
-            return Err(refuse(
-                Rule::FaultTolerance,
-                Some(s),
-                None,
-                format!(
-                    "declares {} but losing legs {} leaves its data unrecoverable",
-                    d.fault_tolerance,
-                    lost.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
-                ),
-            ));
+            return Err(unrecoverable(s, d, &lost));
+        }
+        tried += 1;
+        if tried % 1024 == 0 {
+            charge(started)?;
         }
         if !next_combination(&mut failed, legs.len()) {
             return Ok(());
         }
     }
+}
+
+fn unrecoverable(s: u64, d: &Descriptor, lost: &[u32]) -> ProofError {
+    refuse(
+        Rule::FaultTolerance,
+        Some(s),
+        None,
+        format!(
+            "declares {} but losing legs {} leaves its data unrecoverable",
+            d.fault_tolerance,
+            lost.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+        ),
+    )
+}
+
+/// The fault tolerance of a systematic stripe: every leg holds at most one
+/// slot, and slots are data, parity or spares. Losing the data chunks E and
+/// some parities leaves the data recoverable exactly when the surviving
+/// parity rows, restricted to E's columns, have rank |E|; and more losses
+/// are never better, so only the largest failure sets with e data losses
+/// are checked: C(D, e)·C(P, f - e) ranks of at most P x e (about ten
+/// thousand 4x4 ranks for a 20+4 code) instead of C(D + P, f) ranks of D
+/// columns. None when the stripe is not of that form.
+fn systematic_tolerance(
+    s: u64,
+    stripe: &Stripe,
+    d: &Descriptor,
+    f: usize,
+    charge: &mut dyn FnMut(Instant) -> Result<(), ProofError>,
+    started: Instant,
+) -> Option<Result<(), ProofError>> {
+    let n = d.data_chunks as usize;
+    let mut seen_legs = std::collections::HashSet::new();
+    let mut data_leg = vec![u32::MAX; n];
+    let mut parity: Vec<(u32, &[u8])> = Vec::new();
+    let mut spares = 0usize;
+    for slot in &stripe.slots {
+        if !seen_legs.insert(slot.leg) {
+            return None;
+        }
+        match &slot.role {
+            Role::Data(k) => *data_leg.get_mut(*k as usize)? = slot.leg,
+            Role::Parity { coefficients, .. } if coefficients.len() == n => parity.push((slot.leg, coefficients)),
+            Role::Spare(_) => spares += 1,
+            _ => return None,
+        }
+    }
+    let p = parity.len();
+    let mut tried = 0u64;
+    for e in 1..=f.min(n) {
+        let q = p.min(f - e);
+        if f - e - q > spares {
+            continue; // no failure set loses exactly e data chunks
+        }
+        let mut lost_data: Vec<usize> = (0..e).collect();
+        loop {
+            let mut lost_parity: Vec<usize> = (0..q).collect();
+            loop {
+                let rows: Vec<Vec<u8>> = (0..p).filter(|i| !lost_parity.contains(i)).map(|i| lost_data.iter().map(|&k| parity[i].1[k]).collect()).collect();
+                if rows.len() < e || gf256::rank(rows) < e {
+                    let lost: Vec<u32> = lost_data.iter().map(|&k| data_leg[k]).chain(lost_parity.iter().map(|&i| parity[i].0)).collect();
+                    return Some(Err(unrecoverable(s, d, &lost)));
+                }
+                tried += 1;
+                if tried % 4096 == 0 {
+                    if let Err(e) = charge(started) {
+                        return Some(Err(e));
+                    }
+                }
+                if q == 0 || !next_combination(&mut lost_parity, p) {
+                    break;
+                }
+            }
+            if !next_combination(&mut lost_data, n) {
+                break;
+            }
+        }
+    }
+    Some(Ok(()))
 }
 
 fn binomial(n: u128, k: u128) -> u128 {

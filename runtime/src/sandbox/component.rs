@@ -20,24 +20,55 @@ pub struct GuestState {
     pub(crate) limiter: MemoryLimiter,
 }
 
-/// Caps linear memory, remembering whether the cap was hit so a trap that
-/// follows can be reported as what it is.
+/// Core instances, tables and memories one guest instance may create (a
+/// component is several core modules; layouts built by componentize-py
+/// use about a dozen instances).
+pub const MAX_CORE_INSTANCES: usize = 100;
+pub const MAX_TABLES: usize = 100;
+pub const MAX_MEMORIES: usize = 16;
+
+/// Caps the linear memory of a whole guest instance (every memory of every
+/// core module in it together, so extra memories cannot multiply the cap),
+/// remembering whether the cap was hit so a trap that follows can be
+/// reported as what it is.
 pub struct MemoryLimiter {
     pub(crate) cap: usize,
+    /// Bytes of linear memory the instance holds now.
+    pub(crate) total: usize,
     pub(crate) hit: bool,
 }
 
+impl MemoryLimiter {
+    pub(crate) fn new(cap: usize) -> MemoryLimiter {
+        MemoryLimiter { cap, total: 0, hit: false }
+    }
+}
+
 impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.cap {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.total.saturating_add(desired.saturating_sub(current));
+        if total > self.cap {
             self.hit = true;
             return Ok(false);
         }
+        self.total = total;
         Ok(true)
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 1 << 20)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
     }
 }
 
@@ -79,6 +110,14 @@ const MODULE_HEADER: [u8; 8] = [0, b'a', b's', b'm', 0x01, 0x00, 0x00, 0x00];
 
 /// Validate and compile `bytes` (or deserialize its cached artifact).
 pub fn load(sandbox: &Arc<Sandbox>, bytes: &[u8]) -> Result<LoadedComponent, SandboxError> {
+    let most = sandbox.config.compile.max_component_bytes;
+    if bytes.len() > most {
+        return Err(SandboxError::CompileLimit(format!(
+            "{} bytes, more than the {} allowed (--max-component-size)",
+            bytes.len(),
+            crate::units::format_size(most as u64)
+        )));
+    }
     match bytes.get(..8) {
         Some(h) if h == COMPONENT_HEADER => {}
         Some(h) if h == MODULE_HEADER => {
@@ -120,25 +159,31 @@ pub fn load(sandbox: &Arc<Sandbox>, bytes: &[u8]) -> Result<LoadedComponent, San
     let component = match component {
         Some(c) => c,
         None => {
-            let artifact = engine.precompile_component(bytes).map_err(|e| SandboxError::Invalid(format!("{e:#}")))?;
+            let artifact = super::compile::compile(sandbox, bytes).map_err(|e| match e {
+                SandboxError::Invalid(why) => SandboxError::Invalid(super::text::guest_text(&why)),
+                other => other,
+            })?;
             if let Some(cache) = &cache {
                 if let Err(e) = cache.write(&sha256, &compat, &artifact) {
                     stats.cache_write_failed = Some(format!("cannot write to the cache in {}: {e}", cache.dir().display()));
                 }
             }
-            // SAFETY: `artifact` was just produced by `precompile_component`
-            // on this very engine.
-            unsafe { Component::deserialize(engine, &artifact) }.map_err(|e| SandboxError::Invalid(format!("{e:#}")))?
+            // SAFETY: `artifact` was just produced from these bytes by
+            // `precompile_component` of this same program, in process or in
+            // the compiler child it started with this engine's settings
+            // (`compile.rs`); wasmtime checks its header and the engine's
+            // settings again before using it.
+            unsafe { Component::deserialize(engine, &artifact) }.map_err(|e| SandboxError::Invalid(super::text::guest_text(&format!("{e:#}"))))?
         }
     };
     stats.load_time = started.elapsed();
 
-    let imports: Vec<String> = component.component_type().imports(engine).map(|(name, _)| name.to_string()).collect();
+    let imports: Vec<String> = component.component_type().imports(engine).take(16).map(|(name, _)| super::text::guest_text(name)).collect();
     if !imports.is_empty() {
         return Err(SandboxError::Imports { names: imports });
     }
     let linker: Linker<GuestState> = Linker::new(engine);
-    let pre = linker.instantiate_pre(&component).and_then(LayoutPre::new).map_err(|e| SandboxError::Contract(format!("{e:#}")))?;
+    let pre = linker.instantiate_pre(&component).and_then(LayoutPre::new).map_err(|e| SandboxError::Contract(super::text::guest_text(&format!("{e:#}"))))?;
     let (producers, language) = producers(bytes);
     Ok(LoadedComponent { sha256, size: bytes.len(), stats, producers, language, pre, sandbox: sandbox.clone() })
 }
@@ -167,7 +212,10 @@ fn producers(bytes: &[u8]) -> (Vec<(String, String)>, Option<String>) {
         let wasmparser::KnownCustom::Producers(reader) = custom.as_known() else { continue };
         for field in reader.into_iter().flatten() {
             for value in field.values.into_iter().flatten() {
-                let entry = (field.name.to_string(), format!("{} {}", value.name, value.version).trim().to_string());
+                if out.len() >= 32 {
+                    break;
+                }
+                let entry = (super::text::guest_text(field.name), super::text::guest_text(format!("{} {}", value.name, value.version).trim()));
                 if field.name == "language" {
                     let slot = if depth == 0 { &mut own_language } else { &mut inner_language };
                     slot.get_or_insert_with(|| entry.1.clone());

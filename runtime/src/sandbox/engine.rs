@@ -17,6 +17,18 @@ pub struct SandboxConfig {
     pub stack_bytes: usize,
     /// Where compiled artifacts are kept; None disables the disk cache.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// Bounds on compiling a component (size, time, memory).
+    pub compile: super::CompileLimits,
+    /// Where components are compiled (a child process bounds time and
+    /// memory; see `compile.rs`).
+    pub compiler: super::Compiler,
+    /// The most time a proof may spend in guest calls and on checking
+    /// fault tolerance (the host's own bitmap work grows with the array
+    /// and is not counted).
+    pub proof_timeout: Duration,
+    /// Guest instances an aperiodic layout's map keeps to refill its cache
+    /// (each may use up to `memory_bytes`).
+    pub map_instances: usize,
 }
 
 /// How often the epoch advances; deadlines are counted in these ticks.
@@ -24,7 +36,16 @@ pub const TICK: Duration = Duration::from_millis(10);
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        SandboxConfig { call_timeout: Duration::from_secs(2), memory_bytes: 256 << 20, stack_bytes: 512 << 10, cache_dir: super::artifact_cache::default_dir() }
+        SandboxConfig {
+            call_timeout: Duration::from_secs(2),
+            memory_bytes: 256 << 20,
+            stack_bytes: 512 << 10,
+            cache_dir: super::artifact_cache::default_dir(),
+            compile: super::CompileLimits::default(),
+            compiler: super::Compiler::default(),
+            proof_timeout: Duration::from_secs(20),
+            map_instances: 2,
+        }
     }
 }
 
@@ -42,6 +63,16 @@ impl Sandbox {
         c.wasm_component_model(true);
         c.epoch_interruption(true);
         c.max_wasm_stack(config.stack_bytes);
+        // Features the layout contract does not need are off, so a
+        // component using them is refused at validation: more than one
+        // memory per module, 64-bit memories, GC, stack switching, shared
+        // everything (threads, exceptions and async components are not
+        // even built in: see the workspace's wasmtime features).
+        c.wasm_multi_memory(false);
+        c.wasm_memory64(false);
+        c.wasm_gc(false);
+        c.wasm_stack_switching(false);
+        c.wasm_shared_everything_threads(false);
         c.cranelift_opt_level(wasmtime::OptLevel::Speed);
         // Compiling on every core starves the data path while a component
         // is (re)loaded under load (benches/reload.rs); compiled code is

@@ -28,7 +28,7 @@ impl GuestInstance {
 
     fn instantiate(&mut self) -> Result<(), SandboxError> {
         let sandbox = &self.component.sandbox;
-        let mut store = Store::new(&sandbox.engine, GuestState { limiter: MemoryLimiter { cap: sandbox.config.memory_bytes, hit: false } });
+        let mut store = Store::new(&sandbox.engine, GuestState { limiter: MemoryLimiter::new(sandbox.config.memory_bytes) });
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(sandbox.deadline_ticks());
         self.instantiations += 1;
@@ -39,7 +39,7 @@ impl GuestInstance {
         self.live = Some((store, bindings));
         if let Some((geometry, expected)) = self.configured.clone() {
             let again = self.call("configure", |b, s| b.wasmraid_layout_algorithm().call_configure(s, &to_wit(&geometry)))?;
-            let again = again.map(from_wit).map_err(SandboxError::Refused)?;
+            let again = again.map(from_wit).map_err(|why| SandboxError::Refused(super::text::guest_text(&why)))?;
             if again != expected {
                 return Err(SandboxError::Inconsistent { call: "configure", detail: format!("first {expected:?}, now {again:?}") });
             }
@@ -72,7 +72,11 @@ impl GuestInstance {
     pub fn name(&mut self) -> Result<String, SandboxError> {
         let name = self.call("name", |b, s| b.wasmraid_layout_algorithm().call_name(s))?;
         if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(SandboxError::Contract(format!("name {name:?} must be 1 to 64 printable ASCII characters")));
+            return Err(SandboxError::Contract(format!(
+                "its name ({} bytes: \"{}\") must be 1 to 64 printable ASCII characters",
+                name.len(),
+                super::text::guest_text(&name)
+            )));
         }
         Ok(name)
     }
@@ -81,7 +85,7 @@ impl GuestInstance {
     /// any re-instantiation.
     pub fn configure(&mut self, geometry: &Geometry) -> Result<Descriptor, SandboxError> {
         let answer = self.call("configure", |b, s| b.wasmraid_layout_algorithm().call_configure(s, &to_wit(geometry)))?;
-        let descriptor = from_wit(answer.map_err(SandboxError::Refused)?);
+        let descriptor = from_wit(answer.map_err(|why| SandboxError::Refused(super::text::guest_text(&why)))?);
         self.configured = Some((geometry.clone(), descriptor));
         Ok(descriptor)
     }
@@ -121,5 +125,8 @@ fn classify(store: &Store<GuestState>, call: &'static str, e: wasmtime::Error) -
         Some(wasmtime::Trap::UnreachableCodeReached) => TrapKind::Unreachable,
         _ => TrapKind::Other,
     };
-    SandboxError::Trap { call, kind, detail: format!("{e:#}").lines().next().unwrap_or_default().to_string() }
+    // The first line only, cut and escaped: trap messages can carry names
+    // the component chose (functions in its name section).
+    let detail = format!("{e:#}");
+    SandboxError::Trap { call, kind, detail: super::text::guest_text(detail.lines().next().unwrap_or_default()) }
 }

@@ -6,10 +6,13 @@
 //! hang the host.
 
 pub mod artifact_cache;
+pub mod compile;
 pub mod component;
 pub mod engine;
 pub mod instance;
+pub mod text;
 
+pub use compile::{CompileLimits, Compiler};
 pub use component::{LoadStats, LoadedComponent};
 pub use engine::{Sandbox, SandboxConfig};
 pub use instance::GuestInstance;
@@ -58,4 +61,6 @@ pub enum SandboxError {
     Inconsistent { call: &'static str, detail: String },
     #[error("cannot set up the sandbox: {0}")]
     Setup(String),
+    #[error("the component is too expensive: {0}")]
+    CompileLimit(String),
 }

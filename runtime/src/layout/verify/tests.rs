@@ -72,9 +72,77 @@ fn leg_out_of_range_is_named() {
 
 #[test]
 fn chunk_beyond_the_leg_names_the_last_stripe() {
-    // 100 stripes declared on legs of 99 chunks: stripe 99 is out of bounds.
-    let e = run(raid5, &geometry(99), &raid5_descriptor(100)).unwrap_err();
+    // 100 stripes declared, one leg of 99 chunks (the others hold enough
+    // in total): stripe 99 is out of bounds on it.
+    let mut g = geometry(100);
+    g.leg_chunks[4] = 99;
+    g.leg_chunks[0] = 101;
+    let e = run(raid5, &g, &raid5_descriptor(100)).unwrap_err();
     assert_eq!((e.rule, e.stripe), (Rule::Bounds, Some(99)));
+}
+
+#[test]
+fn more_stripes_than_the_legs_hold_is_refused_before_anything_is_allocated() {
+    for stripes in [101, 1 << 40, u64::MAX] {
+        let d = Descriptor { period: 0, period_advance: 0, ..raid5_descriptor(stripes) };
+        let e = run(|_| panic!("the guest must not be asked"), &geometry(100), &d).unwrap_err();
+        assert_eq!(e.rule, Rule::Descriptor, "{e}");
+        assert!(e.to_string().contains("the legs hold only 500 chunks"), "{e}");
+    }
+}
+
+#[test]
+fn a_slow_guest_runs_out_of_proof_time() {
+    let d = Descriptor { period: 0, period_advance: 0, ..raid5_descriptor(100) };
+    let slow = |s: u64| {
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        raid5(s)
+    };
+    let e =
+        prove_within(&mut Table(slow), &geometry(100), &d, &std::collections::hash_map::RandomState::new(), std::time::Duration::from_millis(200)).unwrap_err();
+    assert_eq!(e.rule, Rule::Guest, "{e}");
+    assert!(e.to_string().contains("--proof-timeout"), "{e}");
+}
+
+/// A 20+4 systematic code whose parity rows form a Cauchy matrix (every
+/// square submatrix invertible), rotated over 24 legs, each stripe with
+/// its own coefficients: many distinct shapes, each proven quickly.
+fn cauchy(s: u64) -> Vec<u64> {
+    let (n, k, p) = (24u64, 20u64, 4u64);
+    let mut out = Vec::new();
+    for j in 0..k {
+        out.extend(data((s + j) % n, s, j));
+    }
+    for i in 0..p {
+        // x_i = i, y_j = p + j + (s % 8) * 24: all distinct, below 256.
+        let coeff = |j: u64| gf256::inv((i as u8) ^ ((p + j + (s % 8) * 24) as u8)).unwrap_or(0);
+        let mut words = vec![(s + k + i) % n, s, 2 | (i << 8)];
+        for group in 0..k.div_ceil(4) {
+            let mut w = 0u64;
+            for b in 0..4 {
+                let j = group * 4 + b;
+                if j < k {
+                    w |= u64::from(coeff(j)) << (8 * b);
+                }
+            }
+            words.push(w);
+        }
+        out.extend(words);
+    }
+    out
+}
+
+#[test]
+fn a_wide_cauchy_code_with_many_shapes_proves_in_well_under_a_second() {
+    let g = Geometry { chunk_sectors: 128, leg_chunks: vec![64; 24], args: String::new() };
+    let d = Descriptor { data_chunks: 20, parity_chunks: 4, stripes: 64, period: 0, period_advance: 0, fault_tolerance: 4, ..Default::default() };
+    let started = std::time::Instant::now();
+    let (_, report) = run(cauchy, &g, &d).expect("a Cauchy code survives any 4 failures");
+    assert!(report.shapes >= 8, "{} shapes", report.shapes);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+    // The same code declaring 5 is refused, naming five legs.
+    let e = run(cauchy, &g, &Descriptor { fault_tolerance: 5, ..d }).unwrap_err();
+    assert_eq!(e.rule, Rule::FaultTolerance, "{e}");
 }
 
 #[test]
