@@ -98,8 +98,11 @@ fn leg_out_of_range_is_named() {
 fn chunk_out_of_range_is_named() {
     let sb = sandbox();
     let e = refused(&sb, "chunk_out_of_range");
-    assert_eq!(proof_rule(&e), Rule::Bounds, "{e}");
-    assert!(e.to_string().contains("stripe 4096"), "{e}");
+    // Equal legs: one stripe more than they hold is a count no layout can
+    // place, refused before a single stripe is asked for (the bounds rule
+    // that names the stripe is tested with unequal legs in verify/tests.rs).
+    assert_eq!(proof_rule(&e), Rule::Descriptor, "{e}");
+    assert!(e.to_string().contains("declares 4097 stripes"), "{e}");
     still_serves(&sb);
 }
 
@@ -169,4 +172,79 @@ fn garbage_bytes_and_core_modules_are_refused() {
     truncated.truncate(truncated.len() / 2);
     assert!(wasmraid::sandbox::component::load(&sb, &truncated).is_err());
     still_serves(&sb);
+}
+
+#[test]
+fn a_declared_stripe_count_beyond_the_legs_is_refused_before_any_allocation() {
+    let sb = sandbox();
+    let started = Instant::now();
+    let e = refused(&sb, "huge_stripes");
+    assert_eq!(proof_rule(&e), Rule::Descriptor, "{e}");
+    assert!(e.to_string().contains("18446744073709551615 stripes"), "{e}");
+    assert!(started.elapsed().as_secs() < 5, "took {:?}", started.elapsed());
+    still_serves(&sb);
+}
+
+#[test]
+fn guest_text_is_cut_and_escaped() {
+    let sb = wasmraid_tests::sandbox_with_timeout(std::time::Duration::from_secs(10));
+    let component = hostile(&sb, "hostile_text").expect("loads");
+    let mut instance = GuestInstance::new(component.clone());
+    let (name, configure) = (instance.name().unwrap_err().to_string(), instance.configure(&geometry(4, 4096, "")).unwrap_err().to_string());
+    for text in [&name, &configure] {
+        assert!(text.len() < 1000, "{} bytes: {}", text.len(), &text[..200.min(text.len())]);
+        assert!(!text.chars().any(|c| c.is_control()), "control characters reach the operator: {text:?}");
+        assert!(text.contains("more characters cut"), "{text}");
+    }
+    assert!(configure.contains("\\u{a}\\u{1b}[32mproof      PASSED"), "the forged line is shown, inert: {configure}");
+    let e = ProvenLayout::prove(component, geometry(4, 4096, "")).map(|_| ()).unwrap_err().to_string();
+    assert!(e.len() < 1000 && !e.chars().any(|c| c.is_control()), "{e:?}");
+    still_serves(&sb);
+}
+
+#[test]
+fn a_slow_guest_runs_out_of_proof_time() {
+    let sb = Sandbox::new(wasmraid::sandbox::SandboxConfig {
+        call_timeout: std::time::Duration::from_secs(5),
+        proof_timeout: std::time::Duration::from_secs(2),
+        cache_dir: None,
+        ..Default::default()
+    })
+    .expect("sandbox");
+    let started = Instant::now();
+    let e = refused(&sb, "slow_calls");
+    assert_eq!(proof_rule(&e), Rule::Guest, "{e}");
+    assert!(e.to_string().contains("--proof-timeout"), "{e}");
+    assert!(started.elapsed().as_secs() < 8, "took {:?}", started.elapsed());
+    still_serves(&sb);
+}
+
+#[test]
+fn a_guest_that_changes_its_answer_is_never_used_once_it_does() {
+    let sb = sandbox();
+    let layout = ProvenLayout::prove(hostile(&sb, "nondeterministic").expect("loads"), geometry(4, 4096, "")).expect("its first answers are a valid layout");
+    // A pooled instance asked again answers differently for odd blocks.
+    let e = layout.stripe(256).map(|_| ()).unwrap_err();
+    assert!(e.to_string().contains("differs from what was proven"), "{e}");
+    still_serves(&sb);
+}
+
+#[test]
+fn many_threads_refilling_an_aperiodic_map_share_two_instances() {
+    // fat_instances: 240 MiB per instance, a few milliseconds per refill.
+    let sb = wasmraid_tests::sandbox_with_timeout(std::time::Duration::from_secs(10));
+    let layout = ProvenLayout::prove(hostile(&sb, "fat_instances").expect("loads"), geometry(4, 1 << 16, "")).expect("an honest layout");
+    let wasmraid::layout::proven::LayoutMap::Aperiodic(map) = &layout.map else { panic!("aperiodic") };
+    std::thread::scope(|scope| {
+        for t in 0..8u64 {
+            let layout = &layout;
+            scope.spawn(move || {
+                for b in 0..16u64 {
+                    layout.stripe((t * 16 + b) * 256).expect("refill");
+                }
+            });
+        }
+    });
+    assert!(map.instances() <= 2, "{} instances of 240 MiB for 8 threads", map.instances());
+    assert!(map.instances() >= 1);
 }

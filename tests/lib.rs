@@ -1,5 +1,8 @@
 //! Shared helpers for wasmraid's integration tests.
 
+#[path = "generated.rs"]
+pub mod generated;
+
 use std::sync::Arc;
 use std::time::Duration;
 use wasmraid::layout::Geometry;

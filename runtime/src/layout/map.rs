@@ -155,6 +155,12 @@ impl AperiodicMap {
         Ok(StripeView { shape, advance: 0 })
     }
 
+    /// Guest instances created to refill the cache so far (at most the
+    /// sandbox's `map_instances`).
+    pub fn instances(&self) -> usize {
+        self.pool.created.load(Ordering::Acquire)
+    }
+
     pub fn locate(&self, c: u64) -> Result<Place, MapError> {
         let d = u64::from(self.descriptor.data_chunks);
         let view = self.stripe(c / d)?;
