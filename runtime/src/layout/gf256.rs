@@ -73,6 +73,36 @@ pub fn rank(mut rows: Vec<Vec<u8>>) -> usize {
     rank
 }
 
+/// Rank of the `rows` x `cols` matrix stored row-major in `m` (changed in
+/// place): the allocation-free form for proofs that check thousands of
+/// small matrices.
+pub fn rank_flat(m: &mut [u8], rows: usize, cols: usize) -> usize {
+    let mut rank = 0;
+    for col in 0..cols {
+        let Some(pivot) = (rank..rows).find(|&r| m[r * cols + col] != 0) else { continue };
+        if pivot != rank {
+            for c in 0..cols {
+                m.swap(rank * cols + c, pivot * cols + c);
+            }
+        }
+        let scale = inv(m[rank * cols + col]).unwrap_or(0);
+        for c in col..cols {
+            m[rank * cols + c] = mul(m[rank * cols + c], scale);
+        }
+        for r in 0..rows {
+            let f = m[r * cols + col];
+            if r != rank && f != 0 {
+                for c in col..cols {
+                    let v = mul(f, m[rank * cols + c]);
+                    m[r * cols + c] ^= v;
+                }
+            }
+        }
+        rank += 1;
+    }
+    rank
+}
+
 /// Inverse of a square matrix, None when singular.
 pub fn invert(matrix: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
     let n = matrix.len();

@@ -404,6 +404,20 @@ fn fault_tolerance_holds(
     if let Some(verdict) = systematic_tolerance(s, stripe, d, f, charge, started) {
         return verdict;
     }
+    exhaustive_tolerance(s, stripe, d, &legs, f, charge, started)
+}
+
+/// Every combination of `f` failed legs, the surviving equations ranked.
+fn exhaustive_tolerance(
+    s: u64,
+    stripe: &Stripe,
+    d: &Descriptor,
+    legs: &[u32],
+    f: usize,
+    charge: &mut dyn FnMut(Instant) -> Result<(), ProofError>,
+    started: Instant,
+) -> Result<(), ProofError> {
+    let n = d.data_chunks as usize;
     let combos = binomial(legs.len() as u128, f as u128);
     let cost = combos.saturating_mul((stripe.slots.len() * n * n) as u128);
     if cost > FT_BUDGET {
@@ -480,6 +494,7 @@ fn systematic_tolerance(
     }
     let p = parity.len();
     let mut tried = 0u64;
+    let mut m = vec![0u8; p * f.min(n).max(1)];
     for e in 1..=f.min(n) {
         let q = p.min(f - e);
         if f - e - q > spares {
