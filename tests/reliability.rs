@@ -435,3 +435,144 @@ fn a_dead_leg_is_rebuilt_into_distributed_spares_by_every_leg_and_survives_assem
         assert_eq!(check(&c), 0, "{layout} after the new leg");
     }
 }
+
+/// Rewrite a leg's superblock (both copies) as `change` makes it.
+fn rewrite_superblock(path: &Path, change: impl FnOnce(&mut wasmraid::meta::superblock::Superblock)) {
+    let dev = open(&[path.to_path_buf()]).remove(0);
+    let mut sb = store::read_superblock(&*dev).unwrap();
+    change(&mut sb);
+    store::write_superblock(&*dev, &sb).unwrap();
+}
+
+fn generation(path: &Path) -> u64 {
+    store::read_superblock(&*open(&[path.to_path_buf()])[0]).unwrap().generation
+}
+
+#[test]
+fn a_leg_lying_about_its_generation_is_a_contradiction_not_the_truth() {
+    let r = rig("raid1", 3, 16 << 20, "", true);
+    let a = up(&r.paths);
+    let data = fill(&a, 3);
+    a.shutdown().unwrap();
+    drop(a);
+    let honest = generation(&r.paths[1]);
+    // Leg 0 claims a hundred generations nobody else saw, and still says
+    // legs 1 and 2 are in sync: an array writes every in-sync leg's
+    // superblock at each generation, so that cannot be.
+    rewrite_superblock(&r.paths[0], |sb| sb.generation += 100);
+    let e = assemble(open(&r.paths), &sandbox(), &options(false)).err().expect("refused").to_string();
+    let (liar, leg1) = (r.paths[0].display().to_string(), r.paths[1].display().to_string());
+    assert!(e.contains("contradict"), "{e}");
+    assert!(
+        e.contains(&format!("{liar} (generation {}) records slot 1 as in sync, but {leg1}, the leg in slot 1, is at generation {honest}", honest + 100)),
+        "{e}"
+    );
+    assert!(e.contains("--force"), "{e}");
+    // --force trusts the freshest and says what it left out.
+    let forced = assemble(open(&r.paths), &sandbox(), &options(true)).unwrap();
+    assert_eq!(forced.array.health_chars(), "ADD");
+    let out = forced.report.iter().find(|x| x.device.ends_with("leg1")).unwrap();
+    assert!(!out.accepted && out.reason.contains("left out by --force"), "{}", out.reason);
+    assert_eq!(read_all(&forced.array), data);
+}
+
+#[test]
+fn a_legit_degraded_run_leaves_the_lost_leg_far_behind_and_assembles() {
+    let r = rig("raid1", 3, 16 << 20, "", true);
+    let a = up(&r.paths);
+    let data = fill(&a, 4);
+    a.fail_leg(2, "test: lost");
+    for _ in 0..5 {
+        a.write_superblocks(None).unwrap();
+    }
+    a.shutdown().unwrap();
+    drop(a);
+    assert!(generation(&r.paths[2]) + 1 < generation(&r.paths[0]), "the survivors are far newer");
+    let got = assemble(open(&r.paths), &sandbox(), &options(false)).unwrap();
+    assert_eq!(got.array.health_chars(), "AAD");
+    let lost = got.report.iter().find(|x| x.device.ends_with("leg2")).unwrap();
+    // Left out as any stale leg is (re-add brings it back), not as a
+    // contradiction: the survivors' superblocks record it failed.
+    assert!(!lost.accepted && lost.reason.starts_with("stale"), "{}", lost.reason);
+    assert_eq!(read_all(&got.array), data);
+}
+
+/// A power cut shared by legs: superblock writes (the first 8 KiB) pass
+/// until `left` runs out, then vanish as a crash would lose them.
+struct PowerCut {
+    inner: Arc<dyn BlockDevice>,
+    left: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl BlockDevice for PowerCut {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> std::io::Result<()> {
+        if offset < 2 * BLOCK as u64 && self.left.fetch_sub(1, Ordering::SeqCst) <= 0 {
+            return Ok(());
+        }
+        self.inner.write_at(buf, offset, fua)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+    fn discard(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.inner.discard(offset, len)
+    }
+    fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> std::io::Result<()> {
+        self.inner.write_zeroes(offset, len, fua)
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[test]
+fn a_crash_while_assembling_after_a_crash_leaves_every_leg_within_the_margin() {
+    let r = rig("raid1", 3, 16 << 20, "", true);
+    let a = up(&r.paths);
+    a.shutdown().unwrap();
+    drop(a);
+    // A crash while generation G was written: legs 0 and 1 have it, leg 2
+    // is one behind (accepted: the margin of one).
+    let g = generation(&r.paths[0]);
+    rewrite_superblock(&r.paths[2], |sb| sb.generation = g - 1);
+    // Assemble, and the power fails after four superblock copies (two
+    // legs' worth): caught up first, leg 2 has G and leg 0 alone G + 1;
+    // without that, legs 0 and 1 would have G + 1 and leg 2 be left two
+    // behind, which reads as a contradiction.
+    let left = Arc::new(std::sync::atomic::AtomicI64::new(4));
+    let devs: Vec<Arc<dyn BlockDevice>> =
+        open(&r.paths).into_iter().map(|inner| Arc::new(PowerCut { inner, left: left.clone() }) as Arc<dyn BlockDevice>).collect();
+    drop(assemble(devs, &sandbox(), &options(false)).unwrap());
+    let got = assemble(open(&r.paths), &sandbox(), &options(false)).unwrap();
+    assert!(got.report.iter().all(|x| x.accepted), "{:?}", got.report);
+    assert_eq!(got.array.health_chars(), "AAA");
+}
+
+#[test]
+fn a_superblock_claiming_a_leg_larger_than_its_device_is_refused() {
+    let r = rig("raid5", 3, 16 << 20, "", true);
+    let a = up(&r.paths);
+    let data = fill(&a, 6);
+    a.shutdown().unwrap();
+    drop(a);
+    // Leg 2's device lost its last MiB (a smaller disk, a truncated image):
+    // its superblock still claims the old size.
+    std::fs::OpenOptions::new().write(true).open(&r.paths[2]).unwrap().set_len(15 << 20).unwrap();
+    let got = assemble(open(&r.paths), &sandbox(), &options(false)).unwrap();
+    let leg2 = got.report.iter().find(|x| x.device.ends_with("leg2")).unwrap();
+    assert!(!leg2.accepted, "{}", leg2.reason);
+    assert!(
+        leg2.reason.starts_with(&format!("{}: superblock field leg_sizes: slot 2 claims", r.paths[2].display()))
+            && leg2.reason.contains("the device holds 15728640"),
+        "{}",
+        leg2.reason
+    );
+    assert_eq!(got.array.health_chars(), "AAD");
+    assert_eq!(read_all(&got.array), data);
+}

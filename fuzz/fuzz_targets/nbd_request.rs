@@ -3,6 +3,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common/bounded.rs"]
+mod bounded;
+
+#[global_allocator]
+static ALLOCATOR: bounded::Bounded = bounded::Bounded;
 use wasmraid::frontend::nbd::proto::{self, MAX_REQUEST, REQUEST_HEADER};
 
 fuzz_target!(|data: &[u8]| {

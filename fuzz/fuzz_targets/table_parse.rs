@@ -4,6 +4,12 @@
 
 use libfuzzer_sys::fuzz_target;
 
+#[path = "common/bounded.rs"]
+mod bounded;
+
+#[global_allocator]
+static ALLOCATOR: bounded::Bounded = bounded::Bounded;
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     match wasmraid::table::parse::parse(text) {

@@ -1,6 +1,9 @@
 //! Self-describing arrays: `create` writes superblocks, the component and
 //! the bitmap onto every leg; `assemble` finds legs by uuid, refuses stale
 //! and foreign ones with a reason, and never assembles silently wrong.
+//! What it reads from legs is untrusted: every superblock is checked
+//! against its device (`meta::validate`), the superblocks against each
+//! other (`meta::agreement`), and the freshest against the proven layout.
 
 use super::health::Health;
 use super::intent::Intent;
@@ -9,8 +12,10 @@ use crate::device::BlockDevice;
 use crate::device::missing::Missing;
 use crate::layout::Geometry;
 use crate::layout::proven::ProvenLayout;
+use crate::meta::agreement::{Claim, contradiction};
 use crate::meta::bitmap_state::{Action, State};
 use crate::meta::superblock::{MAX_LEGS, Superblock, new_uuid, now, uuid_text};
+use crate::meta::validate::MAX_CHUNK_SECTORS;
 use crate::meta::{area, store};
 use crate::sandbox::Sandbox;
 use parking_lot::Mutex;
@@ -60,9 +65,12 @@ pub fn create(legs: &[Arc<dyn BlockDevice>], sandbox: &Arc<Sandbox>, o: &CreateO
         return Err(CreateError::Refused(format!("an array has 1 to {MAX_LEGS} legs, got {}", legs.len())));
     }
     crate::control::valid_name(&o.name).map_err(CreateError::Refused)?;
-    for leg in legs {
-        if let Ok(sb) = store::read_superblock(&**leg) {
-            if !o.force {
+    if o.chunk_sectors == 0 || o.chunk_sectors > MAX_CHUNK_SECTORS {
+        return Err(CreateError::Refused(format!("a chunk of {} sectors: use 1 to {MAX_CHUNK_SECTORS} sectors", o.chunk_sectors)));
+    }
+    for leg in legs.iter().filter(|_| !o.force) {
+        match store::read_superblock(&**leg) {
+            Ok(sb) => {
                 return Err(CreateError::Refused(format!(
                     "{} already belongs to array '{}' ({}), leg {}: pass --force to overwrite it",
                     leg.describe(),
@@ -71,6 +79,11 @@ pub fn create(legs: &[Arc<dyn BlockDevice>], sandbox: &Arc<Sandbox>, o: &CreateO
                     sb.leg_index
                 )));
             }
+            // Whole, but not true of this leg: still someone's metadata.
+            Err(e @ store::MetaError::Superblock { .. }) => {
+                return Err(CreateError::Refused(format!("{e}: the leg holds a wasmraid superblock; pass --force to overwrite it")));
+            }
+            Err(_) => {}
         }
     }
     let sizes: Vec<u64> = legs.iter().map(|l| l.size()).collect();
@@ -79,6 +92,13 @@ pub fn create(legs: &[Arc<dyn BlockDevice>], sandbox: &Arc<Sandbox>, o: &CreateO
         return Err(CreateError::Refused(format!("a bitmap chunk of {region_bytes} bytes is too small (at least {} bytes)", area::REGION_MIN)));
     }
     let area = area::plan(&sizes, o.component.len() as u64, region_bytes);
+    if area.max_regions > area::MAX_REGIONS {
+        return Err(CreateError::Refused(format!(
+            "a bitmap chunk of {region_bytes} bytes makes up to {} regions over these legs (at most {}): pass a larger --bitmap-chunk",
+            area.max_regions,
+            area::MAX_REGIONS
+        )));
+    }
     let chunk_bytes = u64::from(o.chunk_sectors) * 512;
     let leg_chunks: Vec<u64> = sizes.iter().map(|s| s.saturating_sub(area.data_offset) / chunk_bytes).collect();
     let loaded = Arc::new(crate::sandbox::component::load(sandbox, &o.component)?);
@@ -118,14 +138,26 @@ pub fn create(legs: &[Arc<dyn BlockDevice>], sandbox: &Arc<Sandbox>, o: &CreateO
         created: now(),
         updated: now(),
     };
+    // Every leg's block passes the checks assemble makes, before any is
+    // written: what create writes, assemble accepts.
+    let blocks: Vec<Superblock> = legs
+        .iter()
+        .enumerate()
+        .map(|(i, leg)| {
+            let sb = Superblock { leg_index: i as u32, leg_uuid: leg_uuids[i], leg_chunks: template.leg_sizes[i], ..template.clone() };
+            sb.check_on(leg.size())
+                .and_then(|()| sb.check_layout(d.stripes, d.spare_chunks))
+                .map(|()| sb)
+                .map_err(|error| store::MetaError::Superblock { leg: leg.describe(), error })
+        })
+        .collect::<Result<_, _>>()?;
     let states = vec![if o.assume_clean { State::Clean } else { State::Unwritten }; regions as usize];
-    for (i, leg) in legs.iter().enumerate() {
-        let sb = Superblock { leg_index: i as u32, leg_uuid: leg_uuids[i], leg_chunks: template.leg_sizes[i], ..template.clone() };
-        store::write_component(&**leg, &sb, &o.component)?;
+    for (leg, sb) in legs.iter().zip(&blocks) {
+        store::write_component(&**leg, sb, &o.component)?;
         for which in [0, 1] {
-            store::write_bitmap_copy(&**leg, &sb, which, &states, 1)?;
+            store::write_bitmap_copy(&**leg, sb, which, &states, 1)?;
         }
-        store::write_superblock(&**leg, &sb)?;
+        store::write_superblock(&**leg, sb)?;
     }
     Ok(Created { uuid, layout, data_offset: area.data_offset, regions })
 }
@@ -136,7 +168,8 @@ pub struct AssembleOptions {
     /// array most legs belong to.
     pub name: Option<String>,
     /// Start a parity array that is both dirty and degraded (the write
-    /// hole: rebuilt data may be wrong where a crash tore a stripe).
+    /// hole: rebuilt data may be wrong where a crash tore a stripe), or
+    /// whose superblocks contradict each other (the freshest is trusted).
     pub force: bool,
     pub daemon_sleep: Duration,
 }
@@ -195,7 +228,20 @@ pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &
             reason: format!("foreign: belongs to array '{}' ({})", sb.name, uuid_text(&sb.array_uuid)),
         });
     }
-    let newest = members.iter().max_by_key(|(_, sb)| sb.generation).map(|(_, sb)| sb.clone()).ok_or_else(|| CreateError::Refused("no member legs".into()))?;
+    let (newest_dev, newest) = members
+        .iter()
+        .max_by_key(|(_, sb)| sb.generation)
+        .map(|(dev, sb)| (dev.describe(), sb.clone()))
+        .ok_or_else(|| CreateError::Refused("no member legs".into()))?;
+    let freshest = Claim { device: &newest_dev, sb: &newest };
+    let contradictions: Vec<String> = members.iter().filter_map(|(dev, sb)| contradiction(&freshest, &Claim { device: &dev.describe(), sb })).collect();
+    if !contradictions.is_empty() && !o.force {
+        return Err(CreateError::Refused(format!(
+            "the superblocks contradict each other: {}; one of them is damaged or forged. Check the legs with `wasmraid examine`; \
+             --force trusts the freshest ({newest_dev}) and leaves out the legs that contradict it",
+            contradictions.join("; ")
+        )));
+    }
     let n = newest.legs.len();
     let mut slots: Vec<Option<(Arc<dyn BlockDevice>, Superblock)>> = (0..n).map(|_| None).collect();
     let mut replacement: Option<(Arc<dyn BlockDevice>, Superblock)> = None;
@@ -209,6 +255,8 @@ pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &
             Some(format!("slot {i} does not exist in an array of {n} legs"))
         } else if newest.legs[i] != sb.leg_uuid && !is_replacement {
             Some(format!("slot {i} now belongs to leg {} (this leg, {}, was replaced)", uuid_text(&newest.legs[i]), uuid_text(&sb.leg_uuid)))
+        } else if let Some(c) = contradiction(&freshest, &Claim { device: &dev.describe(), sb: &sb }) {
+            Some(format!("left out by --force, which trusts the freshest superblock: {c}"))
         } else if sb.generation + 1 < newest.generation {
             Some(format!("stale: generation {} is older than the array's {} (it missed changes; re-add it to recover it)", sb.generation, newest.generation))
         } else if !is_replacement && newest.failed.get(i).copied().unwrap_or(false) {
@@ -248,9 +296,11 @@ pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &
     let loaded = Arc::new(crate::sandbox::component::load(sandbox, &component)?);
     let geometry = Geometry { chunk_sectors: newest.chunk_sectors, leg_chunks: newest.leg_sizes.clone(), args: newest.args.clone() };
     let layout = ProvenLayout::prove(loaded, geometry)?;
-    if layout.descriptor.stripes.div_ceil(newest.region_stripes) != newest.regions {
-        return Err(CreateError::Refused("the layout no longer matches the bitmap's regions".into()));
-    }
+    // Regions, rebuild checkpoints and spare ordinals index the bitmap,
+    // stripes and spare slots: only the proven layout bounds them.
+    newest
+        .check_layout(layout.descriptor.stripes, layout.descriptor.spare_chunks)
+        .map_err(|error| store::MetaError::Superblock { leg: newest_dev.clone(), error })?;
 
     // The bitmap: the highest valid serial of any copy on any member.
     let mut best: Option<(u64, Vec<State>)> = None;
@@ -258,6 +308,9 @@ pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &
     for (dev, sb) in slots.iter().flatten() {
         for copy in store::read_bitmap_copies(&**dev, sb) {
             match copy {
+                // Members agree on the regions (`agreement`): a copy of
+                // another length is damage, never the intent log.
+                Ok((_, states)) if states.len() as u64 != newest.regions => bad_copies += 1,
                 Ok((serial, states)) if best.as_ref().is_none_or(|b| serial > b.0) => best = Some((serial, states)),
                 Ok(_) => {}
                 Err(_) => bad_copies += 1,
@@ -302,6 +355,18 @@ pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &
         )));
     }
 
+    // Legs a generation behind (a crash between two legs' writes) get the
+    // freshest block first, so that a crash while the next generation is
+    // written leaves no leg two behind (which would read as a
+    // contradiction). A leg that cannot take it is failed by that write.
+    let lagging: Vec<(Arc<dyn BlockDevice>, Superblock)> = slots
+        .iter()
+        .flatten()
+        .chain(&replacement)
+        .filter(|(_, sb)| sb.generation < newest.generation)
+        .map(|(dev, sb)| (dev.clone(), Superblock { leg_index: sb.leg_index, leg_uuid: sb.leg_uuid, ..newest.clone() }))
+        .collect();
+
     let legs: Vec<(Arc<dyn BlockDevice>, u64)> = slots
         .iter()
         .enumerate()
@@ -340,6 +405,11 @@ pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &
         )));
     }
     array.set_clean(!newest.dirty);
+    for (dev, sb) in &lagging {
+        if let Err(e) = store::write_superblock(&**dev, sb) {
+            tracing::warn!(array = %newest.name, "{e}: catching up to generation {} failed", newest.generation);
+        }
+    }
     array.write_superblocks(None)?;
     // Every member gets the reloaded states (Dirty became NeedSync).
     array.intent_persist_all()?;

@@ -104,7 +104,8 @@ pub struct AssembleArgs {
     /// Look for legs among these files, or the files in these directories.
     #[arg(long, num_args = 1..)]
     scan: Vec<PathBuf>,
-    /// Start even when dirty and degraded (the write hole).
+    /// Start even when dirty and degraded (the write hole), or when the
+    /// legs' superblocks contradict each other (the freshest is trusted).
     #[arg(long)]
     force: bool,
     /// Seconds a region must stay idle before its bit is cleared.

@@ -1,5 +1,7 @@
 //! Decodes a guest's flat `map-stripes` answer (see `wit/layout.wit`) into
 //! stripes, refusing anything malformed with the stripe and slot named.
+//! Descriptor and words are the guest's: every allocation and loop here is
+//! bounded by the words actually received (fuzzed: `fuzz/layout_decode`).
 
 use super::{Descriptor, Role, Slot, Stripe};
 use std::collections::HashMap;
@@ -17,6 +19,10 @@ pub enum DecodeError {
     Length { first: u64, count: u64, got: usize, expected: u64, per_stripe: u64 },
     #[error("stripe {stripe}, slot {slot}: {what}")]
     Slot { stripe: u64, slot: u64, what: String },
+    #[error("the descriptor declares stripes of no slots")]
+    NoSlots,
+    #[error("map-stripes({first}, {count}): stripe numbers past 2^64")]
+    Overflow { first: u64, count: u64 },
 }
 
 /// Decodes stripes, sharing identical coefficient rows between slots.
@@ -29,9 +35,17 @@ impl Decoder {
     /// Decode `count` stripes starting at `first` from `words`.
     pub fn decode(&mut self, d: &Descriptor, first: u64, count: u64, words: &[u64]) -> Result<Vec<Stripe>, DecodeError> {
         let per_stripe = d.words_per_stripe();
+        // With words per stripe, `count` is bounded by the answer's length;
+        // without, nothing would bound the loop below.
+        if per_stripe == 0 {
+            return Err(DecodeError::NoSlots);
+        }
         let expected = per_stripe.saturating_mul(count);
         if words.len() as u64 != expected {
             return Err(DecodeError::Length { first, count, got: words.len(), expected, per_stripe });
+        }
+        if count > 0 && first.checked_add(count - 1).is_none() {
+            return Err(DecodeError::Overflow { first, count });
         }
         let mut stripes = Vec::with_capacity(count as usize);
         let mut at = 0usize;
@@ -53,10 +67,10 @@ impl Decoder {
                     KIND_PARITY => {
                         let n = d.data_chunks as usize;
                         let coefficient_words = n.div_ceil(4);
-                        let mut row = Vec::with_capacity(coefficient_words * 4);
                         let Some(coefficient_slice) = words.get(at..at + coefficient_words) else {
                             return Err(err("the answer ends inside this slot's coefficients".into()));
                         };
+                        let mut row = Vec::with_capacity(coefficient_words * 4);
                         for w in coefficient_slice {
                             if w >> 32 != 0 {
                                 return Err(err(format!("coefficient word {w:#x} uses more than 32 bits")));
@@ -134,5 +148,17 @@ mod tests {
         // the parity-count check must catch it.
         let words = [0, 7, 0, 1, 7, 1 << 8, 2, 7, 0, 0x0101];
         assert!(Decoder::default().decode(&raid5_like(), 0, 1, &words).is_err());
+    }
+
+    #[test]
+    fn refuses_counts_no_answer_bounds() {
+        // No slots: zero words would "hold" any number of stripes.
+        let empty = Descriptor { stripes: 4, ..Default::default() };
+        assert_eq!(Decoder::default().decode(&empty, 0, u64::MAX, &[]).unwrap_err(), DecodeError::NoSlots);
+        // Stripe numbers that would wrap.
+        let words = [0, 7, 0, 1, 7, 1 << 8, 2, 7, 2, 0x0101];
+        assert_eq!(Decoder::default().decode(&raid5_like(), u64::MAX, 1, &words).map(|s| s.len()), Ok(1));
+        let twice = [words, words].concat();
+        assert_eq!(Decoder::default().decode(&raid5_like(), u64::MAX, 2, &twice).unwrap_err(), DecodeError::Overflow { first: u64::MAX, count: 2 });
     }
 }

@@ -16,6 +16,11 @@ pub const BITMAP_OFFSET: u64 = 8192;
 pub const REGION_TARGET: u64 = 64 << 20;
 /// The smallest bitmap region.
 pub const REGION_MIN: u64 = 4096;
+/// Most bitmap regions an array may have: one byte each per copy, read
+/// whole at assemble and held in memory, so a superblock may not claim
+/// more (64 Mi regions: 4 PiB at the default region size, 256 GiB at the
+/// smallest; a larger array takes a larger `--bitmap-chunk`).
+pub const MAX_REGIONS: u64 = 1 << 26;
 const ALIGN: u64 = 1 << 20;
 
 /// The metadata area planned for legs of these raw sizes.

@@ -46,12 +46,14 @@ pub fn decode(bytes: &[u8], regions: u64) -> Result<(u64, Vec<State>), CopyError
         return Err(CopyError::Magic);
     }
     let found = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or_default());
-    if found != regions || bytes.len() < HEADER + regions as usize {
+    // `regions` comes from a superblock, `found` from the copy: neither
+    // may index past the bytes actually read.
+    let body = usize::try_from(regions).ok().and_then(|n| bytes[HEADER..].get(..n));
+    let Some(body) = body.filter(|_| found == regions) else {
         return Err(CopyError::Size { found, expected: regions });
-    }
+    };
     let serial = u64::from_le_bytes(bytes[20..28].try_into().unwrap_or_default());
     let stored = u32::from_le_bytes(bytes[28..32].try_into().unwrap_or_default());
-    let body = &bytes[HEADER..HEADER + regions as usize];
     if crc32c::crc32c_append(crc32c::crc32c(&bytes[..HEADER - 4]), body) != stored {
         return Err(CopyError::Checksum);
     }
@@ -74,8 +76,20 @@ mod tests {
         assert_eq!(decode(&bad, 4), Err(CopyError::Checksum));
         assert_eq!(decode(&bytes, 5), Err(CopyError::Size { found: 4, expected: 5 }));
         assert_eq!(decode(&[0u8; 64], 4), Err(CopyError::Magic));
+        assert_eq!(decode(&bytes[..HEADER + 3], 4), Err(CopyError::Size { found: 4, expected: 4 }), "a copy cut short");
         let mut serial = bytes.clone();
         serial[20] ^= 1;
         assert_eq!(decode(&serial, 4), Err(CopyError::Checksum), "the serial is covered by the checksum");
+    }
+
+    #[test]
+    fn a_region_count_past_the_bytes_is_refused_not_indexed() {
+        // Header and superblock agree on a count no copy could hold: the
+        // sum HEADER + regions would overflow, and the body is not there.
+        let mut bytes = encode(&[State::Clean], 0, 1);
+        bytes[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(decode(&bytes, u64::MAX), Err(CopyError::Size { found: u64::MAX, expected: u64::MAX }));
+        bytes[8..16].copy_from_slice(&4096u64.to_le_bytes());
+        assert_eq!(decode(&bytes, 4096), Err(CopyError::Size { found: 4096, expected: 4096 }));
     }
 }

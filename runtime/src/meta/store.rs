@@ -1,4 +1,5 @@
-//! Reading and writing a leg's metadata.
+//! Reading and writing a leg's metadata. What is read is checked (see
+//! `validate.rs`) before any field sizes a read or an allocation.
 
 use super::bitmap_copy;
 use super::bitmap_state::State;
@@ -17,20 +18,30 @@ pub enum MetaError {
     Component { leg: String, expected: String, actual: String },
     #[error("{leg}: {what}")]
     Invalid { leg: String, what: String },
+    /// A superblock that decodes but cannot be true of this leg.
+    #[error("{leg}: {error}")]
+    Superblock { leg: String, error: SuperblockError },
 }
 
 fn io(dev: &dyn BlockDevice, error: std::io::Error) -> MetaError {
     MetaError::Io { leg: dev.describe(), error }
 }
 
-/// Both copies; the best valid one.
+fn field(dev: &dyn BlockDevice, error: SuperblockError) -> MetaError {
+    MetaError::Superblock { leg: dev.describe(), error }
+}
+
+/// Both copies; the best valid one, checked against itself and against
+/// the device it was read from.
 pub fn read_superblock(dev: &dyn BlockDevice) -> Result<Superblock, MetaError> {
     let mut buf = vec![0u8; 2 * BLOCK];
     if dev.size() < 2 * BLOCK as u64 {
         return Err(MetaError::Invalid { leg: dev.describe(), what: "too small to hold a superblock".into() });
     }
     dev.read_at(&mut buf, 0).map_err(|e| io(dev, e))?;
-    Superblock::pick(&buf[..BLOCK], &buf[BLOCK..]).map_err(|(a, b)| MetaError::NoSuperblock { leg: dev.describe(), a, b })
+    let sb = Superblock::pick(&buf[..BLOCK], &buf[BLOCK..]).map_err(|(a, b)| MetaError::NoSuperblock { leg: dev.describe(), a, b })?;
+    sb.check_on(dev.size()).map_err(|e| field(dev, e))?;
+    Ok(sb)
 }
 
 /// Copy A, flush, copy B, flush: a crash leaves at least one whole copy.
@@ -55,12 +66,9 @@ pub fn write_component(dev: &dyn BlockDevice, sb: &Superblock, bytes: &[u8]) -> 
 
 /// The component stored on the leg, checked against its sha256.
 pub fn read_component(dev: &dyn BlockDevice, sb: &Superblock) -> Result<Vec<u8>, MetaError> {
-    if sb.component_len > 1 << 30 || sb.component_offset + sb.component_len > sb.data_offset {
-        return Err(MetaError::Invalid {
-            leg: dev.describe(),
-            what: format!("component of {} bytes at {} overlaps the data", sb.component_len, sb.component_offset),
-        });
-    }
+    // Bounds the allocation below (`read_superblock` did too; this stays
+    // true of any superblock handed in).
+    sb.check_on(dev.size()).map_err(|e| field(dev, e))?;
     let mut bytes = vec![0u8; sb.component_len as usize];
     dev.read_at(&mut bytes, sb.component_offset).map_err(|e| io(dev, e))?;
     let actual: [u8; 32] = Sha256::digest(&bytes).into();
@@ -83,9 +91,43 @@ pub fn write_bitmap_copy(dev: &dyn BlockDevice, sb: &Superblock, which: u8, stat
 
 /// Each copy of the leg's bitmap: (serial, states) or why it is unusable.
 pub fn read_bitmap_copies(dev: &dyn BlockDevice, sb: &Superblock) -> [Result<(u64, Vec<State>), String>; 2] {
+    // Bounds the allocation below.
+    let checked = sb.check_on(dev.size()).map_err(|e| field(dev, e).to_string());
     [0u64, 1].map(|which| {
+        checked.clone()?;
         let mut bytes = vec![0u8; sb.bitmap_bytes as usize];
         dev.read_at(&mut bytes, sb.bitmap_offset + which * sb.bitmap_bytes).map_err(|e| e.to_string())?;
         bitmap_copy::decode(&bytes, sb.regions).map_err(|e| e.to_string())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::mem::MemLeg;
+    use crate::meta::validate::tests::{LEG, honest};
+
+    #[test]
+    fn a_superblock_claiming_more_than_its_device_holds_is_refused_naming_leg_and_field() {
+        let small = MemLeg::new("leg-b", LEG - 4096);
+        write_superblock(&small, &honest()).unwrap();
+        let e = read_superblock(&small).unwrap_err().to_string();
+        assert!(e.starts_with("leg-b: superblock field leg_sizes: slot 1 claims"), "{e}");
+        let whole = MemLeg::new("leg-a", LEG);
+        write_superblock(&whole, &honest()).unwrap();
+        assert_eq!(read_superblock(&whole).unwrap(), honest());
+    }
+
+    #[test]
+    fn component_and_bitmap_reads_are_bounded_by_the_checks() {
+        let leg = MemLeg::new("leg-c", LEG);
+        let huge = Superblock { component_len: u64::MAX, ..honest() };
+        let e = read_component(&leg, &huge).unwrap_err().to_string();
+        assert!(e.starts_with("leg-c: superblock field component_len"), "{e}");
+        let huge = Superblock { bitmap_bytes: 128 << 20, data_offset: 512 << 20, ..honest() };
+        for copy in read_bitmap_copies(&MemLeg::new("leg-c", 1 << 30), &huge) {
+            let e = copy.unwrap_err();
+            assert!(e.starts_with("leg-c: superblock field bitmap_bytes"), "{e}");
+        }
+    }
 }

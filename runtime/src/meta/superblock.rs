@@ -20,8 +20,9 @@ pub const MAGIC: &[u8; 8] = b"WRAIDSB1";
 pub const VERSION: u32 = 2;
 /// Most legs an array records (their uuids fit one block).
 pub const MAX_LEGS: usize = 64;
-const ARGS_MAX: usize = 256;
-const NAME_MAX: usize = 32;
+/// Longest `args` and names a block holds (bytes).
+pub const ARGS_MAX: usize = 256;
+pub const NAME_MAX: usize = 32;
 
 /// A leg's metadata.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -112,6 +113,10 @@ pub enum SuperblockError {
     Version(u32),
     #[error("superblock field {0} is out of range")]
     Field(&'static str),
+    /// A field that decodes but cannot be true of this leg or of the
+    /// other fields (see `validate.rs`).
+    #[error("superblock field {field}: {why}")]
+    Invalid { field: &'static str, why: String },
     #[error("the block is shorter than {BLOCK} bytes")]
     Short,
 }

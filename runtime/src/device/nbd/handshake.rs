@@ -1,5 +1,7 @@
 //! The client side of the NBD handshake: fixed newstyle, `NBD_OPT_GO` for
 //! one export, its size and transmission flags from `NBD_INFO_EXPORT`.
+//! The server's bytes are untrusted: `negotiate` runs over any stream so
+//! it can be fuzzed (`fuzz/nbd_client`), and every read is bounded.
 
 use super::uri::{Endpoint, NbdUri};
 use crate::frontend::nbd::proto::*;
@@ -73,6 +75,10 @@ pub struct Export {
 
 /// Longest option reply read (an error message, an info block).
 const MAX_OPTION_REPLY: u32 = 64 << 10;
+/// Most replies to one `NBD_OPT_GO` (a server sends a few `NBD_REP_INFO`
+/// and an ack): a server that streams informational replies for ever
+/// would hold the handshake, whose timeout is per read.
+const MAX_OPTION_REPLIES: usize = 256;
 
 fn protocol(why: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why.into())
@@ -106,7 +112,8 @@ pub fn connect(uri: &NbdUri, timeout: Duration) -> io::Result<(Stream, Export)> 
     Ok((stream, export))
 }
 
-fn negotiate(s: &mut Stream, name: &str) -> io::Result<Export> {
+/// The handshake over `s`, asking for export `name`.
+pub fn negotiate<S: Read + Write>(s: &mut S, name: &str) -> io::Result<Export> {
     let mut hello = [0u8; 18];
     s.read_exact(&mut hello)?;
     let be64 = |b: &[u8]| u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
@@ -136,7 +143,7 @@ fn negotiate(s: &mut Stream, name: &str) -> io::Result<Export> {
     s.write_all(&go)?;
 
     let mut export = None;
-    loop {
+    for _ in 0..MAX_OPTION_REPLIES {
         let mut head = [0u8; 20];
         s.read_exact(&mut head)?;
         if be64(&head[..8]) != REPLY_MAGIC {
@@ -150,7 +157,7 @@ fn negotiate(s: &mut Stream, name: &str) -> io::Result<Export> {
         let mut data = vec![0u8; len as usize];
         s.read_exact(&mut data)?;
         match reply {
-            REP_ACK => break,
+            REP_ACK => return export.ok_or_else(|| protocol("the server finished NBD_OPT_GO without describing the export")),
             REP_INFO => {
                 if data.len() >= 12 && u16::from_be_bytes([data[0], data[1]]) == INFO_EXPORT {
                     export = Some(Export { size: be64(&data[2..10]), flags: u16::from_be_bytes([data[10], data[11]]) });
@@ -168,5 +175,5 @@ fn negotiate(s: &mut Stream, name: &str) -> io::Result<Export> {
             _ => {} // other informational replies: ignore, as the protocol allows
         }
     }
-    export.ok_or_else(|| protocol("the server finished NBD_OPT_GO without describing the export"))
+    Err(protocol(format!("the server sent more than {MAX_OPTION_REPLIES} replies to NBD_OPT_GO")))
 }

@@ -11,7 +11,8 @@
 //! export is back, the array's daemon sees `link().connected` and re-adds
 //! the leg with a bitmap-only resync.
 
-mod handshake;
+pub mod handshake;
+pub mod reply;
 pub mod uri;
 
 use super::{BlockDevice, LinkState};
@@ -19,7 +20,7 @@ use crate::frontend::nbd::proto::*;
 use handshake::Stream;
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -326,31 +327,16 @@ impl Conn {
     fn read_replies(&self, mut r: Stream) -> io::Error {
         let mut r = io::BufReader::with_capacity(256 << 10, &mut r);
         loop {
-            let mut head = [0u8; 16];
-            if let Err(e) = r.read_exact(&mut head) {
-                return e;
-            }
-            let magic = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
-            if magic != SIMPLE_REPLY_MAGIC {
-                return io::Error::new(io::ErrorKind::InvalidData, format!("bad reply magic {magic:#010x}"));
-            }
-            let error = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
-            let cookie = u64::from_be_bytes([head[8], head[9], head[10], head[11], head[12], head[13], head[14], head[15]]);
-            let Some(slot) = self.pending.lock().remove(&cookie) else {
-                return io::Error::new(io::ErrorKind::InvalidData, format!("reply to unknown cookie {cookie}"));
+            // The slot stays registered until its whole reply is read: if
+            // the link breaks mid-reply, the request is resent.
+            let reply = match reply::read(&mut r, |cookie| self.pending.lock().get(&cookie).map(|s| s.read_len)) {
+                Ok(reply) => reply,
+                Err(e) => return e,
             };
-            let answer = if error != 0 {
-                Err(error)
-            } else {
-                let mut data = vec![0u8; slot.read_len];
-                if let Err(e) = r.read_exact(&mut data) {
-                    // Leave the slot to be resent on the next connection.
-                    self.pending.lock().insert(cookie, slot);
-                    return e;
-                }
-                Ok(data)
-            };
-            *slot.state.lock() = SlotState::Answered(answer);
+            // Gone only if its caller gave up meanwhile (and failed this
+            // connection) or the connection already failed.
+            let Some(slot) = self.pending.lock().remove(&reply.cookie) else { continue };
+            *slot.state.lock() = SlotState::Answered(reply.answer);
             slot.done.notify_all();
         }
     }

@@ -1,0 +1,105 @@
+//! Whether two superblocks of one array can both be true.
+//!
+//! Assemble takes the freshest superblock (highest generation) as the
+//! array's state, as md takes the freshest event count. That lets one leg
+//! that claims a higher generation than it has speak for the array: alone
+//! it would have the honest legs refused as stale. Two facts of a real
+//! array bound what the freshest may say about the others:
+//!
+//! - Every leg the array counts in sync gets the superblock of every
+//!   generation (`Array::write_superblocks` writes each writable leg, and
+//!   a leg whose write fails is recorded failed in the next generation).
+//!   Legs are written one after the other, so a crash leaves them at most
+//!   one generation apart (the margin assemble accepts). So a slot the
+//!   freshest block says is in sync, held by the very leg it names, can
+//!   never be two or more generations behind. A legit degraded run makes
+//!   the survivors far newer than a lost leg, but their superblocks then
+//!   record that leg failed (or, re-added, recovering): no contradiction.
+//! - The geometry (chunk size, data offset, leg sizes, component, bitmap
+//!   placement and regions) is fixed at `create` and the same on every leg.
+//!
+//! When the two disagree, one of them is wrong (damaged or forged) and
+//! nothing on the legs says which: assemble refuses, naming both, and
+//! `--force` trusts the freshest.
+
+use super::superblock::Superblock;
+
+/// One leg's superblock and the name of the device it was read from.
+pub struct Claim<'a> {
+    pub device: &'a str,
+    pub sb: &'a Superblock,
+}
+
+/// Why `leg` cannot be true if `freshest` is, as one sentence naming both;
+/// None when both can. Both belong to the same array.
+pub fn contradiction(freshest: &Claim, leg: &Claim) -> Option<String> {
+    let (f, l) = (freshest.sb, leg.sb);
+    if let Some(field) = f.geometry_differs(l) {
+        return Some(format!(
+            "{} (generation {}) and {} (generation {}) disagree on {field}, which is the same on every leg of an array",
+            leg.device, l.generation, freshest.device, f.generation
+        ));
+    }
+    let slot = l.leg_index as usize;
+    let named = f.legs.get(slot).is_some_and(|u| *u == l.leg_uuid);
+    let in_sync = !f.failed.get(slot).copied().unwrap_or(true) && f.recovering.get(slot).is_some_and(|r| r.is_none());
+    if named && in_sync && l.generation.saturating_add(1) < f.generation {
+        return Some(format!(
+            "{} (generation {}) records slot {slot} as in sync, but {}, the leg in slot {slot}, is at generation {}: \
+             an array writes every in-sync leg's superblock at each generation",
+            freshest.device, f.generation, leg.device, l.generation
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::validate::tests::honest;
+
+    fn leg(slot: u32, generation: u64) -> Superblock {
+        let sb = honest();
+        Superblock { leg_index: slot, leg_uuid: sb.legs[slot as usize], generation, ..sb }
+    }
+
+    fn says(freshest: &Superblock, other: &Superblock) -> Option<String> {
+        contradiction(&Claim { device: "/dev/new", sb: freshest }, &Claim { device: "/dev/old", sb: other })
+    }
+
+    #[test]
+    fn one_generation_behind_is_a_crash_between_two_legs_writes() {
+        assert_eq!(says(&leg(0, 8), &leg(1, 7)), None);
+        assert_eq!(says(&leg(0, 8), &leg(1, 8)), None);
+    }
+
+    #[test]
+    fn an_in_sync_slot_far_behind_contradicts_the_freshest() {
+        let e = says(&leg(0, 50), &leg(1, 7)).unwrap();
+        assert!(e.starts_with("/dev/new (generation 50) records slot 1 as in sync, but /dev/old, the leg in slot 1, is at generation 7"), "{e}");
+    }
+
+    #[test]
+    fn a_legit_degraded_run_records_the_lost_leg() {
+        // The survivor ran on for 43 generations and says slot 1 failed.
+        let mut survivor = leg(0, 50);
+        survivor.failed[1] = true;
+        assert_eq!(says(&survivor, &leg(1, 7)), None);
+        // Re-added later: recovering, its superblock not yet rewritten.
+        survivor.failed[1] = false;
+        survivor.recovering[1] = Some(crate::meta::superblock::Recovery { offset: 0, bitmap_only: true });
+        assert_eq!(says(&survivor, &leg(1, 7)), None);
+        // Slot 1 now belongs to another leg: this one was replaced.
+        let mut replaced = leg(0, 50);
+        replaced.legs[1] = [8; 16];
+        assert_eq!(says(&replaced, &leg(1, 7)), None);
+    }
+
+    #[test]
+    fn geometry_never_differs_between_legs() {
+        let mut other = leg(1, 8);
+        other.data_offset += 4096;
+        let e = says(&leg(0, 8), &other).unwrap();
+        assert!(e.contains("/dev/old (generation 8) and /dev/new (generation 8) disagree on data_offset"), "{e}");
+    }
+}
