@@ -34,7 +34,9 @@ impl FaultLeg {
         FaultLeg { inner, mode: AtomicU8::new(Mode::Healthy as u8), countdown: AtomicI64::new(-1), armed: AtomicU8::new(0), remote }
     }
 
+    /// Switch to `mode` now (and forget an armed switch).
     pub fn set(&self, mode: Mode) {
+        self.countdown.store(-1, Ordering::SeqCst);
         self.mode.store(mode as u8, Ordering::SeqCst);
     }
 

@@ -141,10 +141,11 @@ pub fn run(kind: Kind, spec: LayoutSpec, seed: u64, sandbox: &Arc<Sandbox>) -> a
             rig.fault(victim).arm(Mode::FailWrites, after);
             events.push(format!("leg {victim} fails its writes after {after} more"));
             // Soon after (so the regions it missed may see no other
-            // degraded write), the leg heals and is re-added.
+            // degraded write), the leg heals and, if it died, is re-added.
+            // Healing first disarms it, so it cannot die after the look.
             wait_for(&progress, p1 + rng.below(10));
+            rig.fault(victim).set(Mode::Healthy);
             if rig.array.legs()[victim].health() == wasmraid::array::health::Health::Dead {
-                rig.fault(victim).set(Mode::Healthy);
                 let dev = rig.fault(victim);
                 retry(|| rig.array.leg_readd(dev.clone()).map(drop).map_err(|e| e.to_string()));
                 events.push(format!("leg {victim} re-added"));

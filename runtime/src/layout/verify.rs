@@ -396,7 +396,6 @@ fn fault_tolerance_holds(
     charge: &mut dyn FnMut(Instant) -> Result<(), ProofError>,
     started: Instant,
 ) -> Result<(), ProofError> {
-    let n = d.data_chunks as usize;
     let mut legs: Vec<u32> = stripe.slots.iter().map(|sl| sl.leg).collect();
     legs.sort_unstable();
     legs.dedup();
@@ -504,8 +503,14 @@ fn systematic_tolerance(
         loop {
             let mut lost_parity: Vec<usize> = (0..q).collect();
             loop {
-                let rows: Vec<Vec<u8>> = (0..p).filter(|i| !lost_parity.contains(i)).map(|i| lost_data.iter().map(|&k| parity[i].1[k]).collect()).collect();
-                if rows.len() < e || gf256::rank(rows) < e {
+                let mut rows = 0;
+                for i in (0..p).filter(|i| !lost_parity.contains(i)) {
+                    for (c, &k) in lost_data.iter().enumerate() {
+                        m[rows * e + c] = parity[i].1[k];
+                    }
+                    rows += 1;
+                }
+                if rows < e || gf256::rank_flat(&mut m[..rows * e], rows, e) < e {
                     let lost: Vec<u32> = lost_data.iter().map(|&k| data_leg[k]).chain(lost_parity.iter().map(|&i| parity[i].0)).collect();
                     return Some(Err(unrecoverable(s, d, &lost)));
                 }
