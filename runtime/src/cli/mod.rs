@@ -47,7 +47,7 @@ pub struct SandboxArgs {
     #[arg(long, global = true, value_name = "SIZE", default_value = "2G")]
     compile_memory: String,
     /// Longest a proof may spend in guest calls and fault-tolerance checks, in seconds.
-    #[arg(long, global = true, value_name = "SECS", default_value_t = 20.0)]
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 12.0)]
     proof_timeout: f64,
 }
 

@@ -43,7 +43,7 @@ impl Default for SandboxConfig {
             cache_dir: super::artifact_cache::default_dir(),
             compile: super::CompileLimits::default(),
             compiler: super::Compiler::default(),
-            proof_timeout: Duration::from_secs(20),
+            proof_timeout: Duration::from_secs(12),
             map_instances: 2,
         }
     }
