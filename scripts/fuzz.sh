@@ -6,7 +6,7 @@
 # exit 1 if any target found a crash, a panic, a hang (10 s) or an
 # allocation no input justifies (fuzz_targets/common/bounded.rs). A crash
 # is kept in fuzz/artifacts/TARGET/; replay it with
-#   RUSTC_BOOTSTRAP=1 cargo fuzz run -s none TARGET fuzz/artifacts/TARGET/crash-...
+#   RUSTC_BOOTSTRAP=1 cargo fuzz run --dev -s none TARGET fuzz/artifacts/TARGET/crash-...
 #
 #   scripts/fuzz.sh                     # 30 s per target
 #   scripts/fuzz.sh 600                 # a longer campaign
@@ -18,6 +18,10 @@
 # Rust, built with debug assertions and overflow checks (cargo-fuzz's
 # default), so a panic, an overflow or an oversized allocation is what
 # there is to find, and ASan would only slow the build and the runs.
+# Unoptimized (--dev): the targets link the whole runtime, wasmtime and
+# Cranelift included, and instrumenting and optimizing all of that takes
+# most of an hour on two cores; unoptimized it builds in minutes, and the
+# parsers under test are small enough that the runs stay in the millions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=30
@@ -36,7 +40,7 @@ targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
     mapfile -t targets < <(cargo fuzz list)
 fi
-cargo fuzz build -s none
+cargo fuzz build --dev -s none
 mkdir -p target/fuzz-logs
 failed=()
 summary=()
@@ -47,7 +51,7 @@ for t in "${targets[@]}"; do
     log=target/fuzz-logs/$t.log
     mkdir -p "fuzz/corpus/$t"
     echo "== fuzz $t for ${seconds}s"
-    if cargo fuzz run -s none "$t" -- -max_total_time="$seconds" -max_len="$max_len" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
+    if cargo fuzz run --dev -s none "$t" -- -max_total_time="$seconds" -max_len="$max_len" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
         runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
         took=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | grep -o 'in [0-9]*' | grep -o '[0-9]*' || echo "$seconds")
         corpus=$(find "fuzz/corpus/$t" -type f | wc -l)

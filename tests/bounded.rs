@@ -51,12 +51,15 @@ fn an_oversized_component_is_refused_before_it_is_compiled() {
     assert!(took < Duration::from_secs(3), "took {took:?}");
 }
 
+/// Multi-memory stays on (fused adapters need it); a component of 19
+/// memories of 250 MiB is refused without taking that memory (the cap
+/// over all of an instance's memories is tested in sandbox::component).
 #[test]
-fn extra_memories_are_refused_at_validation() {
+fn extra_memories_cost_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let many = write(dir.path(), "mm.wasm", &generated::many_memories(19, 4000));
     let (ok, out, _) = check(&[], &many);
-    assert!(!ok && out.contains("multiple memories"), "{out}");
+    assert!(!ok, "{out}");
 }
 
 #[test]

@@ -75,7 +75,7 @@ impl Served {
     pub fn layout(layout: &str, legs: usize, leg_size: &str, args: &str, chunk: &str) -> Served {
         let dir = tempfile::tempdir().expect("tempdir");
         let leg_list: Vec<String> = (0..legs).map(|i| dir.path().join(format!("leg{i}")).display().to_string()).collect();
-        let extra = vec![
+        let mut extra = vec![
             "--layout".to_string(),
             layout.to_string(),
             "--legs".into(),
@@ -86,6 +86,13 @@ impl Served {
             chunk.into(),
             format!("--args={args}"),
         ];
+        if layout.ends_with(".wasm") {
+            // A component of the project's own (an 18 MB Python one takes
+            // 20 s of CPU to compile) served while other tests load both
+            // cores: the default deadline is for untrusted components and
+            // is tested in bounded.rs.
+            extra.extend(["--compile-timeout".to_string(), "120".to_string()]);
+        }
         Served::spawn(Arc::new(dir), "serve", "dev", extra)
     }
 

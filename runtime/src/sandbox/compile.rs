@@ -44,6 +44,9 @@ pub enum Compiler {
     Child(PathBuf),
 }
 
+/// The compiler child's nice value.
+const CHILD_NICE: libc::c_int = 10;
+
 /// The subcommand the child compiler runs.
 pub const CHILD_COMMAND: &str = "__compile-component";
 
@@ -78,8 +81,9 @@ fn in_child(program: &Path, sandbox: &Sandbox, bytes: &[u8]) -> Result<Vec<u8>, 
     let memory = limits.memory_bytes;
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the child between fork and exec, where
-    // only async-signal-safe calls are allowed; it calls setrlimit(2) (which
-    // is) with values computed before the fork, and allocates nothing.
+    // only async-signal-safe calls are allowed; it calls setrlimit(2) and
+    // setpriority(2) (plain system calls) with values computed before the
+    // fork, and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             let address_space = libc::rlimit { rlim_cur: memory as libc::rlim_t, rlim_max: memory as libc::rlim_t };
@@ -87,6 +91,10 @@ fn in_child(program: &Path, sandbox: &Sandbox, bytes: &[u8]) -> Result<Vec<u8>, 
             if libc::setrlimit(libc::RLIMIT_AS, &address_space) != 0 || libc::setrlimit(libc::RLIMIT_CORE, &no_core) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // The child compiles on every core (see child_main), below the
+            // daemon's priority so a reload under load leaves the data path
+            // its CPUs. Failing to lower it is harmless.
+            libc::setpriority(libc::PRIO_PROCESS, 0, CHILD_NICE);
             Ok(())
         });
     }
@@ -136,7 +144,7 @@ fn read_bounded(path: &Path, most: u64) -> std::io::Result<Vec<u8>> {
 /// The child's side: compile `input` into `output`. Exit 0 when compiled,
 /// 2 when the component is invalid (the reason on stderr).
 pub fn child_main(input: &Path, output: &Path, stack_bytes: usize) -> std::process::ExitCode {
-    let config = super::SandboxConfig { stack_bytes, cache_dir: None, ..super::SandboxConfig::default() };
+    let config = super::SandboxConfig { stack_bytes, cache_dir: None, parallel_compilation: true, ..super::SandboxConfig::default() };
     let run = || -> Result<(), SandboxError> {
         let sandbox = Sandbox::new(config)?;
         let bytes = std::fs::read(input).map_err(|e| setup("reading the component", e))?;

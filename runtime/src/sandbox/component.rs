@@ -228,3 +228,53 @@ fn producers(bytes: &[u8]) -> (Vec<(String, String)>, Option<String>) {
     }
     (out, own_language.or(inner_language))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::{Sandbox, SandboxConfig};
+
+    /// A core module declaring `memories` memories of `pages` pages each.
+    fn module_with_memories(memories: u8, pages: u16) -> Vec<u8> {
+        let leb = |mut v: u32, out: &mut Vec<u8>| loop {
+            let byte = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(byte);
+                break;
+            }
+            out.push(byte | 0x80);
+        };
+        let mut body = Vec::new();
+        leb(u32::from(memories), &mut body);
+        for _ in 0..memories {
+            body.push(0x00); // limits: minimum only
+            leb(u32::from(pages), &mut body);
+        }
+        let mut m = MODULE_HEADER.to_vec();
+        m.push(5); // memory section
+        leb(body.len() as u32, &mut m);
+        m.extend(body);
+        m
+    }
+
+    #[test]
+    fn extra_memories_share_one_cap() {
+        let sandbox = Sandbox::new(SandboxConfig { cache_dir: None, ..SandboxConfig::default() }).unwrap();
+        let cap = sandbox.config.memory_bytes;
+        // 15 memories of 250 MiB (fewer than MAX_MEMORIES, so the count
+        // does not refuse them first): each fits the cap alone, together
+        // they are 15 times over.
+        let module = wasmtime::Module::new(&sandbox.engine, module_with_memories(15, 4000)).unwrap();
+        let mut store = wasmtime::Store::new(&sandbox.engine, GuestState { limiter: MemoryLimiter::new(cap) });
+        store.limiter(|s| &mut s.limiter);
+        let refused = wasmtime::Linker::new(&sandbox.engine).instantiate(&mut store, &module).is_err();
+        assert!(refused, "15 memories of 250 MiB instantiated under a {} MiB cap", cap >> 20);
+        assert!(store.data().limiter.hit && store.data().limiter.total <= cap);
+        // One memory under the cap is fine.
+        let module = wasmtime::Module::new(&sandbox.engine, module_with_memories(1, 4000)).unwrap();
+        let mut store = wasmtime::Store::new(&sandbox.engine, GuestState { limiter: MemoryLimiter::new(cap) });
+        store.limiter(|s| &mut s.limiter);
+        assert!(wasmtime::Linker::new(&sandbox.engine).instantiate(&mut store, &module).is_ok());
+    }
+}

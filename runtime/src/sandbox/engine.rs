@@ -29,6 +29,11 @@ pub struct SandboxConfig {
     /// Guest instances an aperiodic layout's map keeps to refill its cache
     /// (each may use up to `memory_bytes`).
     pub map_instances: usize,
+    /// Compile a component's functions on every core. Off in a serving
+    /// process (it would starve the data path while a component is
+    /// (re)loaded under load); on in the compiler child, which runs at a
+    /// lower priority than the daemon that asked.
+    pub parallel_compilation: bool,
 }
 
 /// How often the epoch advances; deadlines are counted in these ticks.
@@ -45,6 +50,7 @@ impl Default for SandboxConfig {
             compiler: super::Compiler::default(),
             proof_timeout: Duration::from_secs(12),
             map_instances: 2,
+            parallel_compilation: false,
         }
     }
 }
@@ -64,20 +70,23 @@ impl Sandbox {
         c.epoch_interruption(true);
         c.max_wasm_stack(config.stack_bytes);
         // Features the layout contract does not need are off, so a
-        // component using them is refused at validation: more than one
-        // memory per module, 64-bit memories, GC, stack switching, shared
-        // everything (threads, exceptions and async components are not
-        // even built in: see the workspace's wasmtime features).
-        c.wasm_multi_memory(false);
+        // component using them is refused at validation: 64-bit memories,
+        // GC, stack switching, shared everything (threads, exceptions and
+        // async components are not even built in: see the workspace's
+        // wasmtime features). Multi-memory stays on: the adapters wasmtime
+        // fuses between a component's core modules (componentize-js makes
+        // such components) hold two memories. Extra memories gain nothing:
+        // MemoryLimiter caps the sum of every memory of an instance.
+        c.wasm_multi_memory(true);
         c.wasm_memory64(false);
         c.wasm_gc(false);
         c.wasm_stack_switching(false);
         c.wasm_shared_everything_threads(false);
         c.cranelift_opt_level(wasmtime::OptLevel::Speed);
-        // Compiling on every core starves the data path while a component
-        // is (re)loaded under load (benches/reload.rs); compiled code is
-        // cached on disk, so a compile is a one-time cost.
-        c.parallel_compilation(false);
+        // Compiling on every core inside a serving process starves the data
+        // path while a component is (re)loaded under load
+        // (benches/reload.rs); the compiler child, niced, may.
+        c.parallel_compilation(config.parallel_compilation);
         let engine = wasmtime::Engine::new(&c).map_err(|e| SandboxError::Setup(format!("{e:#}")))?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = {
