@@ -12,6 +12,7 @@ use crate::rig::{LayoutSpec, Rig, RigOptions};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use wasmraid::array::health::Health;
 use wasmraid::array::sync::SyncAction;
 use wasmraid::device::log_writes::{Entry, splitmix64};
 use wasmraid::device::mem::Image;
@@ -199,12 +200,20 @@ pub fn run(kind: Kind, spec: LayoutSpec, seed: u64, sandbox: &Arc<Sandbox>) -> a
     for h in handles {
         h.join().map_err(|_| anyhow::anyhow!("a writer thread panicked"))?;
     }
-    // Let background work finish, as the daemon would.
+    // Let background work finish, as the daemon would: nothing running,
+    // nothing to start, no leg mid-rebuild and none waiting to be re-added
+    // (the daemon thread may be inside a re-add, holding the membership
+    // lock, which makes start_needed_sync say None too: a failure seen
+    // during a link-down window can be settled after the first re-add, and
+    // its leg is re-added once more).
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         rig.array.sync.wait();
         std::thread::sleep(Duration::from_millis(2));
-        if rig.array.sync.action() == SyncAction::Idle && rig.array.start_needed_sync().is_none() {
+        let pending = rig.array.legs().iter().any(|l| {
+            l.health() == Health::Recovering || (l.health() == Health::Dead && l.lost_link.load(Ordering::Acquire))
+        });
+        if !pending && rig.array.sync.action() == SyncAction::Idle && rig.array.start_needed_sync().is_none() {
             break;
         }
     }
