@@ -8,10 +8,12 @@
 //! fingerprinted block cache) -> [`layout::proven::ProvenLayout::locate`] on
 //! the data path.
 
+pub mod accept;
 pub mod array;
 pub mod builtins;
 pub mod control;
 pub mod device;
+pub mod fd_limit;
 pub mod frontend;
 pub mod layout;
 pub mod meta;

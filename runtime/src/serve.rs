@@ -3,7 +3,7 @@
 
 use crate::control;
 use crate::device::BlockDevice;
-use crate::frontend::nbd::{self, Exports, Listen};
+use crate::frontend::nbd::{Exports, Listen, NbdLimits, NbdServer};
 use crate::frontend::ublk::{self, UblkConfig};
 use crate::sandbox::Sandbox;
 use crate::table::Table;
@@ -49,6 +49,10 @@ pub enum ServeError {
     Listen { what: String, error: std::io::Error },
     #[error("control socket {path}: {error}")]
     Control { path: String, error: std::io::Error },
+    #[error(transparent)]
+    RunDir(#[from] control::run_dir::RunDirError),
+    #[error("starting the NBD server: {0}")]
+    NbdStart(std::io::Error),
     #[error("{0}")]
     Name(String),
     #[error(transparent)]
@@ -59,6 +63,8 @@ pub enum ServeError {
 #[derive(Debug, Clone, Default)]
 pub struct Frontends {
     pub nbd: Vec<Listen>,
+    /// The bounds of the NBD server (shared by its listeners).
+    pub nbd_limits: NbdLimits,
     pub ublk: Option<UblkConfig>,
 }
 
@@ -86,14 +92,18 @@ pub async fn run(
     ready: impl FnOnce(&Served, &std::path::Path),
 ) -> Result<(), ServeError> {
     control::valid_name(&name).map_err(ServeError::Name)?;
+    // First: a directory we must refuse leaves nothing else behind.
+    control::run_dir::prepare(&run_dir)?;
     let exports = Exports::new(vec![(name.clone(), table.clone() as Arc<dyn BlockDevice>)]);
-    let mut tasks = Vec::new();
+    crate::fd_limit::raise();
     let mut listening = Vec::new();
     let listens = frontends.nbd;
     let recovering_ublk = frontends.ublk.as_ref().is_some_and(|u| u.recover.is_some());
+    let mut nbd_server = if listens.is_empty() { None } else { Some(NbdServer::new(exports, frontends.nbd_limits).map_err(ServeError::NbdStart)?) };
     for listen in &listens {
-        let task = nbd::bind_and_spawn(listen.clone(), exports.clone()).await.map_err(|error| ServeError::Listen { what: listen.to_string(), error })?;
-        tasks.push(task);
+        if let Some(server) = &mut nbd_server {
+            server.listen(listen).await.map_err(|error| ServeError::Listen { what: listen.to_string(), error })?;
+        }
         listening.push(match listen {
             Listen::Tcp(a) => format!("nbd://{a}/{name}"),
             Listen::Unix(p) => format!("nbd+unix:///{name}?socket={}", p.display()),
@@ -101,8 +111,6 @@ pub async fn run(
     }
     let socket = control::socket_path(&run_dir, &name);
     let control_err = |error: std::io::Error| ServeError::Control { path: socket.display().to_string(), error };
-    std::fs::create_dir_all(&run_dir).map_err(control_err)?;
-    let _ = std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700));
     if socket.exists() {
         if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
             return Err(control_err(std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("{name} is already being served"))));
@@ -198,8 +206,10 @@ pub async fn run(
             _ => {}
         }
     }
-    for t in tasks {
-        t.abort();
+    // Stop accepting and disconnect the clients (each after its requests in
+    // flight are answered, bounded): an idle client must not hold up a stop.
+    if let Some(server) = nbd_server {
+        server.shutdown().await;
     }
     control_task.abort();
     daemon.abort();

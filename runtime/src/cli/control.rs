@@ -17,6 +17,22 @@ pub fn call(run_dir: &Option<PathBuf>, name: &str, request: Request, timeout: Du
     Ok(response)
 }
 
+/// `wasmraid stop`: ask, then wait until the server has flushed and exited.
+pub fn stop(run_dir: &Option<PathBuf>, name: &str, timeout: Duration) -> anyhow::Result<ExitCode> {
+    let dir = run_dir.clone().unwrap_or_else(wasmraid::control::default_run_dir);
+    let (response, gone) = client::stop(&socket_path(&dir, name), timeout)?;
+    if !response.ok {
+        bail!("{name}: {}", response.error.unwrap_or_else(|| "request failed".into()));
+    }
+    if gone {
+        println!("{name}: stopped");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{name}: stopping (still running after {} s)", timeout.as_secs());
+        Ok(ExitCode::from(1))
+    }
+}
+
 pub fn status(run_dir: &Option<PathBuf>, name: &str, json: bool) -> anyhow::Result<ExitCode> {
     let r = call(run_dir, name, Request::Status, Duration::from_secs(10))?.result;
     if json {

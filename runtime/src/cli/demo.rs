@@ -93,7 +93,7 @@ fn serve_demo(sandbox: &Arc<wasmraid::sandbox::Sandbox>) -> anyhow::Result<()> {
                 "demo".into(),
                 table,
                 sandbox,
-                wasmraid::serve::Frontends { nbd: vec![Listen::Unix(socket)], ublk: None },
+                wasmraid::serve::Frontends { nbd: vec![Listen::Unix(socket)], ..Default::default() },
                 run_dir,
                 |served, sock| {
                     println!("serving {} on {} (control {})", format_size(served.table.size()), served.listening.join(", "), sock.display());

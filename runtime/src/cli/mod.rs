@@ -339,9 +339,6 @@ fn dispatch(command: Command, sandbox: &SandboxArgs) -> anyhow::Result<std::proc
         Command::Leg(LegCommand::ReAdd { name, device, array, wait, run_dir }) => {
             control::leg(&run_dir, &name, wasmraid::control::Request::LegReadd { array, device: control::absolute(&device)? }, wait)
         }
-        Command::Stop { name, run_dir } => control::call(&run_dir, &name, wasmraid::control::Request::Stop, Duration::from_secs(10)).map(|_| {
-            println!("{name}: stopping");
-            std::process::ExitCode::SUCCESS
-        }),
+        Command::Stop { name, run_dir } => control::stop(&run_dir, &name, Duration::from_secs(60)),
     }
 }

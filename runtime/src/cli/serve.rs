@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use wasmraid::device::BlockDevice;
 use wasmraid::device::file::{FileLeg, OpenFlags};
-use wasmraid::frontend::nbd::Listen;
+use wasmraid::frontend::nbd::{Listen, NbdLimits};
 use wasmraid::frontend::ublk::UblkConfig;
 use wasmraid::serve::Frontends;
 use wasmraid::table::bind::BindContext;
@@ -98,6 +98,15 @@ pub struct ListenArgs {
     /// Serve NBD on this Unix socket.
     #[arg(long)]
     nbd_unix: Vec<PathBuf>,
+    /// NBD clients at once (handshake or transmission); one more is accepted and closed with a log line.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    nbd_max_connections: u64,
+    /// Seconds an NBD client has to finish its handshake before it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    nbd_handshake_timeout: f64,
+    /// Threads serving NBD requests, shared by every client (a client has at most 16 requests in flight).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    nbd_threads: usize,
     /// Directory of control sockets.
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
@@ -125,17 +134,23 @@ impl ListenArgs {
         if nbd.is_empty() && ublk.is_none() {
             nbd.push(Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 10809))));
         }
-        Ok(Frontends { nbd, ublk })
+        let nbd_limits = NbdLimits::new(self.nbd_max_connections, self.nbd_handshake_timeout, self.nbd_threads)?;
+        Ok(Frontends { nbd, nbd_limits, ublk })
     }
 }
 
 /// Serve a bound table until stopped.
 pub fn serve_table(name: &str, table: Table, sandbox: Arc<wasmraid::sandbox::Sandbox>, listen: &ListenArgs) -> anyhow::Result<ExitCode> {
     let run_dir = listen.run_dir.clone().unwrap_or_else(wasmraid::control::default_run_dir);
+    let frontends = listen.frontends()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("wasmraid").build()?;
-    runtime.block_on(wasmraid::serve::run(name.to_string(), Arc::new(table), sandbox, listen.frontends()?, run_dir, |served, socket| {
+    let served = runtime.block_on(wasmraid::serve::run(name.to_string(), Arc::new(table), sandbox, frontends, run_dir, |served, socket| {
         eprintln!("wasmraid: serving {} ({}) on {}; control {}", served.name, format_size(served.table.size()), served.listening.join(", "), socket.display());
-    }))?;
+    }));
+    // Everything is flushed and shut down by now: do not wait for blocking
+    // tasks still parked on a device (dropping the runtime would).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

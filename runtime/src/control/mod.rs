@@ -1,7 +1,9 @@
 //! The control plane: a Unix socket (mode 0600) per served device speaking
-//! one JSON object per line, for `status`, `leg fail`, `reload` and `stop`.
+//! one JSON object per line, for `status`, `leg fail`, `reload` and `stop`,
+//! in a directory only its user can write (`run_dir.rs`).
 
 pub mod client;
+pub mod run_dir;
 pub mod server;
 pub mod status;
 

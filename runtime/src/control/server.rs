@@ -11,8 +11,19 @@ use tokio::net::UnixListener;
 
 /// Answer control connections until the listener is dropped.
 pub async fn run(listener: UnixListener, served: Arc<Served>) {
+    let mut backoff = crate::accept::AcceptBackoff::new("control socket");
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff.succeeded();
+                stream
+            }
+            // Out of descriptors, say: log and wait rather than spin.
+            Err(e) => {
+                backoff.failed(&e).await;
+                continue;
+            }
+        };
         let served = served.clone();
         tokio::spawn(async move {
             let (rd, mut wr) = stream.into_split();

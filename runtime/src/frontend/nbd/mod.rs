@@ -1,18 +1,26 @@
 //! The NBD server frontend (tokio): fixed newstyle handshake, many requests
 //! in flight per connection with out-of-order replies, TCP (127.0.0.1 by
 //! default) and Unix sockets. Hostile bytes close that one connection with
-//! a logged reason; nothing else is affected.
+//! a logged reason; nothing else is affected. Clients are bounded
+//! (`limits.rs`): connections at once, time to finish the handshake,
+//! requests in flight per connection, and a fixed number of I/O threads
+//! shared by all (`pool.rs`); a stop disconnects every client (`server.rs`).
 
 mod handshake;
+pub mod limits;
+mod pool;
 pub mod proto;
+mod server;
 mod transmission;
+
+pub use limits::{LimitsError, NbdLimits};
+pub use server::NbdServer;
 
 use crate::device::BlockDevice;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -78,79 +86,22 @@ impl std::fmt::Display for Listen {
     }
 }
 
-/// Bind first (so errors reach the caller), then serve in the background.
-pub async fn bind_and_spawn(listen: Listen, exports: Exports) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
-    match &listen {
-        Listen::Tcp(addr) => {
-            let listener = TcpListener::bind(addr).await?;
-            Ok(tokio::spawn(async move {
-                loop {
-                    let (stream, peer) = listener.accept().await?;
-                    let _ = stream.set_nodelay(true);
-                    spawn_connection(stream, peer.to_string(), exports.clone());
-                }
-            }))
-        }
-        Listen::Unix(path) => {
-            let _ = std::fs::remove_file(path);
-            let listener = UnixListener::bind(path)?;
-            let path = path.clone();
-            Ok(tokio::spawn(async move {
-                let mut n = 0u64;
-                loop {
-                    let (stream, _) = listener.accept().await?;
-                    n += 1;
-                    spawn_connection(stream, format!("{}#{n}", path.display()), exports.clone());
-                }
-            }))
-        }
+/// A tokio stream the transmission phase splits into halves it can read on
+/// its task and write from the I/O threads.
+pub trait IntoHalves: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    fn into_halves(self) -> (transmission::ReadHalf, transmission::WriteHalf);
+}
+
+impl IntoHalves for tokio::net::TcpStream {
+    fn into_halves(self) -> (transmission::ReadHalf, transmission::WriteHalf) {
+        let (r, w) = self.into_split();
+        (transmission::ReadHalf::Tcp(r), transmission::WriteHalf::Tcp(w))
     }
 }
 
-/// A tokio stream the transmission phase can take over in blocking mode.
-pub trait IntoBlocking: AsyncRead + AsyncWrite + Send + Unpin + 'static {
-    fn into_blocking(self) -> std::io::Result<transmission::Socket>;
-}
-
-impl IntoBlocking for tokio::net::TcpStream {
-    fn into_blocking(self) -> std::io::Result<transmission::Socket> {
-        let s = self.into_std()?;
-        s.set_nonblocking(false)?;
-        Ok(transmission::Socket::Tcp(s))
-    }
-}
-
-impl IntoBlocking for tokio::net::UnixStream {
-    fn into_blocking(self) -> std::io::Result<transmission::Socket> {
-        let s = self.into_std()?;
-        s.set_nonblocking(false)?;
-        Ok(transmission::Socket::Unix(s))
-    }
-}
-
-fn spawn_connection<S: IntoBlocking>(stream: S, peer: String, exports: Exports) {
-    tokio::spawn(async move {
-        tracing::debug!(%peer, "nbd connection");
-        match connection(stream, &exports).await {
-            Ok(()) => tracing::debug!(%peer, "nbd connection closed"),
-            Err(NbdError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                tracing::debug!(%peer, "nbd client went away")
-            }
-            Err(e) => tracing::warn!(%peer, "nbd connection closed: {e}"),
-        }
-    });
-}
-
-/// Handshake on tokio, then serve the transmission phase on worker threads.
-async fn connection<S: IntoBlocking>(stream: S, exports: &Exports) -> Result<(), NbdError> {
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    match handshake::negotiate(&mut rd, &mut wr, exports).await? {
-        handshake::Outcome::Done => Ok(()),
-        handshake::Outcome::Serve(export) => {
-            let socket = rd.unsplit(wr).into_blocking()?;
-            tokio::task::spawn_blocking(move || transmission::run(socket, export))
-                .await
-                .map_err(|e| NbdError::Protocol(format!("connection thread failed: {e}")))?
-        }
+impl IntoHalves for tokio::net::UnixStream {
+    fn into_halves(self) -> (transmission::ReadHalf, transmission::WriteHalf) {
+        let (r, w) = self.into_split();
+        (transmission::ReadHalf::Unix(r), transmission::WriteHalf::Unix(w))
     }
 }
