@@ -31,6 +31,16 @@ impl Stream {
         };
     }
 
+    /// Bound each write (SO_SNDTIMEO): a write that makes no progress for
+    /// `t` fails with WouldBlock instead of blocking for good.
+    pub fn set_send_timeout(&self, t: Duration) -> io::Result<()> {
+        let t = Some(t.max(Duration::from_millis(1)));
+        match self {
+            Stream::Tcp(s) => s.set_write_timeout(t),
+            Stream::Unix(s) => s.set_write_timeout(t),
+        }
+    }
+
     fn set_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.set_read_timeout(t).and_then(|_| s.set_write_timeout(t)),

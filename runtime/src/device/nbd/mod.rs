@@ -10,6 +10,13 @@
 //! degraded, writing the regions it touches into its bitmap; once the
 //! export is back, the array's daemon sees `link().connected` and re-adds
 //! the leg with a bitmap-only resync.
+//!
+//! A send is bounded too: a server that stops reading fills the socket's
+//! buffers, and a write into them would block every caller behind the
+//! writer lock for good. The socket's send timeout is the leg timeout, the
+//! writer lock is waited for until the request's deadline, and a send that
+//! cannot progress is a lost link like any other (reconnect, resend, fail
+//! the leg only past the deadline).
 
 pub mod handshake;
 pub mod reply;
@@ -99,7 +106,7 @@ impl NbdLeg {
             cookies: AtomicU64::new(1),
             latency_ns: AtomicU64::new(0),
         });
-        let conn = Conn::start(stream, &shared)?;
+        let conn = Conn::start(stream, &shared, options.timeout)?;
         shared.state.lock().conn = Some(conn);
         let supervisor = shared.clone();
         std::thread::Builder::new().name("wasmraid-nbd-leg".into()).spawn(move || supervise(supervisor, options, export))?;
@@ -129,7 +136,7 @@ impl NbdLeg {
                 conn.pending.lock().remove(&cookie);
                 continue;
             }
-            if let Err(e) = conn.send(command, flags, cookie, offset, len, payload) {
+            if let Err(e) = conn.send(command, flags, cookie, offset, len, payload, deadline) {
                 conn.fail(&self.shared, &format!("sending a request: {e}"));
                 continue;
             }
@@ -296,7 +303,10 @@ impl Shared {
 }
 
 impl Conn {
-    fn start(stream: Stream, shared: &Arc<Shared>) -> io::Result<Arc<Conn>> {
+    /// `send_timeout`: how long one write may make no progress before the
+    /// link counts as lost.
+    fn start(stream: Stream, shared: &Arc<Shared>, send_timeout: Duration) -> io::Result<Arc<Conn>> {
+        stream.set_send_timeout(send_timeout)?;
         let reader = stream.try_clone()?;
         let shutdown = stream.try_clone()?;
         let conn = Arc::new(Conn { writer: Mutex::new(stream), pending: Mutex::new(HashMap::new()), broken: AtomicBool::new(false), shutdown });
@@ -308,7 +318,10 @@ impl Conn {
         Ok(conn)
     }
 
-    fn send(&self, command: u16, flags: u16, cookie: u64, offset: u64, len: u32, payload: Option<&[u8]>) -> io::Result<()> {
+    /// Send one request, giving up at `deadline`: a caller stuck behind a
+    /// send that does not progress waits no longer than its own deadline.
+    #[allow(clippy::too_many_arguments)]
+    fn send(&self, command: u16, flags: u16, cookie: u64, offset: u64, len: u32, payload: Option<&[u8]>, deadline: Instant) -> io::Result<()> {
         let mut h = [0u8; REQUEST_HEADER];
         h[..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
         h[4..6].copy_from_slice(&flags.to_be_bytes());
@@ -316,11 +329,20 @@ impl Conn {
         h[8..16].copy_from_slice(&cookie.to_be_bytes());
         h[16..24].copy_from_slice(&offset.to_be_bytes());
         h[24..28].copy_from_slice(&len.to_be_bytes());
-        let mut w = self.writer.lock();
-        match payload {
-            Some(data) => write_all_vectored(&mut *w, &h, data),
-            None => w.write_all(&h),
-        }
+        let Some(mut w) = self.writer.try_lock_until(deadline) else {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "another request's send made no progress until this one's deadline"));
+        };
+        let sent = match payload {
+            Some(data) => write_all_vectored(&mut w, &h, data, deadline),
+            None => write_all_vectored(&mut w, &h, &[], deadline),
+        };
+        sent.map_err(|e| match e.kind() {
+            // SO_SNDTIMEO expired with nothing taken: the server stopped reading.
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                io::Error::new(io::ErrorKind::TimedOut, "the server took no request bytes within the leg timeout (it stopped reading)")
+            }
+            _ => e,
+        })
     }
 
     /// Match replies to slots until the connection fails; returns why.
@@ -368,10 +390,19 @@ impl Conn {
     }
 }
 
-fn write_all_vectored(w: &mut Stream, head: &[u8], data: &[u8]) -> io::Result<()> {
+/// Write all of it; a server that takes a trickle keeps it going only until
+/// `deadline`.
+fn write_all_vectored(w: &mut Stream, head: &[u8], data: &[u8], deadline: Instant) -> io::Result<()> {
     let (mut head, mut data) = (head, data);
     while !head.is_empty() || !data.is_empty() {
-        let n = w.write_vectored(&[IoSlice::new(head), IoSlice::new(data)])?;
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the server took the request too slowly"));
+        }
+        let n = match w.write_vectored(&[IoSlice::new(head), IoSlice::new(data)]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -399,7 +430,7 @@ fn supervise(shared: Arc<Shared>, options: NbdOptions, export: handshake::Export
             Ok((_, e)) if e.size < export.size => {
                 note_failure(&shared, &format!("the export shrank to {} bytes (was {})", e.size, export.size));
             }
-            Ok((stream, _)) => match Conn::start(stream, &shared) {
+            Ok((stream, _)) => match Conn::start(stream, &shared, options.timeout) {
                 Ok(conn) => {
                     let mut s = shared.state.lock();
                     if s.closing {
