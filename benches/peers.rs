@@ -6,8 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// target/<profile>/wasmraid, next to the bench executable's deps folder.
+/// target/<profile>/wasmraid, next to the bench executable's deps folder,
+/// or `WASMRAID_BIN` (to measure another build against the same peers).
 pub fn wasmraid_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("WASMRAID_BIN") {
+        return PathBuf::from(p);
+    }
     let exe = std::env::current_exe().expect("bench executable");
     let bin = exe.parent().and_then(|d| d.parent()).expect("target dir").join("wasmraid");
     assert!(bin.exists(), "{} is missing: run `cargo build --release -p wasmraid` first (scripts/bench.sh does)", bin.display());
