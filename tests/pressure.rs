@@ -250,7 +250,11 @@ fn a_client_that_does_not_finish_its_handshake_is_closed_in_time() {
 
 #[test]
 fn bad_limits_are_refused_with_a_clear_error() {
-    for (flag, value, says) in [("--nbd-max-connections", "0", "--nbd-max-connections must be"), ("--nbd-handshake-timeout", "0", "--nbd-handshake-timeout must be"), ("--nbd-threads", "0", "--nbd-threads must be")] {
+    for (flag, value, says) in [
+        ("--nbd-max-connections", "0", "--nbd-max-connections must be"),
+        ("--nbd-handshake-timeout", "0", "--nbd-handshake-timeout must be"),
+        ("--nbd-threads", "0", "--nbd-threads must be"),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let legs = format!("{0}/a,{0}/b", dir.path().display());
         let (ok, out) = run(Command::new("timeout")
@@ -329,7 +333,8 @@ fn a_remote_leg_whose_server_stops_reading_loses_its_link_within_the_leg_timeout
     let legs = format!("{}/a,nbd://127.0.0.1:{port}/leg", dir.path().display());
     // 4 MiB chunks: each leg write is one 4 MiB NBD request, sent whole
     // before its reply is awaited.
-    let args: Vec<String> = ["--layout", "raid1", "--legs", &legs, "--create-legs", "64M", "--chunk", "4M", "--leg-timeout", "2"].iter().map(|s| s.to_string()).collect();
+    let args: Vec<String> =
+        ["--layout", "raid1", "--legs", &legs, "--create-legs", "64M", "--chunk", "4M", "--leg-timeout", "2"].iter().map(|s| s.to_string()).collect();
     let s = Served::spawn(dir, "serve", "dev", args);
     let health = |s: &Served| s.status()["arrays"][0]["health"].as_str().unwrap().to_string();
     assert_eq!(health(&s), "AA", "{}", s.log());

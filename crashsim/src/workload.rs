@@ -210,9 +210,7 @@ pub fn run(kind: Kind, spec: LayoutSpec, seed: u64, sandbox: &Arc<Sandbox>) -> a
     while Instant::now() < deadline {
         rig.array.sync.wait();
         std::thread::sleep(Duration::from_millis(2));
-        let pending = rig.array.legs().iter().any(|l| {
-            l.health() == Health::Recovering || (l.health() == Health::Dead && l.lost_link.load(Ordering::Acquire))
-        });
+        let pending = rig.array.legs().iter().any(|l| l.health() == Health::Recovering || (l.health() == Health::Dead && l.lost_link.load(Ordering::Acquire)));
         if !pending && rig.array.sync.action() == SyncAction::Idle && rig.array.start_needed_sync().is_none() {
             break;
         }

@@ -104,8 +104,8 @@ pub struct ListenArgs {
     /// Seconds an NBD client has to finish its handshake before it is closed.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     nbd_handshake_timeout: f64,
-    /// Threads serving NBD requests, shared by every client (a client has at most 16 requests in flight).
-    #[arg(long, value_name = "N", default_value_t = 32)]
+    /// Worker threads serving NBD requests across all clients (an idle client holds none, a busy one up to 16).
+    #[arg(long, value_name = "N", default_value_t = 64)]
     nbd_threads: usize,
     /// Directory of control sockets.
     #[arg(long, value_name = "DIR")]

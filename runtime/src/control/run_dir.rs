@@ -14,7 +14,9 @@ pub enum RunDirError {
     Io { path: String, error: std::io::Error },
     #[error("control directory {path} is not a directory (a symlink or a file): refusing it; remove it or choose another --run-dir")]
     NotDirectory { path: String },
-    #[error("control directory {path} belongs to uid {owner}, not to this user (uid {me}): another user could replace its sockets; remove it or choose another --run-dir")]
+    #[error(
+        "control directory {path} belongs to uid {owner}, not to this user (uid {me}): another user could replace its sockets; remove it or choose another --run-dir"
+    )]
     Owner { path: String, owner: u32, me: u32 },
     #[error("control directory {path} has mode {mode:04o}: others can write to it and replace its sockets; chmod 700 it or choose another --run-dir")]
     Writable { path: String, mode: u32 },

@@ -14,7 +14,8 @@ pub struct NbdLimits {
     pub max_connections: u32,
     /// A client must finish its handshake within this, or is closed.
     pub handshake_timeout: Duration,
-    /// Threads serving requests, shared by every connection.
+    /// Worker threads serving requests across every connection (an idle
+    /// connection holds none; a busy one up to `requests_per_connection`).
     pub io_threads: usize,
     /// Requests one connection may have in flight; the next one is not read
     /// off its socket until one is answered.
@@ -27,10 +28,10 @@ pub struct NbdLimits {
 impl Default for NbdLimits {
     fn default() -> Self {
         NbdLimits {
-            // An idle connection costs a task and a 16 KiB buffer, no thread.
+            // An idle connection costs a task, no thread and no buffer.
             max_connections: 4096,
             handshake_timeout: Duration::from_secs(10),
-            io_threads: 32,
+            io_threads: 64,
             // nbdkit serves 16 requests per connection at once.
             requests_per_connection: 16,
             reply_stall: Duration::from_secs(60),

@@ -3,12 +3,12 @@
 //! default) and Unix sockets. Hostile bytes close that one connection with
 //! a logged reason; nothing else is affected. Clients are bounded
 //! (`limits.rs`): connections at once, time to finish the handshake,
-//! requests in flight per connection, and a fixed number of I/O threads
-//! shared by all (`pool.rs`); a stop disconnects every client (`server.rs`).
+//! requests in flight per connection, and worker threads across all of
+//! them (`transmission.rs`: an idle connection holds none); a stop
+//! disconnects every client (`server.rs`).
 
 mod handshake;
 pub mod limits;
-mod pool;
 pub mod proto;
 mod server;
 mod transmission;
@@ -86,22 +86,10 @@ impl std::fmt::Display for Listen {
     }
 }
 
-/// A tokio stream the transmission phase splits into halves it can read on
-/// its task and write from the I/O threads.
-pub trait IntoHalves: AsyncRead + AsyncWrite + Send + Unpin + 'static {
-    fn into_halves(self) -> (transmission::ReadHalf, transmission::WriteHalf);
-}
+/// A client connection: a tokio stream the handshake reads and writes
+/// asynchronously and the transmission phase's workers use from their
+/// threads (`transmission::Stream`).
+pub trait ClientStream: AsyncRead + AsyncWrite + transmission::Stream + Unpin {}
 
-impl IntoHalves for tokio::net::TcpStream {
-    fn into_halves(self) -> (transmission::ReadHalf, transmission::WriteHalf) {
-        let (r, w) = self.into_split();
-        (transmission::ReadHalf::Tcp(r), transmission::WriteHalf::Tcp(w))
-    }
-}
-
-impl IntoHalves for tokio::net::UnixStream {
-    fn into_halves(self) -> (transmission::ReadHalf, transmission::WriteHalf) {
-        let (r, w) = self.into_split();
-        (transmission::ReadHalf::Unix(r), transmission::WriteHalf::Unix(w))
-    }
-}
+impl ClientStream for tokio::net::TcpStream {}
+impl ClientStream for tokio::net::UnixStream {}

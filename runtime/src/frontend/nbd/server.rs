@@ -6,9 +6,8 @@
 //! its requests in flight are answered (at most `STOP_GRACE`) and returns.
 
 use super::limits::NbdLimits;
-use super::pool::IoPool;
 use super::transmission::{self, STOP_GRACE};
-use super::{Exports, IntoHalves, Listen, NbdError, handshake};
+use super::{ClientStream, Exports, Listen, NbdError, handshake};
 use crate::accept::{AcceptBackoff, LogThrottle};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +25,8 @@ struct Shared {
     limits: NbdLimits,
     /// One permit per connection slot.
     slots: Arc<Semaphore>,
-    pool: Arc<IoPool>,
+    /// One permit per worker thread, across all connections.
+    threads: Arc<Semaphore>,
     stop: watch::Sender<bool>,
     refused: LogThrottle,
     timed_out: LogThrottle,
@@ -35,13 +35,12 @@ struct Shared {
 impl NbdServer {
     /// Start the I/O threads; nothing listens yet.
     pub fn new(exports: Exports, limits: NbdLimits) -> std::io::Result<NbdServer> {
-        let pool = Arc::new(IoPool::start(limits.io_threads)?);
         let (stop, _) = watch::channel(false);
         let shared = Shared {
             exports,
             limits,
             slots: Arc::new(Semaphore::new(limits.max_connections as usize)),
-            pool,
+            threads: Arc::new(Semaphore::new(limits.io_threads)),
             stop,
             refused: LogThrottle::new(Duration::from_secs(1)),
             timed_out: LogThrottle::new(Duration::from_secs(1)),
@@ -81,7 +80,7 @@ impl NbdServer {
 
 /// A listener, TCP or Unix: the next client and a name for the log.
 trait Acceptor: Send + 'static {
-    type Stream: IntoHalves;
+    type Stream: ClientStream;
     fn accept(&mut self) -> impl std::future::Future<Output = std::io::Result<(Self::Stream, String)>> + Send + '_;
 }
 
@@ -142,7 +141,7 @@ fn also(more: u64) -> String {
     if more > 0 { format!("; {more} more since the last such line") } else { String::new() }
 }
 
-fn spawn_connection<S: IntoHalves>(stream: S, peer: String, shared: Arc<Shared>, slot: OwnedSemaphorePermit) {
+fn spawn_connection<S: ClientStream>(stream: S, peer: String, shared: Arc<Shared>, slot: OwnedSemaphorePermit) {
     tokio::spawn(async move {
         let _slot = slot;
         tracing::debug!(%peer, "nbd connection");
@@ -157,7 +156,7 @@ fn spawn_connection<S: IntoHalves>(stream: S, peer: String, shared: Arc<Shared>,
 }
 
 /// Handshake within the time allowed, then the transmission phase.
-async fn connection<S: IntoHalves>(stream: S, shared: &Shared, peer: &str) -> Result<(), NbdError> {
+async fn connection<S: ClientStream>(stream: S, shared: &Shared, peer: &str) -> Result<(), NbdError> {
     let mut stop = shared.stop.subscribe();
     let (mut rd, mut wr) = tokio::io::split(stream);
     let limit = shared.limits.handshake_timeout;
@@ -177,6 +176,5 @@ async fn connection<S: IntoHalves>(stream: S, shared: &Shared, peer: &str) -> Re
             handshake::Outcome::Serve(export) => export,
         },
     };
-    let (rd, wr) = rd.unsplit(wr).into_halves();
-    transmission::serve(rd, wr, export, shared.pool.clone(), shared.limits, stop).await
+    transmission::serve(rd.unsplit(wr), export, shared.threads.clone(), shared.limits, stop).await
 }
