@@ -147,6 +147,36 @@ pub async fn serve<S: Stream>(
             _ = stopped(&mut stop) => break,
             r = conn.stream.ready(tokio::io::Interest::READABLE) => { r?; }
         }
+        // Read what is there first: a readiness left over from the
+        // handshake or the last worker costs no thread.
+        let got = {
+            let mut inbox = conn.inbox.lock();
+            if inbox.start == inbox.end {
+                if inbox.buf.is_empty() {
+                    inbox.buf = vec![0; READ_BUFFER];
+                }
+                let Inbox { buf, start, end } = &mut *inbox;
+                let got = conn.stream.try_read(buf);
+                if let Ok(n) = got {
+                    (*start, *end) = (0, n);
+                }
+                got
+            } else {
+                Ok(1)
+            }
+        };
+        match got {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {
+                let mut inbox = conn.inbox.lock();
+                if inbox.start == inbox.end {
+                    *inbox = Inbox::default();
+                }
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
         let permit = tokio::select! {
             _ = stopped(&mut stop) => break,
             p = conn.threads.clone().acquire_owned() => match p {
