@@ -332,11 +332,7 @@ impl Conn {
         let Some(mut w) = self.writer.try_lock_until(deadline) else {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "another request's send made no progress until this one's deadline"));
         };
-        let sent = match payload {
-            Some(data) => write_all_vectored(&mut w, &h, data, deadline),
-            None => write_all_vectored(&mut w, &h, &[], deadline),
-        };
-        sent.map_err(|e| match e.kind() {
+        write_all_vectored(&mut w, &h, payload.unwrap_or(&[]), deadline).map_err(|e| match e.kind() {
             // SO_SNDTIMEO expired with nothing taken: the server stopped reading.
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
                 io::Error::new(io::ErrorKind::TimedOut, "the server took no request bytes within the leg timeout (it stopped reading)")

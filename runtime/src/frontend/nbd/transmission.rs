@@ -81,6 +81,31 @@ struct Inbox {
     end: usize,
 }
 
+impl Inbox {
+    fn is_drained(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Read what the socket holds into the drained buffer (allocated
+    /// first if the connection was idle): the bytes read, 0 at EOF.
+    fn refill<S: Stream>(&mut self, stream: &S) -> std::io::Result<usize> {
+        if self.buf.is_empty() {
+            self.buf = vec![0; READ_BUFFER];
+        }
+        let n = stream.try_read(&mut self.buf)?;
+        (self.start, self.end) = (0, n);
+        Ok(n)
+    }
+
+    /// Drop the buffer once nothing is left in it: an idle connection
+    /// holds none.
+    fn release_if_drained(&mut self) {
+        if self.is_drained() {
+            *self = Inbox::default();
+        }
+    }
+}
+
 /// How filling a buffer from the client ended.
 enum Fill {
     Full,
@@ -151,28 +176,13 @@ pub async fn serve<S: Stream>(
         // handshake or the last worker costs no thread.
         let got = {
             let mut inbox = conn.inbox.lock();
-            if inbox.start == inbox.end {
-                if inbox.buf.is_empty() {
-                    inbox.buf = vec![0; READ_BUFFER];
-                }
-                let Inbox { buf, start, end } = &mut *inbox;
-                let got = conn.stream.try_read(buf);
-                if let Ok(n) = got {
-                    (*start, *end) = (0, n);
-                }
-                got
-            } else {
-                Ok(1)
-            }
+            if inbox.is_drained() { inbox.refill(&conn.stream) } else { Ok(1) }
         };
         match got {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {
-                let mut inbox = conn.inbox.lock();
-                if inbox.start == inbox.end {
-                    *inbox = Inbox::default();
-                }
+                conn.inbox.lock().release_if_drained();
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -223,11 +233,7 @@ fn spawn_worker<S: Stream>(conn: &Arc<Conn<S>>, permit: OwnedSemaphorePermit) ->
         drop(permit);
         if me.workers.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The last one out: the read-ahead buffer goes with it.
-            let mut inbox = me.inbox.lock();
-            if inbox.start == inbox.end {
-                *inbox = Inbox::default();
-            }
-            drop(inbox);
+            me.inbox.lock().release_if_drained();
             me.idle.notify_one();
         }
     });
@@ -303,7 +309,7 @@ impl<S: Stream> Conn<S> {
         let mut filled = 0;
         let started = Instant::now();
         while filled < out.len() {
-            if inbox.start < inbox.end {
+            if !inbox.is_drained() {
                 let n = (inbox.end - inbox.start).min(out.len() - filled);
                 out[filled..filled + n].copy_from_slice(&inbox.buf[inbox.start..inbox.start + n]);
                 inbox.start += n;
@@ -313,18 +319,12 @@ impl<S: Stream> Conn<S> {
             // Large payloads go straight into `out`; headers through the
             // read-ahead buffer.
             let direct = out.len() - filled >= READ_BUFFER;
-            if !direct && inbox.buf.is_empty() {
-                inbox.buf = vec![0; READ_BUFFER];
-            }
-            let got = if direct { self.stream.try_read(&mut out[filled..]) } else { self.stream.try_read(&mut inbox.buf) };
+            let got = if direct { self.stream.try_read(&mut out[filled..]) } else { inbox.refill(&self.stream) };
             match got {
                 Ok(0) if filled == 0 => return Ok(Fill::Eof),
                 Ok(0) => return Err(NbdError::Io(std::io::ErrorKind::UnexpectedEof.into())),
                 Ok(n) if direct => filled += n,
-                Ok(n) => {
-                    inbox.start = 0;
-                    inbox.end = n;
-                }
+                Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if self.closing.load(Ordering::Acquire) && filled == 0 {
                         return Ok(Fill::Quiet);
