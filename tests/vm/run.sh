@@ -26,6 +26,8 @@
 # (seconds per scenario, default 900), WASMRAID_VM_SMP (default 2),
 # WASMRAID_VM_CPU (qemu -cpu model, default max; e.g. "max,erms=off,fsrm=off"
 # to keep TCG from emulating the kernel's rep movsb copies byte by byte),
+# PERF_SECONDS and PERF_ROUNDS (seconds per fio run and rounds, for the
+# perf-* scenarios; their defaults otherwise),
 # WASMRAID_VM_PROFILE=1 (puts the host's perf in the VM and keeps wasmraid's
 # symbols, for `perf record -e cpu-clock -a -g` in a scenario).
 set -euo pipefail
@@ -211,12 +213,19 @@ done
 log="$cache/last-run-$kernel.log"
 ln -sfn "last-run-$kernel.log" "$cache/last-run.log"
 list=$(IFS=,; echo "${scenarios[*]}")
+# PERF_SECONDS and PERF_ROUNDS reach the perf scenarios inside (whole numbers).
+extra=""
+for v in PERF_SECONDS PERF_ROUNDS; do
+    [ -n "${!v:-}" ] || continue
+    [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v=${!v}: a whole number of seconds or rounds, please"
+    extra="$extra wasmraid.$v=${!v}"
+done
 say "booting $kver (WASMRAID_VM_KERNEL=$kernel) with ${#scenarios[@]} scenario(s); console log in $log"
 start=$(date +%s)
 boot() {
     timeout "${WASMRAID_VM_TIMEOUT:-1500}" qemu-system-x86_64 -name wasmraid-vm,debug-threads=on -accel tcg -cpu "${WASMRAID_VM_CPU:-max}" -smp "${WASMRAID_VM_SMP:-2}" -m 3G \
         -nographic -no-reboot -kernel "$vmlinuz" -initrd "$work/initrd.gz" \
-        -append "console=ttyS0 panic=-1 quiet wasmraid.scenarios=$list wasmraid.timeout=${WASMRAID_VM_SCENARIO_TIMEOUT:-900}" "${drives[@]}" </dev/null 2>&1 | stdbuf -oL tr -d "\r" | tee "$log" | grep --line-buffered "WASMRAID-VM" >&2
+        -append "console=ttyS0 panic=-1 quiet wasmraid.scenarios=$list wasmraid.timeout=${WASMRAID_VM_SCENARIO_TIMEOUT:-900}$extra" "${drives[@]}" </dev/null 2>&1 | stdbuf -oL tr -d "\r" | tee "$log" | grep --line-buffered "WASMRAID-VM" >&2
     qemu_rc=${PIPESTATUS[0]}
 }
 set +e
