@@ -73,7 +73,7 @@ fn main() {
         }
         let booted = text.lines().find_map(|l| l.strip_prefix("vm: kernel ")).and_then(|l| l.split(':').next()).unwrap_or("?").to_string();
         println!("\nkernel {kernel} ({booted}): wasmraid over ublk vs md, same VM, same virtio legs, 64 KiB chunks");
-        println!("every round:");
+        println!("the scenarios' lines: every round, then the medians:");
         // run.sh prints each WASMRAID-VM RESULT line indented by two spaces.
         for line in text.lines().filter(|l| l.starts_with("  ")) {
             println!("  {}", line.trim());

@@ -115,6 +115,8 @@ if [ "$kernel" = 6.12 ] && [ ! -f "$kcache/ready" ] && [ -f "$cache/kernel.ready
         printf '%s\n%s\n' "$v" "$kcache/root/boot/vmlinuz-$v" > "$kcache/ready" && rm -f "$cache/kernel.ready"
     fi
 fi
+# (and its initramfs and legs in target/vm itself: now in run-<kernel>)
+rm -rf "$cache/initrd" "$cache/disks" "$cache/initrd.gz" "$cache/wasmraid"
 if [ ! -f "$kcache/ready" ]; then
     rm -rf "$kcache" && mkdir -p "$kcache/debs" "$kcache/root"
     "fetch_${kernel/./}"
