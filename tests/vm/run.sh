@@ -58,7 +58,7 @@ fi
 [ -x "$bin" ] || die "no wasmraid binary at $bin (build it: cargo build --release -p wasmraid)"
 
 # --- the kernel --------------------------------------------------------------
-kcache="$cache/kernel-$kernel"   # root/ (the unpacked packages), debs/, ready (version, vmlinuz)
+kcache="$cache/kernel-$kernel"   # root/ (the unpacked packages), debs/, ready (version, vmlinuz's path in root/)
 work="$cache/run-$kernel"        # this kernel's initramfs and legs
 mkdir -p "$work"
 
@@ -86,7 +86,7 @@ fetch_612() {
 # modules.builtin); all three are fetched when they exist.
 fetch_7() {
     local apt="$cache/apt" uri keyring=/usr/share/keyrings/debian-archive-keyring.gpg ver p pkgs=()
-    uri=$(apt-get indextargets --format '$(REPO_URI) $(LABEL) $(TARGET_OF)' 2>/dev/null | awk '$2 == "Debian" && $3 == "deb" { print $1; exit }')
+    uri=$(apt-get indextargets --format '$(REPO_URI) $(LABEL) $(TARGET_OF)' 2>/dev/null | awk '$2 == "Debian" && $3 == "deb" { print $1; exit }' || true)
     if [ -z "$uri" ]; then uri=http://deb.debian.org/debian/; say "no Debian source in the host's apt configuration; using $uri"; fi
     [ -f "$keyring" ] || die "no $keyring (package debian-archive-keyring): cannot check trixie-backports' signature"
     rm -rf "$apt" && mkdir -p "$apt/sources.list.d" "$apt/lists/partial" "$apt/cache/archives/partial"
@@ -97,7 +97,7 @@ fetch_7() {
     say "reading trixie-backports from $uri"
     apt-get "${o[@]}" update -qq >"$apt/update.log" 2>&1 || die "apt-get update of trixie-backports ($uri) failed: $(tail -3 "$apt/update.log")"
     ver=$(apt-cache "${o[@]}" search --names-only '^linux-image-7\.[0-9.]+\+deb[0-9]+-cloud-amd64$' | awk '{print $1}' \
-          | sed 's/^linux-image-//; s/-cloud-amd64$//' | sort -V | tail -1)
+          | sed 's/^linux-image-//; s/-cloud-amd64$//' | sort -V | tail -1 || true)
     [ -n "$ver" ] || die "no linux-image-7.*-cloud-amd64 package in trixie-backports ($uri); the VM suite on kernel 7 needs one"
     for p in linux-image linux-binary linux-modules; do
         apt-cache "${o[@]}" show "$p-$ver-cloud-amd64" >/dev/null 2>&1 && pkgs+=("$p-$ver-cloud-amd64")
@@ -112,7 +112,7 @@ if [ "$kernel" = 6.12 ] && [ ! -f "$kcache/ready" ] && [ -f "$cache/kernel.ready
     v=$(cat "$cache/kernel.ready")
     if [ -f "$cache/kernel/boot/vmlinuz-$v" ]; then
         rm -rf "$kcache" && mkdir -p "$kcache" && mv "$cache/kernel" "$kcache/root"
-        printf '%s\n%s\n' "$v" "$kcache/root/boot/vmlinuz-$v" > "$kcache/ready" && rm -f "$cache/kernel.ready"
+        printf '%s\n%s\n' "$v" "boot/vmlinuz-$v" > "$kcache/ready" && rm -f "$cache/kernel.ready"
     fi
 fi
 # (and its initramfs and legs in target/vm itself: now in run-<kernel>)
@@ -126,7 +126,7 @@ if [ ! -f "$kcache/ready" ]; then
     vers=$(ls "$kcache/root/lib/modules" 2>/dev/null || true)
     [ "$(echo "$vers" | wc -w)" = 1 ] || die "expected one kernel version under lib/modules of $kcache/debs, found: ${vers:-none}"
     vmlinuz=""
-    for c in "$kcache/root/boot/vmlinuz-$vers" "$kcache/root/lib/modules/$vers/vmlinuz"; do [ -f "$c" ] && { vmlinuz=$c; break; }; done
+    for c in "boot/vmlinuz-$vers" "lib/modules/$vers/vmlinuz"; do [ -f "$kcache/root/$c" ] && { vmlinuz=$c; break; }; done
     [ -n "$vmlinuz" ] || die "no vmlinuz for $vers in $(ls "$kcache/debs")"
     # (7.x ships neither modules.order nor modules.builtin: depmod says so, harmlessly)
     /usr/sbin/depmod -b "$kcache/root" "$vers" 2>&1 | grep -v "WARNING: could not open modules\.\(order\|builtin\)" >&2 || true
@@ -134,7 +134,7 @@ if [ ! -f "$kcache/ready" ]; then
     printf '%s\n%s\n' "$vers" "$vmlinuz" > "$kcache/ready"
 fi
 kver=$(sed -n 1p "$kcache/ready")
-vmlinuz=$(sed -n 2p "$kcache/ready")
+vmlinuz="$kcache/root/$(sed -n 2p "$kcache/ready")"
 kdir="$kcache/root/lib/modules/$kver"
 [ -f "$vmlinuz" ] && [ -f "$kdir/modules.dep" ] || die "$kcache is incomplete (no $vmlinuz or modules.dep): delete it to fetch again"
 
