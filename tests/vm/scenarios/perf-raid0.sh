@@ -1,20 +1,21 @@
 # wasmraid raid0 over ublk against md raid0 over the same virtio legs, in
 # the same VM: 4k random read at depth 32 and 1 MiB sequential read.
-# Alternating runs, median of five each (runs of the same build move by
+# Alternating runs, median of PERF_ROUNDS (5) each (runs of the same build move by
 # +-20% here: two host cores shared by two vCPUs and qemu's I/O); TCG makes absolute figures
 # meaningless, the ratio is the figure (benches/ublk_vm.rs prints it).
 secs=${PERF_SECONDS:-6}
+rounds=${PERF_ROUNDS:-5}
 run() { # device rw bs -> IOPS or MiB/s
     fio --name=p --filename="$1" --rw="$2" --bs="$3" --iodepth=32 --ioengine=io_uring --direct=1 --runtime="$secs" --time_based \
         --output-format=terse --terse-version=3 2>/dev/null | awk -F';' -v bs="$3" '{ if (bs == "4k") print $8; else print int($7 / 1024) }'
 }
-median() { echo "$@" | tr ' ' '\n' | sort -n | sed -n 3p; }
+median() { echo "$@" | tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
 wipe 4
 mdadm --create /dev/md0 --run --quiet --level=0 --raid-devices=4 --chunk=64 --metadata=1.2 --data-offset=1M $(leg_list 4) || fail "mdadm --create raid0 failed"
 dd if=/dev/urandom of=/dev/md0 bs=1M count=256 oflag=direct 2>/dev/null
 mdadm --stop /dev/md0 >/dev/null
 md_rr=""; md_sr=""; w_rr=""; w_sr=""
-for round in 1 2 3 4 5; do
+for round in $(seq "$rounds"); do
     mdadm --assemble /dev/md0 $(leg_list 4) >/dev/null 2>&1 || fail "mdadm --assemble failed"
     md_rr="$md_rr $(run /dev/md0 randread 4k)"; md_sr="$md_sr $(run /dev/md0 read 1M)"
     mdadm --stop /dev/md0 >/dev/null
