@@ -30,17 +30,22 @@ fn ctl_ok(s: &Served, args: &[&str]) {
     assert!(out.status.success(), "`wasmraid {}` failed: {}{}", args.join(" "), String::from_utf8_lossy(&out.stderr), s.log());
 }
 
-fn wait_idle(s: &Served, limit: Duration) {
+/// Poll the array's status until `done` holds, failing after `limit` with
+/// the status and the daemon's log.
+fn wait_status(s: &Served, what: &str, limit: Duration, done: impl Fn(&serde_json::Value) -> bool) {
     let start = Instant::now();
     loop {
         let st = s.status();
-        let a = &st["arrays"][0];
-        if a["sync_action"] == "idle" && a["health"].as_str().is_some_and(|h| h.chars().all(|c| c == 'A')) {
+        if done(&st["arrays"][0]) {
             return;
         }
-        assert!(start.elapsed() < limit, "not idle after {limit:?}: {st:#}\n{}", s.log());
-        std::thread::sleep(Duration::from_millis(200));
+        assert!(start.elapsed() < limit, "{what} after {limit:?}: {st:#}\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+fn wait_idle(s: &Served, limit: Duration) {
+    wait_status(s, "not idle", limit, |a| a["sync_action"] == "idle" && a["health"].as_str().is_some_and(|h| h.chars().all(|c| c == 'A')));
 }
 
 /// Wait until safe mode has said on disk that no write is in flight. A kill
@@ -49,11 +54,7 @@ fn wait_idle(s: &Served, limit: Duration) {
 /// hole; tests/reliability.rs covers that refusal): this test is about the
 /// kill during the rebuild, not about writes torn by it.
 fn wait_clean(s: &Served) {
-    let start = Instant::now();
-    while s.status()["arrays"][0]["metadata"]["state"] != "clean" {
-        assert!(start.elapsed() < Duration::from_secs(30), "never marked clean: {:#}\n{}", s.status(), s.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_status(s, "never marked clean", Duration::from_secs(30), |a| a["metadata"]["state"] == "clean");
 }
 
 fn verify(s: &Served, what: &str, offset: &str, size: &str, seed: &str) {

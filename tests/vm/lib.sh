@@ -57,6 +57,17 @@ fio_verify() {
 sha() { dd if="$1" bs=1M count="$2" iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1; }
 
 # Data offset md chose, in bytes (from mdadm --examine).
+# The perf scenarios' measures: one fio run on a device (io_uring, direct,
+# PERF_SECONDS), its IOPS for 4k blocks or its MiB/s otherwise; the median
+# of a list (the lower middle one for an even count); a ratio of two figures.
+perf_fio() { # device rw bs depth
+    fio --name=p --filename="$1" --rw="$2" --bs="$3" --iodepth="$4" --ioengine=io_uring --direct=1 --runtime="${PERF_SECONDS:-6}" --time_based \
+        --output-format=terse --terse-version=3 2>/dev/null | awk -F';' -v bs="$3" -v rw="$2" '
+        $1 == "3" { if (rw ~ /write/) { bw = $48; iops = $49 } else { bw = $7; iops = $8 }
+                    if (bs == "4k") print iops; else print int(bw / 1024); exit }'
+}
+median() { echo "$@" | tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }'; }
 md_data_offset() { echo $(($(mdadm --examine "$1" | sed -n 's/.*Data Offset : \([0-9]*\) sectors.*/\1/p') * 512)); }
 
 cleanup() {

@@ -12,16 +12,7 @@
 # (benches/ublk_vm.rs prints them against the bar). TCG makes absolute
 # figures meaningless; the ratio is the figure.
 # PERF_SECONDS (6) per fio run, PERF_ROUNDS (3).
-secs=${PERF_SECONDS:-6}
 rounds=${PERF_ROUNDS:-3}
-run() { # device rw bs depth -> IOPS (4k) or MiB/s (1M)
-    fio --name=p --filename="$1" --rw="$2" --bs="$3" --iodepth="$4" --ioengine=io_uring --direct=1 --runtime="$secs" --time_based \
-        --output-format=terse --terse-version=3 2>/dev/null | awk -F';' -v bs="$3" -v rw="$2" '
-        $1 == "3" { if (rw ~ /write/) { bw = $48; iops = $49 } else { bw = $7; iops = $8 }
-                    if (bs == "4k") print iops; else print int(bw / 1024); exit }'
-}
-median() { echo "$@" | tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }'; }
 
 # One pass of the three workloads on md: created afresh over the legs with
 # --assume-clean (the legs hold consistent parity: zeroes at first, then
@@ -31,22 +22,22 @@ md_pass() { # level legs
         --bitmap=none --assume-clean --data-offset=1M $(leg_list "$2") || fail "mdadm --create raid$1 failed"
     [ "$(md_data_offset /dev/vda)" = 1048576 ] || fail "md chose data offset $(md_data_offset /dev/vda), not 1 MiB"
     grep -q bitmap /proc/mdstat && fail "md made a bitmap: $(cat /proc/mdstat)"
-    rw=$(run /dev/md0 randwrite 4k 32); sw=$(run /dev/md0 write 1M 8)
+    rw=$(perf_fio /dev/md0 randwrite 4k 32); sw=$(perf_fio /dev/md0 write 1M 8)
     mdadm /dev/md0 --fail /dev/vdb >/dev/null 2>&1 || fail "mdadm --fail /dev/vdb failed"
     grep -q "(F)" /proc/mdstat || fail "md did not fail leg 1: $(cat /proc/mdstat)"
-    dr=$(run /dev/md0 randread 4k 32)
+    dr=$(perf_fio /dev/md0 randread 4k 32)
     mdadm --stop /dev/md0 >/dev/null || fail "mdadm --stop failed"
     mdadm --zero-superblock $(leg_list "$2") 2>/dev/null
-    md_rw="$md_rw $rw"; md_sw="$md_sw $sw"; md_dr="$md_dr $dr"
+    md_rw="$md_rw $rw"; md_sw="$md_sw $sw"; md_dr="$md_dr $dr"; md_last="$rw $sw $dr"
 }
 w_pass() { # level legs
     serve pp --layout "raid$1" --args left-symmetric --legs "$(legs "$2")" --chunk 64K --data-offset 1M --direct --max-io 1M
-    rw=$(run /dev/ublkb0 randwrite 4k 32); sw=$(run /dev/ublkb0 write 1M 8)
+    rw=$(perf_fio /dev/ublkb0 randwrite 4k 32); sw=$(perf_fio /dev/ublkb0 write 1M 8)
     wasmraid leg fail pp 1 --run-dir "$RUN" >/dev/null || fail "wasmraid leg fail pp 1 failed"
     status pp | grep -q " D " || fail "wasmraid did not fail leg 1: $(status pp)"
-    dr=$(run /dev/ublkb0 randread 4k 32)
+    dr=$(perf_fio /dev/ublkb0 randread 4k 32)
     stop_server pp
-    w_rw="$w_rw $rw"; w_sw="$w_sw $sw"; w_dr="$w_dr $dr"
+    w_rw="$w_rw $rw"; w_sw="$w_sw $sw"; w_dr="$w_dr $dr"; w_last="$rw $sw $dr"
 }
 
 for spec in "5 4" "6 6"; do
@@ -57,10 +48,8 @@ for spec in "5 4" "6 6"; do
     round=1
     while [ $round -le "$rounds" ]; do
         if [ $((round % 2)) = 1 ]; then md_pass "$level" "$n"; w_pass "$level" "$n"; first=md; else w_pass "$level" "$n"; md_pass "$level" "$n"; first=wasmraid; fi
-        set -- $md_rw; a1=$(eval echo \${$round}); set -- $w_rw; b1=$(eval echo \${$round})
-        set -- $md_sw; a2=$(eval echo \${$round}); set -- $w_sw; b2=$(eval echo \${$round})
-        set -- $md_dr; a3=$(eval echo \${$round}); set -- $w_dr; b3=$(eval echo \${$round})
-        result "raid$level round $round ($first first): randwrite-4k-iops md $a1 wasmraid $b1 / seqwrite-1m-mibs md $a2 wasmraid $b2 / degraded-randread-4k-iops md $a3 wasmraid $b3"
+        set -- $md_last $w_last
+        result "raid$level round $round ($first first): randwrite-4k-iops md $1 wasmraid $4 / seqwrite-1m-mibs md $2 wasmraid $5 / degraded-randread-4k-iops md $3 wasmraid $6"
         round=$((round + 1))
     done
     for w in rw:randwrite-4k-iops sw:seqwrite-1m-mibs dr:degraded-randread-4k-iops; do
