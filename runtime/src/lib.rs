@@ -21,4 +21,5 @@ pub mod parity;
 pub mod sandbox;
 pub mod serve;
 pub mod table;
+pub mod tls;
 pub mod units;

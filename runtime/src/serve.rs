@@ -3,7 +3,7 @@
 
 use crate::control;
 use crate::device::BlockDevice;
-use crate::frontend::nbd::{Exports, Listen, NbdLimits, NbdServer};
+use crate::frontend::nbd::{Clients, Exports, Listen, NbdLimits, NbdServer};
 use crate::frontend::ublk::{self, UblkConfig};
 use crate::sandbox::Sandbox;
 use crate::table::Table;
@@ -22,6 +22,8 @@ pub struct Served {
     pub table: Arc<Table>,
     pub sandbox: Arc<Sandbox>,
     pub listening: Vec<String>,
+    /// The NBD server's TLS and its clients, when served over NBD.
+    pub nbd: Option<NbdView>,
     /// The ublk device, when served through one.
     pub ublk: Option<ublk::Started>,
     pub stop: Notify,
@@ -34,6 +36,12 @@ impl Served {
             "size_bytes": self.table.size(),
             "table": self.table.text(),
             "listening": self.listening,
+            "nbd": self.nbd.as_ref().map(|n| serde_json::json!({
+                "tls": n.tls.as_ref().map_or(crate::tls::TlsMode::Off, |t| t.mode),
+                "tls_verify_peer": n.tls.as_ref().is_some_and(|t| t.verify_peer),
+                "tls_certificates": n.tls.as_ref().map(|t| t.dir.dir.display().to_string()),
+                "clients": n.clients.list(),
+            })),
             "ublk": self.ublk.as_ref().map(|u| serde_json::json!({
                 "id": u.id, "device": u.path, "queues": u.queues, "depth": u.depth, "recovered": u.recovered,
                 "state": ublk::state(u.id),
@@ -41,6 +49,12 @@ impl Served {
             "arrays": self.table.arrays.iter().map(|a| control::status::array_status(a)).collect::<Vec<_>>(),
         })
     }
+}
+
+/// What `status` shows of the NBD server.
+pub struct NbdView {
+    pub tls: Option<crate::tls::ServerTls>,
+    pub clients: Arc<Clients>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +79,8 @@ pub struct Frontends {
     pub nbd: Vec<Listen>,
     /// The bounds of the NBD server (shared by its listeners).
     pub nbd_limits: NbdLimits,
+    /// STARTTLS for every NBD listener (None: plaintext only).
+    pub nbd_tls: Option<crate::tls::ServerTls>,
     pub ublk: Option<UblkConfig>,
 }
 
@@ -99,8 +115,12 @@ pub async fn run(
     let mut listening = Vec::new();
     let listens = frontends.nbd;
     let recovering_ublk = frontends.ublk.as_ref().is_some_and(|u| u.recover.is_some());
-    let mut nbd_server = if listens.is_empty() { None } else { Some(NbdServer::new(exports, frontends.nbd_limits).map_err(ServeError::NbdStart)?) };
+    let nbd_tls = frontends.nbd_tls;
+    let mut nbd_server =
+        if listens.is_empty() { None } else { Some(NbdServer::new(exports, frontends.nbd_limits, nbd_tls.clone()).map_err(ServeError::NbdStart)?) };
+    let nbd_view = nbd_server.as_ref().map(|s| NbdView { tls: nbd_tls.clone(), clients: s.clients() });
     for listen in &listens {
+        warn_if_exposed(listen, nbd_tls.as_ref());
         if let Some(server) = &mut nbd_server {
             server.listen(listen).await.map_err(|error| ServeError::Listen { what: listen.to_string(), error })?;
         }
@@ -129,7 +149,7 @@ pub async fn run(
         }
         None => (None, None),
     };
-    let served = Arc::new(Served { name: name.clone(), table: table.clone(), sandbox, listening, ublk: ublk_started.clone(), stop: Notify::new() });
+    let served = Arc::new(Served { name: name.clone(), table: table.clone(), sandbox, listening, nbd: nbd_view, ublk: ublk_started.clone(), stop: Notify::new() });
     let control_task = tokio::spawn(control::server::run(listener, served.clone()));
     // The array daemon, every 200 ms: mark idle arrays clean (md's safe
     // mode), clear idle bitmap regions (md's daemon_sleep), re-add legs
@@ -231,6 +251,25 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// An export other machines can reach is only as safe as its TLS: say so
+/// when it has none, or when it lets any client in.
+fn warn_if_exposed(listen: &Listen, tls: Option<&crate::tls::ServerTls>) {
+    let Listen::Tcp(addr) = listen else { return };
+    if addr.ip().is_loopback() {
+        return;
+    }
+    match tls {
+        None => tracing::warn!("nbd: {listen} is reachable from other machines without TLS: anyone on the path can read and rewrite the device, unauthenticated (--tls require --tls-certificates DIR)"),
+        Some(t) if t.mode == crate::tls::TlsMode::On => {
+            tracing::warn!("nbd: {listen} is reachable from other machines and also accepts plaintext clients (--tls on): use --tls require")
+        }
+        Some(t) if !t.verify_peer => {
+            tracing::warn!("nbd: {listen} encrypts, but any client that can reach it may connect (--tls-verify-peer demands a certificate signed by the CA)")
+        }
+        Some(_) => {}
+    }
 }
 
 type UblkThread = std::thread::JoinHandle<Result<(), ublk::UblkFrontendError>>;

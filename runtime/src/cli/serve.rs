@@ -14,6 +14,7 @@ use wasmraid::frontend::ublk::UblkConfig;
 use wasmraid::serve::Frontends;
 use wasmraid::table::bind::BindContext;
 use wasmraid::table::{Table, parse};
+use wasmraid::tls::{CertDir, ServerTls, TlsMode};
 use wasmraid::units::{format_size, parse_size};
 
 #[derive(Args)]
@@ -107,6 +108,16 @@ pub struct ListenArgs {
     /// Worker threads serving NBD requests across all clients (an idle client holds none, a busy one up to 16).
     #[arg(long, value_name = "N", default_value_t = 64)]
     nbd_threads: usize,
+    /// NBD over TLS (NBD_OPT_STARTTLS): off, on (clients choose) or require (plaintext clients are refused).
+    #[arg(long, value_enum, default_value_t = TlsMode::Off)]
+    tls: TlsMode,
+    /// Directory with ca-cert.pem, server-cert.pem and server-key.pem, nbdkit's names
+    /// (default /etc/pki/wasmraid for root, ~/.pki/wasmraid otherwise).
+    #[arg(long, value_name = "DIR")]
+    tls_certificates: Option<PathBuf>,
+    /// Demand a client certificate signed by ca-cert.pem.
+    #[arg(long)]
+    tls_verify_peer: bool,
     /// Directory of control sockets.
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
@@ -135,7 +146,15 @@ impl ListenArgs {
             nbd.push(Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 10809))));
         }
         let nbd_limits = NbdLimits::new(self.nbd_max_connections, self.nbd_handshake_timeout, self.nbd_threads)?;
-        Ok(Frontends { nbd, nbd_limits, ublk })
+        if self.tls == TlsMode::Off && (self.tls_certificates.is_some() || self.tls_verify_peer) {
+            bail!("--tls-certificates and --tls-verify-peer need --tls on or --tls require");
+        }
+        if self.tls != TlsMode::Off && nbd.is_empty() {
+            bail!("--tls {} applies to NBD listeners (--nbd, --nbd-unix), and none is given", self.tls);
+        }
+        let dir = CertDir::new(self.tls_certificates.clone().unwrap_or_else(|| wasmraid::tls::default_dir("wasmraid")));
+        let nbd_tls = ServerTls::load(self.tls, dir, self.tls_verify_peer).context("--tls")?;
+        Ok(Frontends { nbd, nbd_limits, nbd_tls, ublk })
     }
 }
 

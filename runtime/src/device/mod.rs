@@ -83,6 +83,9 @@ pub struct LinkState {
     pub last_error: String,
     /// Recent reply latency (exponentially weighted), microseconds.
     pub latency_us: u64,
+    /// The connection's TLS: protocol and the identity the server's
+    /// certificate proved (None: plaintext).
+    pub tls: Option<crate::tls::Session>,
 }
 
 /// An I/O error naming the device and the range.

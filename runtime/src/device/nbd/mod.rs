@@ -20,6 +20,7 @@
 
 pub mod handshake;
 pub mod reply;
+mod tls_stream;
 pub mod uri;
 
 use super::{BlockDevice, LinkState};
@@ -70,6 +71,8 @@ struct State {
     reconnects: u64,
     last_error: String,
     closing: bool,
+    /// What the live connection's TLS proved (None: plaintext).
+    tls: Option<crate::tls::Session>,
 }
 
 /// One connection's transmission phase.
@@ -98,10 +101,10 @@ enum SlotState {
 impl NbdLeg {
     /// Connect (once, now: the size is needed) and start the supervisor.
     pub fn open(uri: NbdUri, options: NbdOptions) -> io::Result<NbdLeg> {
-        let (stream, export) = handshake::connect(&uri, options.timeout).map_err(|e| io::Error::new(e.kind(), format!("cannot open leg {uri}: {e}")))?;
+        let (stream, export, tls) = handshake::connect(&uri, options.timeout).map_err(|e| io::Error::new(e.kind(), format!("cannot open leg {uri}: {e}")))?;
         let shared = Arc::new(Shared {
             uri: uri.clone(),
-            state: Mutex::new(State { conn: None, down_since: None, reconnects: 0, last_error: String::new(), closing: false }),
+            state: Mutex::new(State { conn: None, down_since: None, reconnects: 0, last_error: String::new(), closing: false, tls }),
             changed: Condvar::new(),
             cookies: AtomicU64::new(1),
             latency_ns: AtomicU64::new(0),
@@ -196,6 +199,7 @@ impl NbdLeg {
             reconnects: s.reconnects,
             last_error: s.last_error.clone(),
             latency_us: self.shared.latency_ns.load(Ordering::Relaxed) / 1000,
+            tls: s.tls.clone(),
         }
     }
 
@@ -423,10 +427,10 @@ fn supervise(shared: Arc<Shared>, options: NbdOptions, export: handshake::Export
             }
         }
         match handshake::connect(&shared.uri, options.timeout.min(Duration::from_secs(5))) {
-            Ok((_, e)) if e.size < export.size => {
+            Ok((_, e, _)) if e.size < export.size => {
                 note_failure(&shared, &format!("the export shrank to {} bytes (was {})", e.size, export.size));
             }
-            Ok((stream, _)) => match Conn::start(stream, &shared, options.timeout) {
+            Ok((stream, _, tls)) => match Conn::start(stream, &shared, options.timeout) {
                 Ok(conn) => {
                     let mut s = shared.state.lock();
                     if s.closing {
@@ -436,6 +440,7 @@ fn supervise(shared: Arc<Shared>, options: NbdOptions, export: handshake::Export
                     let down = s.down_since.take().map(|t| t.elapsed()).unwrap_or_default();
                     s.reconnects += 1;
                     s.conn = Some(conn);
+                    s.tls = tls;
                     tracing::warn!(leg = %shared.uri, "link back after {down:.1?} (reconnect #{})", s.reconnects);
                     shared.changed.notify_all();
                     backoff = Duration::from_millis(50);

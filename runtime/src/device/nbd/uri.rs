@@ -1,5 +1,7 @@
 //! NBD URIs, the forms qemu, nbdkit and libnbd use:
-//! `nbd://host[:port][/export]` and `nbd+unix:///[export]?socket=PATH`.
+//! `nbd://host[:port][/export]` and `nbd+unix:///[export]?socket=PATH`,
+//! and with TLS `nbds://` and `nbds+unix://`, taking libnbd's
+//! `tls-certificates=DIR`, `tls-verify-peer=false` and `tls-hostname=NAME`.
 
 use std::path::PathBuf;
 
@@ -14,6 +16,20 @@ pub enum Endpoint {
 pub struct NbdUri {
     pub endpoint: Endpoint,
     pub export: String,
+    /// Present for `nbds://` and `nbds+unix://`.
+    pub tls: Option<UriTls>,
+}
+
+/// What an `nbds` URI says about TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UriTls {
+    /// `tls-certificates=DIR` (None: libnbd's default directory).
+    pub certificates: Option<PathBuf>,
+    /// `tls-verify-peer=false` turns the server's certificate checks off.
+    pub verify_peer: bool,
+    /// `tls-hostname=NAME`: the name the certificate must carry, instead
+    /// of the URI's host.
+    pub hostname: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -29,7 +45,7 @@ pub const DEFAULT_PORT: u16 = 10809;
 impl NbdUri {
     /// Whether a leg's text is meant as an NBD URI (and not a path).
     pub fn looks_like(text: &str) -> bool {
-        text.starts_with("nbd://") || text.starts_with("nbd+unix://") || text.starts_with("nbd+tcp://")
+        ["nbd://", "nbd+unix://", "nbd+tcp://", "nbds://", "nbds+unix://", "nbds+tcp://"].iter().any(|s| text.starts_with(s))
     }
 
     pub fn parse(text: &str) -> Result<NbdUri, UriError> {
@@ -44,15 +60,38 @@ impl NbdUri {
             None => (rest, ""),
         };
         let export = percent_decode(path).ok_or_else(|| fail("bad %-escape in the export name"))?;
+        let (scheme, tls) = match scheme.strip_prefix("nbds") {
+            Some(rest) => (rest, Some(UriTls { certificates: None, verify_peer: true, hostname: None })),
+            None => (scheme.strip_prefix("nbd").unwrap_or("?"), None),
+        };
+        let mut tls = tls;
         let mut socket = None;
         for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("socket", v)) => socket = Some(percent_decode(v).ok_or_else(|| fail("bad %-escape in socket="))?),
-                _ => return Err(fail(&format!("unsupported query parameter {pair:?} (only socket= is understood)"))),
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode(value).ok_or_else(|| fail(&format!("bad %-escape in {key}=")))?;
+            match (key, tls.as_mut()) {
+                ("socket", _) => socket = Some(value),
+                ("tls-certificates", Some(t)) => t.certificates = Some(PathBuf::from(value)),
+                ("tls-hostname", Some(t)) => t.hostname = Some(value),
+                ("tls-verify-peer", Some(t)) => {
+                    t.verify_peer = match value.as_str() {
+                        "true" | "1" | "on" | "yes" => true,
+                        "false" | "0" | "off" | "no" => false,
+                        _ => return Err(fail(&format!("tls-verify-peer={value:?}: expected true or false"))),
+                    }
+                }
+                ("tls-certificates" | "tls-hostname" | "tls-verify-peer", None) => {
+                    return Err(fail(&format!("{key}= needs TLS: write nbds:// or nbds+unix://")));
+                }
+                _ => {
+                    return Err(fail(&format!(
+                        "unsupported query parameter {pair:?} (understood: socket=, tls-certificates=, tls-verify-peer=, tls-hostname=)"
+                    )));
+                }
             }
         }
         let endpoint = match scheme {
-            "nbd" | "nbd+tcp" => {
+            "" | "+tcp" => {
                 if socket.is_some() {
                     return Err(fail("socket= belongs to nbd+unix:// URIs"));
                 }
@@ -62,25 +101,45 @@ impl NbdUri {
                 let (host, port) = split_host_port(authority).ok_or_else(|| fail("bad host:port"))?;
                 Endpoint::Tcp { host, port: port.unwrap_or(DEFAULT_PORT) }
             }
-            "nbd+unix" => {
+            "+unix" => {
                 if !authority.is_empty() {
                     return Err(fail("nbd+unix:// takes no host (write nbd+unix:///export?socket=PATH)"));
                 }
                 Endpoint::Unix(PathBuf::from(socket.ok_or_else(|| fail("nbd+unix:// needs ?socket=PATH"))?))
             }
-            other => return Err(fail(&format!("unsupported scheme {other:?} (nbd, nbd+unix)"))),
+            _ => return Err(fail("unsupported scheme (nbd, nbd+unix, nbds, nbds+unix)")),
         };
-        Ok(NbdUri { endpoint, export })
+        Ok(NbdUri { endpoint, export, tls })
     }
 }
 
 impl std::fmt::Display for NbdUri {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = if self.tls.is_some() { "nbds" } else { "nbd" };
+        let mut query = Vec::new();
         match &self.endpoint {
-            Endpoint::Tcp { host, port } if host.contains(':') => write!(f, "nbd://[{host}]:{port}/{}", self.export),
-            Endpoint::Tcp { host, port } => write!(f, "nbd://{host}:{port}/{}", self.export),
-            Endpoint::Unix(p) => write!(f, "nbd+unix:///{}?socket={}", self.export, p.display()),
+            Endpoint::Tcp { host, port } if host.contains(':') => write!(f, "{s}://[{host}]:{port}/{}", self.export)?,
+            Endpoint::Tcp { host, port } => write!(f, "{s}://{host}:{port}/{}", self.export)?,
+            Endpoint::Unix(p) => {
+                write!(f, "{s}+unix:///{}", self.export)?;
+                query.push(format!("socket={}", p.display()));
+            }
         }
+        if let Some(t) = &self.tls {
+            if let Some(d) = &t.certificates {
+                query.push(format!("tls-certificates={}", d.display()));
+            }
+            if let Some(h) = &t.hostname {
+                query.push(format!("tls-hostname={h}"));
+            }
+            if !t.verify_peer {
+                query.push("tls-verify-peer=false".into());
+            }
+        }
+        if !query.is_empty() {
+            write!(f, "?{}", query.join("&"))?;
+        }
+        Ok(())
     }
 }
 
@@ -138,6 +197,20 @@ mod tests {
         assert_eq!(u.endpoint, Endpoint::Unix("/run/x.sock".into()));
         assert_eq!(u.export, "leg0");
         assert_eq!(u.to_string(), "nbd+unix:///leg0?socket=/run/x.sock");
+        assert_eq!(u.tls, None);
+    }
+
+    #[test]
+    fn parses_libnbd_tls_forms() {
+        let u = NbdUri::parse("nbds://db1.example:10810/disk?tls-certificates=/etc/pki/x").unwrap();
+        assert_eq!(u.endpoint, Endpoint::Tcp { host: "db1.example".into(), port: 10810 });
+        assert_eq!(u.tls, Some(UriTls { certificates: Some("/etc/pki/x".into()), verify_peer: true, hostname: None }));
+        assert_eq!(u.to_string(), "nbds://db1.example:10810/disk?tls-certificates=/etc/pki/x");
+        let u = NbdUri::parse("nbds+unix:///leg?socket=/s&tls-certificates=c&tls-hostname=h&tls-verify-peer=false").unwrap();
+        assert_eq!(u.endpoint, Endpoint::Unix("/s".into()));
+        assert_eq!(u.tls, Some(UriTls { certificates: Some("c".into()), verify_peer: false, hostname: Some("h".into()) }));
+        assert_eq!(NbdUri::parse(&u.to_string()).unwrap(), u);
+        assert!(NbdUri::looks_like("nbds://h/x") && NbdUri::looks_like("nbds+unix:///x?socket=/s"));
     }
 
     #[test]
@@ -149,6 +222,9 @@ mod tests {
             ("nbd:///x", "no host"),
             ("http://h/x", "unsupported scheme"),
             ("nbd://h/x?tls=on", "unsupported query"),
+            ("nbd://h/x?tls-certificates=/d", "needs TLS"),
+            ("nbds://h/x?tls-verify-peer=maybe", "expected true or false"),
+            ("nbdx://h/x", "unsupported scheme"),
             ("nbd://h/%zz", "%-escape"),
         ] {
             let e = NbdUri::parse(bad).unwrap_err().to_string();

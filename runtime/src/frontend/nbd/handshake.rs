@@ -1,60 +1,101 @@
-//! Fixed newstyle handshake and option haggling.
+//! Fixed newstyle handshake and option haggling, with `NBD_OPT_STARTTLS`
+//! as the protocol document has it: after the server's ack the client
+//! starts TLS on the same socket and the haggling goes on, encrypted. A
+//! server that requires TLS refuses every option before it but ABORT
+//! (`NBD_REP_ERR_TLS_REQD`), and closes on `NBD_OPT_EXPORT_NAME`, which
+//! cannot carry an error.
 
 use super::proto::*;
 use super::{Export, Exports, NbdError};
+use crate::tls::TlsMode;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The longest option payload accepted.
 const MAX_OPTION: u32 = 64 << 10;
 
-/// What the handshake settled: the export to serve, or nothing (the client
-/// aborted or only listed).
+/// What the haggling settled.
 pub enum Outcome {
     Serve(Arc<Export>),
+    /// The client aborted or only listed.
     Done,
+    /// The client asked for TLS and was told yes: start it, then haggle on.
+    StartTls,
+}
+
+/// What protects the connection while it haggles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// Plaintext, with what the server offers.
+    Plain(TlsMode),
+    Encrypted,
 }
 
 pub fn transmission_flags() -> u16 {
     TFLAG_HAS_FLAGS | TFLAG_SEND_FLUSH | TFLAG_SEND_FUA | TFLAG_SEND_TRIM | TFLAG_SEND_WRITE_ZEROES | TFLAG_CAN_MULTI_CONN
 }
 
-/// Run the server side of the handshake.
-pub async fn negotiate<R, W>(rd: &mut R, wr: &mut W, exports: &Exports) -> Result<Outcome, NbdError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+/// Send the greeting and read the client's flags: whether it skips the
+/// zeroes after `NBD_OPT_EXPORT_NAME`.
+pub async fn greet<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Result<bool, NbdError> {
     let mut hello = Vec::with_capacity(18);
     hello.extend_from_slice(&NBDMAGIC.to_be_bytes());
     hello.extend_from_slice(&IHAVEOPT.to_be_bytes());
     hello.extend_from_slice(&(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).to_be_bytes());
-    wr.write_all(&hello).await?;
-    wr.flush().await?;
-    let client_flags = rd.read_u32().await?;
+    s.write_all(&hello).await?;
+    s.flush().await?;
+    let client_flags = s.read_u32().await?;
     if client_flags & CLIENT_FIXED_NEWSTYLE == 0 {
         return Err(NbdError::Protocol(format!("client flags {client_flags:#x} lack FIXED_NEWSTYLE")));
     }
     if client_flags & !(CLIENT_FIXED_NEWSTYLE | CLIENT_NO_ZEROES) != 0 {
         return Err(NbdError::Protocol(format!("unknown client flags {client_flags:#x}")));
     }
-    let no_zeroes = client_flags & CLIENT_NO_ZEROES != 0;
+    Ok(client_flags & CLIENT_NO_ZEROES != 0)
+}
+
+/// Answer options until one settles the connection.
+pub async fn haggle<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, exports: &Exports, no_zeroes: bool, wire: Wire) -> Result<Outcome, NbdError> {
+    let tls_required = wire == Wire::Plain(TlsMode::Require);
     loop {
-        let magic = rd.read_u64().await?;
+        let magic = s.read_u64().await?;
         if magic != IHAVEOPT {
             return Err(NbdError::Protocol(format!("bad option magic {magic:#018x}")));
         }
-        let option = rd.read_u32().await?;
-        let len = rd.read_u32().await?;
+        let option = s.read_u32().await?;
+        let len = s.read_u32().await?;
         if len > MAX_OPTION {
             return Err(NbdError::Protocol(format!("option {option} carries {len} bytes (at most {MAX_OPTION})")));
         }
         let mut data = vec![0u8; len as usize];
-        rd.read_exact(&mut data).await?;
+        s.read_exact(&mut data).await?;
         match option {
+            OPT_ABORT => {
+                s.write_all(&option_reply(option, REP_ACK, &[])).await?;
+                s.flush().await?;
+                return Ok(Outcome::Done);
+            }
+            OPT_STARTTLS => match wire {
+                Wire::Encrypted => s.write_all(&option_reply(option, REP_ERR_INVALID, b"TLS is already on")).await?,
+                Wire::Plain(TlsMode::Off) => {
+                    s.write_all(&option_reply(option, REP_ERR_POLICY, b"this server does not offer TLS (wasmraid serve --tls on|require)")).await?
+                }
+                Wire::Plain(_) if !data.is_empty() => s.write_all(&option_reply(option, REP_ERR_INVALID, b"STARTTLS takes no data")).await?,
+                Wire::Plain(_) => {
+                    s.write_all(&option_reply(option, REP_ACK, &[])).await?;
+                    s.flush().await?;
+                    return Ok(Outcome::StartTls);
+                }
+            },
+            // This option cannot carry an error: a refused one closes.
+            OPT_EXPORT_NAME if tls_required => {
+                return Err(NbdError::Protocol("NBD_OPT_EXPORT_NAME before STARTTLS on a server that requires TLS".into()));
+            }
+            _ if tls_required => {
+                s.write_all(&option_reply(option, REP_ERR_TLS_REQD, b"this server requires TLS: send NBD_OPT_STARTTLS first")).await?;
+            }
             OPT_EXPORT_NAME => {
                 let name = String::from_utf8_lossy(&data).into_owned();
-                // This option cannot report errors: an unknown name closes.
                 let Some(export) = exports.find(&name) else {
                     return Err(NbdError::Protocol(format!("NBD_OPT_EXPORT_NAME for unknown export {name:?}")));
                 };
@@ -64,41 +105,36 @@ where
                 if !no_zeroes {
                     reply.extend_from_slice(&[0u8; 124]);
                 }
-                wr.write_all(&reply).await?;
-                wr.flush().await?;
+                s.write_all(&reply).await?;
+                s.flush().await?;
                 return Ok(Outcome::Serve(export));
-            }
-            OPT_ABORT => {
-                wr.write_all(&option_reply(option, REP_ACK, &[])).await?;
-                wr.flush().await?;
-                return Ok(Outcome::Done);
             }
             OPT_LIST => {
                 if !data.is_empty() {
-                    wr.write_all(&option_reply(option, REP_ERR_INVALID, b"LIST takes no data")).await?;
+                    s.write_all(&option_reply(option, REP_ERR_INVALID, b"LIST takes no data")).await?;
                 } else {
                     for name in exports.names() {
                         let mut d = (name.len() as u32).to_be_bytes().to_vec();
                         d.extend_from_slice(name.as_bytes());
-                        wr.write_all(&option_reply(option, REP_SERVER, &d)).await?;
+                        s.write_all(&option_reply(option, REP_SERVER, &d)).await?;
                     }
-                    wr.write_all(&option_reply(option, REP_ACK, &[])).await?;
+                    s.write_all(&option_reply(option, REP_ACK, &[])).await?;
                 }
             }
             OPT_INFO | OPT_GO => match super::proto::decode_info_request(&data) {
-                Err(why) => wr.write_all(&option_reply(option, REP_ERR_INVALID, why.as_bytes())).await?,
+                Err(why) => s.write_all(&option_reply(option, REP_ERR_INVALID, why.as_bytes())).await?,
                 Ok((name, requests)) => match exports.find(&name) {
                     None => {
                         let msg = format!("no export named {name:?}");
-                        wr.write_all(&option_reply(option, REP_ERR_UNKNOWN, msg.as_bytes())).await?;
+                        s.write_all(&option_reply(option, REP_ERR_UNKNOWN, msg.as_bytes())).await?;
                     }
                     Some(export) => {
                         for info in info_replies(&export, &name, &requests) {
-                            wr.write_all(&option_reply(option, REP_INFO, &info)).await?;
+                            s.write_all(&option_reply(option, REP_INFO, &info)).await?;
                         }
-                        wr.write_all(&option_reply(option, REP_ACK, &[])).await?;
+                        s.write_all(&option_reply(option, REP_ACK, &[])).await?;
                         if option == OPT_GO {
-                            wr.flush().await?;
+                            s.flush().await?;
                             return Ok(Outcome::Serve(export));
                         }
                     }
@@ -106,10 +142,10 @@ where
             },
             _ => {
                 let msg = format!("option {option} is not supported");
-                wr.write_all(&option_reply(option, REP_ERR_UNSUP, msg.as_bytes())).await?;
+                s.write_all(&option_reply(option, REP_ERR_UNSUP, msg.as_bytes())).await?;
             }
         }
-        wr.flush().await?;
+        s.flush().await?;
     }
 }
 

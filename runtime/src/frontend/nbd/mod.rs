@@ -11,10 +11,11 @@ mod handshake;
 pub mod limits;
 pub mod proto;
 mod server;
+mod tls_wire;
 mod transmission;
 
 pub use limits::{LimitsError, NbdLimits};
-pub use server::NbdServer;
+pub use server::{ClientInfo, Clients, NbdServer};
 
 use crate::device::BlockDevice;
 use std::collections::BTreeMap;
@@ -31,10 +32,13 @@ pub enum NbdError {
     Protocol(String),
     #[error("{0}")]
     Request(#[from] proto::RequestError),
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
 }
 
 /// One exported device.
 pub struct Export {
+    pub name: String,
     pub device: Arc<dyn BlockDevice>,
     pub description: String,
 }
@@ -54,7 +58,7 @@ impl Exports {
             .into_iter()
             .map(|(name, device)| {
                 let description = device.describe();
-                (name, Arc::new(Export { device, description }))
+                (name.clone(), Arc::new(Export { name, device, description }))
             })
             .collect();
         Exports { by_name: Arc::new(by_name), default }

@@ -5,11 +5,17 @@
 //! with backoff; `shutdown` stops accepting, disconnects every client once
 //! its requests in flight are answered (at most `STOP_GRACE`) and returns.
 
+use super::handshake::{self, Outcome, Wire};
 use super::limits::NbdLimits;
+use super::tls_wire::TlsWire;
 use super::transmission::{self, STOP_GRACE};
-use super::{ClientStream, Exports, Listen, NbdError, handshake};
+use super::{ClientStream, Export, Exports, Listen, NbdError};
 use crate::accept::{AcceptBackoff, LogThrottle};
+use crate::tls::{ServerTls, Session, TlsMode};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -23,6 +29,8 @@ pub struct NbdServer {
 struct Shared {
     exports: Exports,
     limits: NbdLimits,
+    tls: Option<ServerTls>,
+    clients: Arc<Clients>,
     /// One permit per connection slot.
     slots: Arc<Semaphore>,
     /// One permit per worker thread, across all connections.
@@ -33,12 +41,15 @@ struct Shared {
 }
 
 impl NbdServer {
-    /// Start the I/O threads; nothing listens yet.
-    pub fn new(exports: Exports, limits: NbdLimits) -> std::io::Result<NbdServer> {
+    /// Ready to listen; nothing listens yet. `tls`: what STARTTLS offers
+    /// (None: plaintext only).
+    pub fn new(exports: Exports, limits: NbdLimits, tls: Option<ServerTls>) -> std::io::Result<NbdServer> {
         let (stop, _) = watch::channel(false);
         let shared = Shared {
             exports,
             limits,
+            tls,
+            clients: Arc::new(Clients::default()),
             slots: Arc::new(Semaphore::new(limits.max_connections as usize)),
             threads: Arc::new(Semaphore::new(limits.io_threads)),
             stop,
@@ -62,6 +73,11 @@ impl NbdServer {
         };
         self.listeners.push(task);
         Ok(())
+    }
+
+    /// The clients in transmission phase, for `status`.
+    pub fn clients(&self) -> Arc<Clients> {
+        self.shared.clients.clone()
     }
 
     /// Stop accepting, disconnect every client (after its requests in flight
@@ -155,26 +171,104 @@ fn spawn_connection<S: ClientStream>(stream: S, peer: String, shared: Arc<Shared
     });
 }
 
+/// A client in transmission phase, as `status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClientInfo {
+    pub peer: String,
+    pub export: String,
+    /// None: plaintext.
+    pub tls: Option<Session>,
+}
+
+/// The clients in transmission phase, by connection number.
+#[derive(Default)]
+pub struct Clients {
+    next: AtomicU64,
+    live: Mutex<BTreeMap<u64, ClientInfo>>,
+}
+
+impl Clients {
+    pub fn list(&self) -> Vec<ClientInfo> {
+        self.live.lock().values().cloned().collect()
+    }
+
+    fn enter(self: &Arc<Self>, info: ClientInfo) -> ClientEntry {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.live.lock().insert(id, info);
+        ClientEntry { clients: self.clone(), id }
+    }
+}
+
+/// Removes its client from the list when the connection ends.
+struct ClientEntry {
+    clients: Arc<Clients>,
+    id: u64,
+}
+
+impl Drop for ClientEntry {
+    fn drop(&mut self) {
+        self.clients.live.lock().remove(&self.id);
+    }
+}
+
+/// How the handshake left a connection.
+enum Settled<S: ClientStream> {
+    Plain(S, Arc<Export>),
+    Tls(TlsWire<S>, Arc<Export>, Session),
+    Done,
+}
+
+/// Greeting, haggling and, when the client asks, the TLS handshake.
+async fn settle<S: ClientStream>(mut stream: S, shared: &Shared) -> Result<Settled<S>, NbdError> {
+    let offered = shared.tls.as_ref().map_or(TlsMode::Off, |t| t.mode);
+    let no_zeroes = handshake::greet(&mut stream).await?;
+    match handshake::haggle(&mut stream, &shared.exports, no_zeroes, Wire::Plain(offered)).await? {
+        Outcome::Done => Ok(Settled::Done),
+        Outcome::Serve(export) => Ok(Settled::Plain(stream, export)),
+        Outcome::StartTls => {
+            // haggle acks STARTTLS only when TLS is offered.
+            let tls = shared.tls.as_ref().ok_or_else(|| NbdError::Protocol("STARTTLS acked without TLS".into()))?;
+            let mut encrypted = tls.acceptor().accept(stream).await.map_err(|e| NbdError::Tls(e.to_string()))?;
+            match handshake::haggle(&mut encrypted, &shared.exports, no_zeroes, Wire::Encrypted).await? {
+                Outcome::Serve(export) => {
+                    let (socket, session) = encrypted.into_inner();
+                    let info = Session::of(&session);
+                    Ok(Settled::Tls(TlsWire::new(socket, session), export, info))
+                }
+                Outcome::Done | Outcome::StartTls => Ok(Settled::Done),
+            }
+        }
+    }
+}
+
 /// Handshake within the time allowed, then the transmission phase.
 async fn connection<S: ClientStream>(stream: S, shared: &Shared, peer: &str) -> Result<(), NbdError> {
     let mut stop = shared.stop.subscribe();
-    let (mut rd, mut wr) = tokio::io::split(stream);
     let limit = shared.limits.handshake_timeout;
-    let outcome = tokio::select! {
+    let settled = tokio::select! {
         _ = stop.wait_for(|s| *s) => return Ok(()),
-        o = tokio::time::timeout(limit, handshake::negotiate(&mut rd, &mut wr, &shared.exports)) => o,
+        o = tokio::time::timeout(limit, settle(stream, shared)) => o,
     };
-    let export = match outcome {
+    let settled = match settled {
         Err(_) => {
             if let Some(more) = shared.timed_out.allow() {
                 tracing::warn!(%peer, "nbd: closed a client that did not finish its handshake within {limit:?} (--nbd-handshake-timeout){}", also(more));
             }
             return Ok(());
         }
-        Ok(r) => match r? {
-            handshake::Outcome::Done => return Ok(()),
-            handshake::Outcome::Serve(export) => export,
-        },
+        Ok(r) => r?,
     };
-    transmission::serve(rd.unsplit(wr), export, shared.threads.clone(), shared.limits, stop).await
+    let (threads, limits) = (shared.threads.clone(), shared.limits);
+    match settled {
+        Settled::Done => Ok(()),
+        Settled::Plain(stream, export) => {
+            let _entry = shared.clients.enter(ClientInfo { peer: peer.to_string(), export: export.name.clone(), tls: None });
+            transmission::serve(stream, export, threads, limits, stop).await
+        }
+        Settled::Tls(wire, export, session) => {
+            tracing::info!(%peer, export = %export.name, "nbd: TLS client: {session}");
+            let _entry = shared.clients.enter(ClientInfo { peer: peer.to_string(), export: export.name.clone(), tls: Some(session) });
+            transmission::serve(wire, export, threads, limits, stop).await
+        }
+    }
 }

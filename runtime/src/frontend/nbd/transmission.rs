@@ -46,6 +46,11 @@ pub const STOP_GRACE: Duration = Duration::from_secs(5);
 pub trait Stream: Send + Sync + 'static {
     fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize>;
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize>;
+    /// Push out bytes a write accepted but kept (TLS records the socket had
+    /// no room for): `WouldBlock` while some remain.
+    fn try_flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
     fn ready(&self, interest: tokio::io::Interest) -> impl std::future::Future<Output = std::io::Result<tokio::io::Ready>> + Send;
 }
 
@@ -375,14 +380,26 @@ impl<S: Stream> Conn<S> {
         let _turn = self.outbox.lock();
         let (mut h, mut d) = (header, data);
         let started = Instant::now();
-        while !h.is_empty() || !d.is_empty() {
-            match self.stream.try_write_vectored(&[IoSlice::new(h), IoSlice::new(d)]) {
-                Ok(0) => return Err(NbdError::Io(std::io::ErrorKind::WriteZero.into())),
-                Ok(n) => {
-                    let from_header = n.min(h.len());
-                    h = &h[from_header..];
-                    d = &d[n - from_header..];
+        let mut flushed = false;
+        while !flushed {
+            let wrote = if h.is_empty() && d.is_empty() {
+                self.stream.try_flush().map(|()| {
+                    flushed = true;
+                })
+            } else {
+                match self.stream.try_write_vectored(&[IoSlice::new(h), IoSlice::new(d)]) {
+                    Ok(0) => return Err(NbdError::Io(std::io::ErrorKind::WriteZero.into())),
+                    Ok(n) => {
+                        let from_header = n.min(h.len());
+                        h = &h[from_header..];
+                        d = &d[n - from_header..];
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
                 }
+            };
+            match wrote {
+                Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     let left = self.limits.reply_stall.saturating_sub(started.elapsed());
                     if !self.wait(tokio::io::Interest::WRITABLE, left)? {
