@@ -70,32 +70,45 @@ struct Remote {
     file: PathBuf,
     kind: &'static str,
     filters: Vec<String>,
+    /// Serve with TLS required, certificates from this directory.
+    tls: Option<PathBuf>,
 }
 
 impl Remote {
     fn qemu_nbd(net: &Arc<Netns>, file: &Path) -> Remote {
-        Remote::start(net, file, "qemu-nbd", Vec::new())
+        Remote::start(net, file, "qemu-nbd", Vec::new(), None)
     }
 
     fn nbdkit(net: &Arc<Netns>, file: &Path, filters: &[&str]) -> Remote {
-        Remote::start(net, file, "nbdkit", filters.iter().map(|s| s.to_string()).collect())
+        Remote::start(net, file, "nbdkit", filters.iter().map(|s| s.to_string()).collect(), None)
     }
 
-    fn start(net: &Arc<Netns>, file: &Path, kind: &'static str, filters: Vec<String>) -> Remote {
+    /// `kind` serving `file` with TLS required (`certs` made for the namespace's address).
+    fn with_tls(net: &Arc<Netns>, file: &Path, kind: &'static str, certs: &Path) -> Remote {
+        Remote::start(net, file, kind, Vec::new(), Some(certs.to_path_buf()))
+    }
+
+    fn start(net: &Arc<Netns>, file: &Path, kind: &'static str, filters: Vec<String>, tls: Option<PathBuf>) -> Remote {
         let mut c = net.command(kind);
         match kind {
             "qemu-nbd" => {
+                if let Some(dir) = &tls {
+                    c.args(["--object", &format!("tls-creds-x509,id=tls0,endpoint=server,dir={}", dir.display()), "--tls-creds", "tls0"]);
+                }
                 c.args(["-t", "-f", "raw", "-x", "leg", "-e", "8", "--cache=none", "-b", &net.ip, "-p", "10809"]).arg(file);
             }
             _ => {
                 c.args(["-f", "--exit-with-parent", "-i", &net.ip, "-p", "10809", "-e", "leg"]);
+                if let Some(dir) = &tls {
+                    c.arg("--tls=require").arg(format!("--tls-certificates={}", dir.display()));
+                }
                 // Filters come first (--filter=NAME), then the plugin and the parameters.
                 let (names, params): (Vec<&String>, Vec<&String>) = filters.iter().partition(|f| f.starts_with("--filter"));
                 c.args(names).arg("file").arg(file).args(params);
             }
         }
         let child = c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| panic!("cannot start {kind}: {e}"));
-        let r = Remote { child, net: net.clone(), file: file.to_path_buf(), kind, filters };
+        let r = Remote { child, net: net.clone(), file: file.to_path_buf(), kind, filters, tls };
         r.wait_listening();
         r
     }
@@ -112,7 +125,10 @@ impl Remote {
     }
 
     fn uri(&self) -> String {
-        format!("nbd://{}:10809/leg", self.net.ip)
+        match &self.tls {
+            Some(dir) => format!("nbds://{}:10809/leg?tls-certificates={}", self.net.ip, dir.display()),
+            None => format!("nbd://{}:10809/leg", self.net.ip),
+        }
     }
 
     fn kill(&mut self) {
@@ -135,7 +151,7 @@ impl Remote {
 
     fn restart(&mut self) {
         self.kill();
-        *self = Remote::start(&self.net, &self.file.clone(), self.kind, self.filters.clone());
+        *self = Remote::start(&self.net, &self.file.clone(), self.kind, self.filters.clone(), self.tls.clone());
     }
 }
 
@@ -143,6 +159,17 @@ impl Drop for Remote {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A CA named `name` in `dir`/`name` and the certificates it signs; the
+/// server's names `server_names` (`scripts/make-certs.sh`).
+fn make_certs(dir: &Path, name: &str, server_names: &[&str]) -> PathBuf {
+    require("openssl");
+    let out = dir.join(name);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-certs.sh");
+    let (ok, text) = run(Command::new(script).arg(&out).arg(name).args(server_names));
+    assert!(ok, "make-certs.sh: {text}");
+    out
 }
 
 fn sparse(path: &Path, size: u64) {
@@ -459,4 +486,113 @@ fn a_mirror_of_two_stripes_is_one_table_and_status_shows_the_tree() {
     assert!(out.status.success());
     let (ok, out) = fio(&served.uri(), &["--size=48M", "--verify_only"]);
     assert!(ok, "{out}");
+}
+
+#[test]
+fn a_raid1_of_two_nbdkit_tls_exports_rides_out_link_cuts_and_restarts_under_fio_verify() {
+    require("nbdkit");
+    require("fio");
+    let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+    let nets = [Arc::new(Netns::new()), Arc::new(Netns::new())];
+    let certs = make_certs(dir.path(), "alpha", &[&nets[0].ip, &nets[1].ip]);
+    let files = [dir.path().join("far0"), dir.path().join("far1")];
+    let mut remotes: Vec<Remote> = (0..2)
+        .map(|i| {
+            sparse(&files[i], 256 << 20);
+            Remote::with_tls(&nets[i], &files[i], "nbdkit", &certs)
+        })
+        .collect();
+    let legs: Vec<String> = remotes.iter().map(Remote::uri).collect();
+    create("r", "raid1", &legs);
+    let served = assemble(&dir, "r", &legs, &["--leg-timeout", "30"]);
+    let job = fio_in_background(served.uri(), &["--size=64M", "--rate=3m"]);
+    let reconnects = |i: usize| leg(&served.status(), i)["link"]["reconnects"].as_u64().unwrap_or(0);
+    // Each leg in turn: its link cut and restored, then its server
+    // restarted (a new TLS handshake on the reconnect).
+    for cycle in 0..8 {
+        let i = cycle % 2;
+        if cycle % 4 < 2 {
+            nets[i].link(false);
+            std::thread::sleep(Duration::from_millis(1500));
+            nets[i].link(true);
+            std::thread::sleep(Duration::from_millis(500));
+        } else {
+            let before = reconnects(i);
+            remotes[i].kill();
+            std::thread::sleep(Duration::from_millis(800));
+            remotes[i].restart();
+            wait_for_or_show("the TLS leg to reconnect", Duration::from_secs(20), &served, || reconnects(i) > before);
+        }
+    }
+    let (ok, out) = job.join().expect("fio thread");
+    assert!(ok, "fio verify on a raid1 of TLS legs across link cuts and restarts: {out}\n{}", served.log());
+    let st = served.status();
+    for i in 0..2 {
+        let l = leg(&st, i);
+        assert_eq!(l["health_char"], "A", "{st:#}");
+        let peer = l["link"]["tls"]["peer"].as_str().unwrap_or("");
+        assert!(peer.contains("alpha server") && peer.contains(&nets[i].ip), "status names the server each leg verified: {l:#}");
+        assert!(l["link"]["reconnects"].as_u64().unwrap_or(0) >= 2, "each leg reconnected (TLS again) after its restarts: {l:#}");
+    }
+    // Either leg alone holds every write.
+    let out = served.ctl(&["leg", "fail", "r", "0"]);
+    assert!(out.status.success());
+    let (ok, out) = fio(&served.uri(), &["--size=64M", "--verify_only"]);
+    assert!(ok, "the second TLS leg alone holds everything: {out}");
+}
+
+#[test]
+fn a_qemu_nbd_tls_export_is_a_remote_leg() {
+    require("qemu-nbd");
+    require("fio");
+    let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+    let net = Arc::new(Netns::new());
+    let certs = make_certs(dir.path(), "alpha", &[&net.ip]);
+    let (local, far) = (dir.path().join("local"), dir.path().join("far"));
+    sparse(&local, 128 << 20);
+    sparse(&far, 128 << 20);
+    let remote = Remote::with_tls(&net, &far, "qemu-nbd", &certs);
+    let legs = vec![local.display().to_string(), remote.uri()];
+    create("r", "raid1", &legs);
+    let served = assemble(&dir, "r", &legs, &[]);
+    let (ok, out) = fio(&served.uri(), &["--size=48M"]);
+    assert!(ok, "{out}\n{}", served.log());
+    assert!(leg(&served.status(), 1)["link"]["tls"]["protocol"].as_str().is_some_and(|p| p.starts_with("TLSv1.")));
+    let out = served.ctl(&["leg", "fail", "r", "0"]);
+    assert!(out.status.success());
+    let (ok, out) = fio(&served.uri(), &["--size=48M", "--verify_only"]);
+    assert!(ok, "qemu-nbd's TLS copy alone holds everything: {out}");
+}
+
+#[test]
+fn a_tls_leg_that_cannot_be_trusted_is_refused_in_one_sentence() {
+    require("nbdkit");
+    let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+    let net = Arc::new(Netns::new());
+    let alpha = make_certs(dir.path(), "alpha", &[&net.ip]);
+    let beta = make_certs(dir.path(), "beta", &[&net.ip]);
+    let far = dir.path().join("far");
+    sparse(&far, 64 << 20);
+    let try_create = |leg: String| {
+        let local = dir.path().join("local");
+        sparse(&local, 64 << 20);
+        run(Command::new(wasmraid_bin())
+            .args(["--no-cache", "create", "r", "--layout", "raid1", "--force", "--assume-clean", "--legs"])
+            .arg(format!("{},{leg}", local.display())))
+    };
+    let tls = Remote::with_tls(&net, &far, "nbdkit", &alpha);
+    let at = format!("{}:10809/leg", net.ip);
+    for (leg, says) in [
+        (format!("nbds://{at}?tls-certificates={}", beta.display()), "UnknownIssuer"),
+        (format!("nbds://{at}?tls-certificates={}&tls-hostname=db9.example", alpha.display()), "not valid for name"),
+        (format!("nbd://{at}"), "requires TLS"),
+    ] {
+        let (ok, out) = try_create(leg.clone());
+        assert!(!ok && out.contains(says), "{leg}: expected a refusal saying {says:?}: {out}");
+        assert!(!out.contains("panicked"), "{out}");
+    }
+    drop(tls);
+    let _plain = Remote::nbdkit(&net, &far, &[]);
+    let (ok, out) = try_create(format!("nbds://{at}?tls-certificates={}", alpha.display()));
+    assert!(!ok && out.contains("does not offer TLS"), "TLS asked of a plaintext server: {out}");
 }

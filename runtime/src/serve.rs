@@ -149,7 +149,8 @@ pub async fn run(
         }
         None => (None, None),
     };
-    let served = Arc::new(Served { name: name.clone(), table: table.clone(), sandbox, listening, nbd: nbd_view, ublk: ublk_started.clone(), stop: Notify::new() });
+    let served =
+        Arc::new(Served { name: name.clone(), table: table.clone(), sandbox, listening, nbd: nbd_view, ublk: ublk_started.clone(), stop: Notify::new() });
     let control_task = tokio::spawn(control::server::run(listener, served.clone()));
     // The array daemon, every 200 ms: mark idle arrays clean (md's safe
     // mode), clear idle bitmap regions (md's daemon_sleep), re-add legs
@@ -261,7 +262,9 @@ fn warn_if_exposed(listen: &Listen, tls: Option<&crate::tls::ServerTls>) {
         return;
     }
     match tls {
-        None => tracing::warn!("nbd: {listen} is reachable from other machines without TLS: anyone on the path can read and rewrite the device, unauthenticated (--tls require --tls-certificates DIR)"),
+        None => tracing::warn!(
+            "nbd: {listen} is reachable from other machines without TLS: anyone on the path can read and rewrite the device, unauthenticated (--tls require --tls-certificates DIR)"
+        ),
         Some(t) if t.mode == crate::tls::TlsMode::On => {
             tracing::warn!("nbd: {listen} is reachable from other machines and also accepts plaintext clients (--tls on): use --tls require")
         }

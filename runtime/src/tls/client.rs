@@ -36,9 +36,8 @@ impl ClientTls {
     /// sent when `verify` does not check it).
     pub fn load(dir: &CertDir, host: &str, verify: Verify) -> Result<ClientTls, TlsError> {
         let server_name = ServerName::try_from(host.to_string()).map_err(|e| TlsError::Config(format!("{host:?} is not a host name for TLS: {e}")))?;
-        let builder = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let builder =
+            rustls::ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions().map_err(|e| TlsError::Config(e.to_string()))?;
         let verifier: Arc<dyn ServerCertVerifier> = match verify {
             Verify::Nothing => Arc::new(AnyServer(provider())),
             Verify::ChainAndName | Verify::ChainOnly => {
@@ -105,7 +104,14 @@ impl ServerCertVerifier for ChainOnly {
 struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
     fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {

@@ -31,9 +31,8 @@ impl ServerTls {
         }
         let chain = dir.certs(SERVER_CERT)?;
         let key = dir.key(SERVER_KEY)?;
-        let builder = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let builder =
+            rustls::ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions().map_err(|e| TlsError::Config(e.to_string()))?;
         let builder = if verify_peer {
             let roots = Arc::new(dir.roots()?);
             let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
