@@ -1,5 +1,5 @@
-//! Any bytes from an NBD server: the client's handshake returns an export
-//! or an error, never panics or hangs, and the reply reader matches
+//! Any bytes from an NBD server: the client's handshake (plaintext, or up
+//! to STARTTLS's answer) returns an export or an error, never panics or hangs, and the reply reader matches
 //! replies only to requests it is waiting for, with exactly the data
 //! length that request asked for.
 #![no_main]
@@ -41,7 +41,12 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
     if mode & 1 == 0 {
         let mut server = Server { from: rest, heard: 0 };
-        let _ = handshake::negotiate(&mut server, "export");
+        if mode & 2 == 0 {
+            let _ = handshake::negotiate(&mut server, "export");
+        } else {
+            // An nbds:// leg: the greeting, then STARTTLS's reply.
+            let _ = handshake::greet(&mut server).and_then(|()| handshake::start_tls(&mut server));
+        }
         assert!(server.heard < 1024, "the client's option is small");
         return;
     }

@@ -41,6 +41,25 @@ pub fn status(run_dir: &Option<PathBuf>, name: &str, json: bool) -> anyhow::Resu
     }
     let listening: Vec<&str> = r["listening"].as_array().map(|v| v.iter().filter_map(|x| x.as_str()).collect()).unwrap_or_default();
     println!("{}: {}, {}", r["name"].as_str().unwrap_or(name), format_size(r["size_bytes"].as_u64().unwrap_or(0)), listening.join(", "));
+    if let Some(n) = r["nbd"].as_object() {
+        let clients = n["clients"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let tls = match n["tls"].as_str() {
+            Some("off") | None => "plaintext".to_string(),
+            Some(mode) => format!(
+                "TLS {mode}{} ({})",
+                if n["tls_verify_peer"].as_bool() == Some(true) { ", client certificates verified" } else { "" },
+                n["tls_certificates"].as_str().unwrap_or("")
+            ),
+        };
+        println!("nbd: {tls}; {} client(s)", clients.len());
+        for c in clients {
+            let how = match c["tls"].as_object() {
+                Some(t) => format!("{} with {}", t["protocol"].as_str().unwrap_or("TLS"), t["peer"].as_str().unwrap_or("an unauthenticated peer")),
+                None => "plaintext".to_string(),
+            };
+            println!("  client {} on {}: {how}", c["peer"].as_str().unwrap_or("?"), c["export"].as_str().unwrap_or("?"));
+        }
+    }
     if let Some(u) = r["ublk"].as_object() {
         println!(
             "ublk {}: {}, {} queue(s) of depth {}{}",
@@ -83,8 +102,12 @@ fn print_array(a: &serde_json::Value, indent: &str) {
             err.push_str(&format!("  [rebuilt into distributed spare {o}]"));
         }
         if let Some(link) = l["link"].as_object() {
+            let tls = match link["tls"].as_object() {
+                Some(t) => format!(", {} with {}", t["protocol"].as_str().unwrap_or("TLS"), t["peer"].as_str().unwrap_or("an unnamed peer")),
+                None => ", plaintext".to_string(),
+            };
             if link["connected"].as_bool() == Some(true) {
-                err.push_str(&format!("  [link up, {} us, {} reconnect(s)]", link["latency_us"], link["reconnects"]));
+                err.push_str(&format!("  [link up{tls}, {} us, {} reconnect(s)]", link["latency_us"], link["reconnects"]));
             } else {
                 err.push_str(&format!("  [link DOWN for {} s: {}]", link["down_for_secs"], link["last_error"].as_str().unwrap_or("")));
             }
