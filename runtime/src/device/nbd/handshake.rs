@@ -116,6 +116,10 @@ pub struct Export {
     pub flags: u16,
 }
 
+/// Encrypted bytes a leg's session may hold before its socket takes them:
+/// a request's whole payload (at most `NbdLeg::MAX_CHUNK`) and its header.
+const MAX_BUFFERED_TLS: usize = (4 << 20) + (64 << 10);
+
 /// Longest option reply read (an error message, an info block).
 const MAX_OPTION_REPLY: u32 = 64 << 10;
 /// Most replies to one `NBD_OPT_GO` (a server sends a few `NBD_REP_INFO`
@@ -163,6 +167,9 @@ pub fn connect(uri: &NbdUri, timeout: Duration) -> io::Result<(Stream, Export, O
     };
     start_tls(&mut stream)?;
     let mut session = tls.session().map_err(|e| io::Error::other(e.to_string()))?;
+    // A 1 MiB write is encrypted in one turn of the writer lock, not in
+    // 64 KiB rounds (rustls's default bound on unsent records).
+    session.set_buffer_limit(Some(MAX_BUFFERED_TLS));
     while session.is_handshaking() {
         session.complete_io(&mut stream).map_err(|e| io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;
     }
