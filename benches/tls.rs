@@ -91,7 +91,11 @@ fn report(what: &str, unit: &str, plain: &[f64], tls: &[f64], bar: Option<f64>) 
     let (p, t) = (median(plain), median(tls));
     let ratio = t / p;
     let rounds = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" ");
-    println!("{what:<34} plaintext {p:>9.0} {unit}  TLS {t:>9.0} {unit}  TLS/plaintext {ratio:.2}x   (rounds: plaintext {}; TLS {})", rounds(plain), rounds(tls));
+    println!(
+        "{what:<34} plaintext {p:>9.0} {unit}  TLS {t:>9.0} {unit}  TLS/plaintext {ratio:.2}x   (rounds: plaintext {}; TLS {})",
+        rounds(plain),
+        rounds(tls)
+    );
     if let Some(bar) = bar {
         let verdict = if ratio >= bar { "meets" } else { "is BELOW" };
         println!("  {what}: {ratio:.2}x {verdict} the bar of {bar:.1}x");
@@ -110,7 +114,9 @@ fn main() {
         peers::filled_file(f, LEG_BYTES);
     }
 
-    println!("== remote legs: raid1 of two nbdkit file exports (tmpfs) over TCP 127.0.0.1, TLS (--tls=require) vs plaintext; {rounds} alternating rounds of {seconds} s");
+    println!(
+        "== remote legs: raid1 of two nbdkit file exports (tmpfs) over TCP 127.0.0.1, TLS (--tls=require) vs plaintext; {rounds} alternating rounds of {seconds} s"
+    );
     let (plain_ports, tls_ports) = ([10941u16, 10942], [10943u16, 10944]);
     let mut servers: Vec<Child> = Vec::new();
     servers.extend(files.iter().zip(plain_ports).map(|(f, p)| nbdkit(f, p, None)));
@@ -138,11 +144,15 @@ fn main() {
         let _ = s.wait();
     }
 
-    println!("== the export: wasmraid raid1 of two tmpfs files over TCP 127.0.0.1, --tls require (nbds://) vs plaintext (nbd://), nbdcopy of {} MiB; {rounds} alternating rounds", COPY_BYTES >> 20);
+    println!(
+        "== the export: wasmraid raid1 of two tmpfs files over TCP 127.0.0.1, --tls require (nbds://) vs plaintext (nbd://), nbdcopy of {} MiB; {rounds} alternating rounds",
+        COPY_BYTES >> 20
+    );
     let local: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let port = 10945u16;
     let export = |tls: bool| {
-        let mut args: Vec<String> = ["--layout", "raid1", "--legs", &local.join(","), "--nbd", &format!("127.0.0.1:{port}")].iter().map(|s| s.to_string()).collect();
+        let mut args: Vec<String> =
+            ["--layout", "raid1", "--legs", &local.join(","), "--nbd", &format!("127.0.0.1:{port}")].iter().map(|s| s.to_string()).collect();
         if tls {
             args.extend(["--tls".into(), "require".into(), "--tls-certificates".into(), certs.display().to_string()]);
         }
@@ -175,7 +185,8 @@ const COPY_BYTES: u64 = 384 << 20;
 fn nbdcopy(from: &str, to: &str) -> f64 {
     peers::require("nbdcopy");
     let started = std::time::Instant::now();
-    let out = Command::new("nbdcopy").args(["--connections=1", "--requests=8", "--request-size=1048576", "--flush"]).arg(from).arg(to).output().expect("run nbdcopy");
+    let out =
+        Command::new("nbdcopy").args(["--connections=1", "--requests=8", "--request-size=1048576", "--flush"]).arg(from).arg(to).output().expect("run nbdcopy");
     assert!(out.status.success(), "nbdcopy {from} {to}: {}", String::from_utf8_lossy(&out.stderr));
     COPY_BYTES as f64 / started.elapsed().as_secs_f64() / 1e6
 }

@@ -23,4 +23,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = proto::decode_info_request(data);
+    if let Ok((_, queries)) = proto::decode_meta_request(data) {
+        assert!(queries.len() <= proto::MAX_META_QUERIES);
+    }
 });

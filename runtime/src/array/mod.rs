@@ -8,6 +8,7 @@
 //! on degraded; it never returns wrong data. With metadata (`wasmraid
 //! create`), every leg carries a superblock and the write-intent bitmap.
 
+mod block_status;
 pub mod create;
 mod decode;
 pub mod health;
@@ -420,6 +421,10 @@ impl BlockDevice for Array {
 
     fn read_extents(&self, offset: u64, len: u64, buf_offset: usize, out: &mut Vec<crate::device::Extent>) -> bool {
         self.direct_read_extents(offset, len, buf_offset, out)
+    }
+
+    fn block_status(&self, offset: u64, len: u64, out: &mut Vec<crate::device::status::StatusExtent>) -> std::io::Result<()> {
+        self.status_of(offset, len, out)
     }
 }
 

@@ -147,6 +147,46 @@ impl BlockDevice for FileLeg {
         self.size
     }
 
+    /// Holes from the file system (SEEK_DATA / SEEK_HOLE): a punched or
+    /// never-written range reads as zeroes without touching storage. A
+    /// block device, or a file system without the calls, says data.
+    fn block_status(&self, offset: u64, len: u64, out: &mut Vec<super::status::StatusExtent>) -> io::Result<()> {
+        use super::status::{HOLE, StatusExtent, ZERO, push};
+        use std::os::fd::AsRawFd;
+        super::check_range(self, offset, len)?;
+        let fd = self.file.as_raw_fd();
+        let end = offset + len;
+        let mut at = offset;
+        while at < end {
+            // SAFETY: lseek on a descriptor this leg owns (kept open by
+            // `self.file`); it moves only this descriptor's offset, which
+            // no I/O here uses (all of it is pread/pwrite).
+            let data = unsafe { libc::lseek(fd, at as libc::off_t, libc::SEEK_DATA) };
+            let data = if data < 0 {
+                match io::Error::last_os_error().raw_os_error() {
+                    // No data from `at` to the end of the file: a hole.
+                    Some(libc::ENXIO) => end,
+                    _ => {
+                        push(out, StatusExtent { len: end - at, allocation: 0, health: 0 });
+                        return Ok(());
+                    }
+                }
+            } else {
+                (data as u64).min(end)
+            };
+            push(out, StatusExtent { len: data - at, allocation: HOLE | ZERO, health: 0 });
+            if data >= end {
+                break;
+            }
+            // SAFETY: as above.
+            let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
+            let hole = if hole < 0 { end } else { (hole as u64).min(end) };
+            push(out, StatusExtent { len: hole - data, allocation: 0, health: 0 });
+            at = hole;
+        }
+        Ok(())
+    }
+
     fn read_extents(&self, offset: u64, len: u64, buf_offset: usize, out: &mut Vec<super::Extent>) -> bool {
         // The caller's buffer is page-aligned (ublk's); O_DIRECT also needs
         // the file range aligned.

@@ -7,6 +7,7 @@ pub mod log_writes;
 pub mod mem;
 pub mod missing;
 pub mod nbd;
+pub mod status;
 
 use std::io;
 use std::sync::Arc;
@@ -55,6 +56,13 @@ pub trait BlockDevice: Send + Sync {
     /// legs failed.
     fn read_extents(&self, _offset: u64, _len: u64, _buf_offset: usize, _out: &mut Vec<Extent>) -> bool {
         false
+    }
+    /// Block status of `len` bytes at `offset`, appended to `out` (merged
+    /// with `status::push`): allocation and health flags that cover the
+    /// whole range. By default: allocated and healthy.
+    fn block_status(&self, _offset: u64, len: u64, out: &mut Vec<status::StatusExtent>) -> io::Result<()> {
+        status::push(out, status::StatusExtent { len, allocation: 0, health: 0 });
+        Ok(())
     }
     /// The arrays inside this device (a table used as a leg), so that
     /// status can show the tree.

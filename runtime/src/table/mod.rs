@@ -117,6 +117,9 @@ impl BlockDevice for Table {
     fn arrays(&self) -> Vec<Arc<Array>> {
         self.arrays.clone()
     }
+    fn block_status(&self, offset: u64, len: u64, out: &mut Vec<crate::device::status::StatusExtent>) -> io::Result<()> {
+        self.each(offset, len, |d, at, _, n| d.block_status(at, n as u64, out))
+    }
     fn read_extents(&self, offset: u64, len: u64, buf_offset: usize, out: &mut Vec<crate::device::Extent>) -> bool {
         let not_direct = || io::Error::other("");
         self.each(offset, len, |d, at, from, n| if d.read_extents(at, n as u64, buf_offset + from, out) { Ok(()) } else { Err(not_direct()) }).is_ok()

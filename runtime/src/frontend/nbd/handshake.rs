@@ -23,6 +23,35 @@ pub enum Outcome {
     StartTls,
 }
 
+/// What a client chose for its transmission phase.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Negotiated {
+    /// `NBD_OPT_STRUCTURED_REPLY`: reads answer in chunks, block status works.
+    pub structured: bool,
+    /// Metadata contexts for `NBD_CMD_BLOCK_STATUS`, by id (`context_name`).
+    pub contexts: Vec<u32>,
+}
+
+/// The contexts this server offers, by id.
+pub fn context_name(id: u32) -> Option<&'static str> {
+    match id {
+        1 => Some(CONTEXT_BASE_ALLOCATION),
+        2 => Some(CONTEXT_HEALTH),
+        _ => None,
+    }
+}
+
+/// The contexts a query names: `LIST` also takes a bare namespace
+/// (`base:`) and, with no query at all, lists everything.
+fn contexts_for(query: &str, listing: bool) -> Vec<u32> {
+    (1..=2)
+        .filter(|&id| {
+            let name = context_name(id).unwrap_or_default();
+            name == query || (listing && query.ends_with(':') && name.starts_with(query))
+        })
+        .collect()
+}
+
 /// What protects the connection while it haggles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {
@@ -55,7 +84,13 @@ pub async fn greet<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Result<bool,
 }
 
 /// Answer options until one settles the connection.
-pub async fn haggle<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, exports: &Exports, no_zeroes: bool, wire: Wire) -> Result<Outcome, NbdError> {
+pub async fn haggle<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    exports: &Exports,
+    no_zeroes: bool,
+    wire: Wire,
+    chosen: &mut Negotiated,
+) -> Result<Outcome, NbdError> {
     let tls_required = wire == Wire::Plain(TlsMode::Require);
     loop {
         let magic = s.read_u64().await?;
@@ -84,6 +119,8 @@ pub async fn haggle<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, exports: &Expo
                 Wire::Plain(_) => {
                     s.write_all(&option_reply(option, REP_ACK, &[])).await?;
                     s.flush().await?;
+                    // What was chosen in plaintext is chosen again over TLS.
+                    *chosen = Negotiated::default();
                     return Ok(Outcome::StartTls);
                 }
             },
@@ -119,6 +156,40 @@ pub async fn haggle<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, exports: &Expo
                         s.write_all(&option_reply(option, REP_SERVER, &d)).await?;
                     }
                     s.write_all(&option_reply(option, REP_ACK, &[])).await?;
+                }
+            }
+            OPT_STRUCTURED_REPLY if !data.is_empty() => {
+                s.write_all(&option_reply(option, REP_ERR_INVALID, b"STRUCTURED_REPLY takes no data")).await?;
+            }
+            OPT_STRUCTURED_REPLY => {
+                chosen.structured = true;
+                s.write_all(&option_reply(option, REP_ACK, &[])).await?;
+            }
+            OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
+                let setting = option == OPT_SET_META_CONTEXT;
+                match decode_meta_request(&data) {
+                    Err(why) => s.write_all(&option_reply(option, REP_ERR_INVALID, why.as_bytes())).await?,
+                    Ok(_) if setting && !chosen.structured => {
+                        s.write_all(&option_reply(option, REP_ERR_INVALID, b"SET_META_CONTEXT needs NBD_OPT_STRUCTURED_REPLY first")).await?
+                    }
+                    Ok((name, _)) if exports.find(&name).is_none() => {
+                        s.write_all(&option_reply(option, REP_ERR_UNKNOWN, format!("no export named {name:?}").as_bytes())).await?
+                    }
+                    Ok((_, queries)) => {
+                        let mut ids: Vec<u32> =
+                            if queries.is_empty() && !setting { vec![1, 2] } else { queries.iter().flat_map(|q| contexts_for(q, !setting)).collect() };
+                        ids.sort_unstable();
+                        ids.dedup();
+                        for &id in &ids {
+                            let mut d = id.to_be_bytes().to_vec();
+                            d.extend_from_slice(context_name(id).unwrap_or_default().as_bytes());
+                            s.write_all(&option_reply(option, REP_META_CONTEXT, &d)).await?;
+                        }
+                        s.write_all(&option_reply(option, REP_ACK, &[])).await?;
+                        if setting {
+                            chosen.contexts = ids;
+                        }
+                    }
                 }
             }
             OPT_INFO | OPT_GO => match super::proto::decode_info_request(&data) {

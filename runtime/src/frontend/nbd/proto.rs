@@ -21,11 +21,15 @@ pub const OPT_LIST: u32 = 3;
 pub const OPT_STARTTLS: u32 = 5;
 pub const OPT_INFO: u32 = 6;
 pub const OPT_GO: u32 = 7;
+pub const OPT_STRUCTURED_REPLY: u32 = 8;
+pub const OPT_LIST_META_CONTEXT: u32 = 9;
+pub const OPT_SET_META_CONTEXT: u32 = 10;
 
 // Option replies.
 pub const REP_ACK: u32 = 1;
 pub const REP_SERVER: u32 = 2;
 pub const REP_INFO: u32 = 3;
+pub const REP_META_CONTEXT: u32 = 4;
 pub const REP_ERR_UNSUP: u32 = 0x8000_0001;
 pub const REP_ERR_POLICY: u32 = 0x8000_0002;
 pub const REP_ERR_INVALID: u32 = 0x8000_0003;
@@ -53,8 +57,24 @@ pub const CMD_DISC: u16 = 2;
 pub const CMD_FLUSH: u16 = 3;
 pub const CMD_TRIM: u16 = 4;
 pub const CMD_WRITE_ZEROES: u16 = 6;
+pub const CMD_BLOCK_STATUS: u16 = 7;
 pub const CMD_FLAG_FUA: u16 = 1;
 pub const CMD_FLAG_NO_HOLE: u16 = 2;
+pub const CMD_FLAG_REQ_ONE: u16 = 1 << 3;
+
+// Structured replies.
+pub const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
+pub const REPLY_FLAG_DONE: u16 = 1;
+pub const REPLY_TYPE_NONE: u16 = 0;
+pub const REPLY_TYPE_OFFSET_DATA: u16 = 1;
+pub const REPLY_TYPE_BLOCK_STATUS: u16 = 5;
+pub const REPLY_TYPE_ERROR: u16 = (1 << 15) + 1;
+
+// Metadata contexts this server offers.
+pub const CONTEXT_BASE_ALLOCATION: &str = "base:allocation";
+pub const CONTEXT_HEALTH: &str = "wasmraid:health";
+/// Most contexts a client may ask about in one option.
+pub const MAX_META_QUERIES: usize = 64;
 
 // Errors (errno values the protocol uses).
 pub const EIO: u32 = 5;
@@ -98,7 +118,7 @@ pub fn command_name(c: u16) -> &'static str {
         CMD_TRIM => "TRIM",
         5 => "CACHE",
         CMD_WRITE_ZEROES => "WRITE_ZEROES",
-        7 => "BLOCK_STATUS",
+        CMD_BLOCK_STATUS => "BLOCK_STATUS",
         _ => "unknown",
     }
 }
@@ -128,6 +148,56 @@ pub fn simple_reply(error: u32, cookie: u64) -> [u8; 16] {
     out[4..8].copy_from_slice(&error.to_be_bytes());
     out[8..].copy_from_slice(&cookie.to_be_bytes());
     out
+}
+
+/// A structured reply chunk's header; `len` bytes of payload follow.
+pub fn chunk_header(flags: u16, kind: u16, cookie: u64, len: u32) -> [u8; 20] {
+    let mut out = [0u8; 20];
+    out[..4].copy_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
+    out[4..6].copy_from_slice(&flags.to_be_bytes());
+    out[6..8].copy_from_slice(&kind.to_be_bytes());
+    out[8..16].copy_from_slice(&cookie.to_be_bytes());
+    out[16..].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
+/// A final error chunk: the error number and a message (at most 4 KiB).
+pub fn error_chunk(error: u32, cookie: u64, message: &str) -> Vec<u8> {
+    let mut cut = message.len().min(4096);
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let message = &message.as_bytes()[..cut];
+    let mut out = chunk_header(REPLY_FLAG_DONE, REPLY_TYPE_ERROR, cookie, 6 + message.len() as u32).to_vec();
+    out.extend_from_slice(&error.to_be_bytes());
+    out.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+/// `NBD_OPT_LIST_META_CONTEXT` / `NBD_OPT_SET_META_CONTEXT` data:
+/// `u32 name length, name, u32 query count, (u32 length, query)*`.
+pub fn decode_meta_request(data: &[u8]) -> Result<(String, Vec<String>), String> {
+    let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    let name_len = data.get(..4).map(be32).ok_or("META_CONTEXT data too short")?;
+    let name = data.get(4..4 + name_len).ok_or("export name runs past the option")?;
+    let mut rest = &data[4 + name_len..];
+    let count = rest.get(..4).map(be32).ok_or("missing query count")?;
+    if count > MAX_META_QUERIES {
+        return Err(format!("{count} queries (at most {MAX_META_QUERIES})"));
+    }
+    rest = &rest[4..];
+    let mut queries = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = rest.get(..4).map(be32).ok_or("a query's length runs past the option")?;
+        let q = rest.get(4..4 + len).ok_or("a query runs past the option")?;
+        queries.push(String::from_utf8(q.to_vec()).map_err(|_| "a query is not UTF-8")?);
+        rest = &rest[4 + len..];
+    }
+    if !rest.is_empty() {
+        return Err("trailing bytes after the queries".into());
+    }
+    Ok((String::from_utf8_lossy(name).into_owned(), queries))
 }
 
 /// An option reply.

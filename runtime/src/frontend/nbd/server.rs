@@ -5,7 +5,7 @@
 //! with backoff; `shutdown` stops accepting, disconnects every client once
 //! its requests in flight are answered (at most `STOP_GRACE`) and returns.
 
-use super::handshake::{self, Outcome, Wire};
+use super::handshake::{self, Negotiated, Outcome, Wire};
 use super::limits::NbdLimits;
 use super::tls_wire::TlsWire;
 use super::transmission::{self, STOP_GRACE};
@@ -213,8 +213,8 @@ impl Drop for ClientEntry {
 
 /// How the handshake left a connection.
 enum Settled<S: ClientStream> {
-    Plain(S, Arc<Export>),
-    Tls(TlsWire<S>, Arc<Export>, Session),
+    Plain(S, Arc<Export>, Negotiated),
+    Tls(TlsWire<S>, Arc<Export>, Negotiated, Session),
     Done,
 }
 
@@ -222,18 +222,19 @@ enum Settled<S: ClientStream> {
 async fn settle<S: ClientStream>(mut stream: S, shared: &Shared) -> Result<Settled<S>, NbdError> {
     let offered = shared.tls.as_ref().map_or(TlsMode::Off, |t| t.mode);
     let no_zeroes = handshake::greet(&mut stream).await?;
-    match handshake::haggle(&mut stream, &shared.exports, no_zeroes, Wire::Plain(offered)).await? {
+    let mut chosen = Negotiated::default();
+    match handshake::haggle(&mut stream, &shared.exports, no_zeroes, Wire::Plain(offered), &mut chosen).await? {
         Outcome::Done => Ok(Settled::Done),
-        Outcome::Serve(export) => Ok(Settled::Plain(stream, export)),
+        Outcome::Serve(export) => Ok(Settled::Plain(stream, export, chosen)),
         Outcome::StartTls => {
             // haggle acks STARTTLS only when TLS is offered.
             let tls = shared.tls.as_ref().ok_or_else(|| NbdError::Protocol("STARTTLS acked without TLS".into()))?;
             let mut encrypted = tls.acceptor().accept(stream).await.map_err(|e| NbdError::Tls(e.to_string()))?;
-            match handshake::haggle(&mut encrypted, &shared.exports, no_zeroes, Wire::Encrypted).await? {
+            match handshake::haggle(&mut encrypted, &shared.exports, no_zeroes, Wire::Encrypted, &mut chosen).await? {
                 Outcome::Serve(export) => {
                     let (socket, session) = encrypted.into_inner();
                     let info = Session::of(&session);
-                    Ok(Settled::Tls(TlsWire::new(socket, session), export, info))
+                    Ok(Settled::Tls(TlsWire::new(socket, session), export, chosen, info))
                 }
                 Outcome::Done | Outcome::StartTls => Ok(Settled::Done),
             }
@@ -261,14 +262,14 @@ async fn connection<S: ClientStream>(stream: S, shared: &Shared, peer: &str) -> 
     let (threads, limits) = (shared.threads.clone(), shared.limits);
     match settled {
         Settled::Done => Ok(()),
-        Settled::Plain(stream, export) => {
+        Settled::Plain(stream, export, chosen) => {
             let _entry = shared.clients.enter(ClientInfo { peer: peer.to_string(), export: export.name.clone(), tls: None });
-            transmission::serve(stream, export, threads, limits, stop).await
+            transmission::serve(stream, export, chosen, threads, limits, stop).await
         }
-        Settled::Tls(wire, export, session) => {
+        Settled::Tls(wire, export, chosen, session) => {
             tracing::info!(%peer, export = %export.name, "nbd: TLS client: {session}");
             let _entry = shared.clients.enter(ClientInfo { peer: peer.to_string(), export: export.name.clone(), tls: Some(session) });
-            transmission::serve(wire, export, threads, limits, stop).await
+            transmission::serve(wire, export, chosen, threads, limits, stop).await
         }
     }
 }

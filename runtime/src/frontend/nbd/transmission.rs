@@ -21,10 +21,12 @@
 //! write it with `try_read`/`try_write` and wait for readiness through the
 //! runtime's handle, so tokio's idea of the socket's readiness stays true.
 
+use super::handshake::Negotiated;
 use super::limits::NbdLimits;
 use super::proto::*;
 use super::{Export, NbdError};
 use crate::device::BlockDevice;
+use crate::device::status::{self, StatusExtent};
 use parking_lot::Mutex;
 use std::io::IoSlice;
 use std::sync::Arc;
@@ -35,6 +37,10 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 /// Bytes read ahead of the request being decoded; allocated while the
 /// connection is active, dropped when it goes idle.
 const READ_BUFFER: usize = 128 << 10;
+
+/// The most one block status reply covers (the client asks again from
+/// where it ends).
+const MAX_STATUS_SPAN: u64 = 1 << 30;
 
 /// How long a worker waits for a next request before it leaves.
 const LINGER: Duration = Duration::from_millis(20);
@@ -132,6 +138,7 @@ enum Next {
 struct Conn<S: Stream> {
     stream: S,
     export: Arc<Export>,
+    chosen: Negotiated,
     runtime: tokio::runtime::Handle,
     limits: NbdLimits,
     threads: Arc<Semaphore>,
@@ -153,6 +160,7 @@ struct Conn<S: Stream> {
 pub async fn serve<S: Stream>(
     stream: S,
     export: Arc<Export>,
+    chosen: Negotiated,
     threads: Arc<Semaphore>,
     limits: NbdLimits,
     mut stop: watch::Receiver<bool>,
@@ -160,6 +168,7 @@ pub async fn serve<S: Stream>(
     let conn = Arc::new(Conn {
         stream,
         export,
+        chosen,
         runtime: tokio::runtime::Handle::current(),
         limits,
         threads,
@@ -288,8 +297,15 @@ impl<S: Stream> Conn<S> {
                     let _ = spawn_worker(self, permit);
                 }
             }
-            let (error, data) = serve_one(&*self.export.device, request, payload);
-            if let Err(e) = self.reply(&simple_reply(error, request.cookie), data.as_deref().unwrap_or(&[])) {
+            let sent = match request.command {
+                CMD_READ if self.chosen.structured => self.reply_read_chunked(request),
+                CMD_BLOCK_STATUS => self.reply_block_status(request),
+                _ => {
+                    let (error, data) = serve_one(&*self.export.device, request, payload);
+                    self.reply(&simple_reply(error, request.cookie), data.as_deref().unwrap_or(&[]))
+                }
+            };
+            if let Err(e) = sent {
                 self.fail(e);
                 return;
             }
@@ -374,6 +390,60 @@ impl<S: Stream> Conn<S> {
             None
         };
         Ok(Next::Request(request, payload))
+    }
+
+    /// A read, answered as one `OFFSET_DATA` chunk or an error chunk.
+    fn reply_read_chunked(&self, r: Request) -> Result<(), NbdError> {
+        let (error, data) = serve_one(&*self.export.device, r, None);
+        match data {
+            Some(data) if error == 0 => {
+                let mut head = chunk_header(REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, r.cookie, 8 + data.len() as u32).to_vec();
+                head.extend_from_slice(&r.offset.to_be_bytes());
+                self.reply(&head, &data)
+            }
+            _ => self.reply(&error_chunk(error.max(EIO), r.cookie, "the read failed"), &[]),
+        }
+    }
+
+    /// `NBD_CMD_BLOCK_STATUS`: one chunk per chosen context, the last one
+    /// done. Without structured replies and a context it is refused.
+    fn reply_block_status(&self, r: Request) -> Result<(), NbdError> {
+        if !self.chosen.structured || self.chosen.contexts.is_empty() {
+            return self.reply(&simple_reply(EINVAL, r.cookie), &[]);
+        }
+        let device = &*self.export.device;
+        let end = r.offset.checked_add(u64::from(r.length)).filter(|&e| e <= device.size() && r.length > 0);
+        let Some(end) = end else {
+            return self.reply(&error_chunk(EINVAL, r.cookie, "block status range is empty or past the end"), &[]);
+        };
+        // A reply covers at most this much; the client asks again from
+        // where it ends (the protocol allows a shorter answer).
+        let len = (end - r.offset).min(MAX_STATUS_SPAN);
+        let mut extents = Vec::new();
+        if let Err(e) = device.block_status(r.offset, len, &mut extents) {
+            tracing::warn!(offset = r.offset, length = r.length, "block status failed: {e}");
+            return self.reply(&error_chunk(EIO, r.cookie, &e.to_string()), &[]);
+        }
+        let last = self.chosen.contexts.len() - 1;
+        for (i, &id) in self.chosen.contexts.iter().enumerate() {
+            let pick: fn(&StatusExtent) -> u32 = if id == 1 { |e| e.allocation } else { |e| e.health };
+            let mut merged: Vec<StatusExtent> = Vec::new();
+            for e in &extents {
+                status::push(&mut merged, StatusExtent { len: e.len, allocation: pick(e), health: 0 });
+            }
+            if r.flags & CMD_FLAG_REQ_ONE != 0 {
+                merged.truncate(1);
+            }
+            let mut payload = id.to_be_bytes().to_vec();
+            for e in &merged {
+                // len <= MAX_STATUS_SPAN < 4 GiB
+                payload.extend_from_slice(&(e.len as u32).to_be_bytes());
+                payload.extend_from_slice(&e.allocation.to_be_bytes());
+            }
+            let flags = if i == last { REPLY_FLAG_DONE } else { 0 };
+            self.reply(&chunk_header(flags, REPLY_TYPE_BLOCK_STATUS, r.cookie, payload.len() as u32), &payload)?;
+        }
+        Ok(())
     }
 
     fn reply(&self, header: &[u8], data: &[u8]) -> Result<(), NbdError> {

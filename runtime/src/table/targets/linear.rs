@@ -44,6 +44,10 @@ impl BlockDevice for Linear {
         check_range(self, offset, buf.len() as u64)?;
         self.device.read_at(buf, self.start + offset)
     }
+    fn block_status(&self, offset: u64, len: u64, out: &mut Vec<crate::device::status::StatusExtent>) -> io::Result<()> {
+        check_range(self, offset, len)?;
+        self.device.block_status(self.start + offset, len, out)
+    }
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
         check_range(self, offset, buf.len() as u64)?;
         self.device.write_at(buf, self.start + offset, fua)

@@ -1,0 +1,68 @@
+//! NBD block status against libnbd's nbdinfo: `base:allocation` from what
+//! the array knows (never-written and discarded ranges are holes that read
+//! as zeroes) and `wasmraid:health` (a failed leg's chunks are readable
+//! only by decoding, the rest of their stripes have less redundancy).
+
+use std::process::Command;
+use wasmraid_tests::{Served, require, run};
+
+/// `nbdinfo --map[=CONTEXT]`: (offset, length, flags) per extent.
+fn map(uri: &str, context: Option<&str>) -> Vec<(u64, u64, u32)> {
+    let arg = context.map_or("--map".to_string(), |c| format!("--map={c}"));
+    let (ok, out) = run(Command::new("nbdinfo").arg(arg).arg(uri));
+    assert!(ok, "nbdinfo --map: {out}");
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The flags covering byte `at`.
+fn flags_at(m: &[(u64, u64, u32)], at: u64) -> Option<u32> {
+    m.iter().find(|(o, l, _)| *o <= at && at < o + l).map(|e| e.2)
+}
+
+#[test]
+fn nbdinfo_maps_allocation_and_health_of_a_raid6() {
+    require("nbdinfo");
+    require("nbdcopy");
+    require("fio");
+    // raid6 over 6 legs: 4 data chunks of 64 KiB per stripe.
+    let s = Served::layout("raid6", 6, "32M", "", "64K");
+    let uri = s.uri();
+    let fresh = map(&uri, None);
+    assert!(fresh.iter().all(|e| e.2 == 3), "a never-written array is all hole,zero: {fresh:?}");
+    // 8 MiB of data, then 1 MiB of it discarded (whole stripes: 256 KiB each).
+    let data = s.dir.path().join("data");
+    std::fs::write(&data, (0..8u32 << 20).map(|i| (i % 251) as u8 | 1).collect::<Vec<u8>>()).expect("data");
+    let (ok, out) = run(Command::new("nbdcopy").arg(&data).arg(&uri));
+    assert!(ok, "{out}");
+    let (ok, out) =
+        run(Command::new("fio").args(["--name=trim", "--ioengine=nbd", &format!("--uri={uri}"), "--rw=trim", "--bs=1M", "--offset=1M", "--size=2M"]));
+    assert!(ok, "trim: {out}");
+    let m = map(&uri, None);
+    assert_eq!(flags_at(&m, 0), Some(0), "written: data: {m:?}");
+    assert_eq!(flags_at(&m, 2 << 20), Some(3), "discarded: hole,zero: {m:?}");
+    assert_eq!(flags_at(&m, 3 << 20), Some(0), "written after the discard: data: {m:?}");
+    assert_eq!(flags_at(&m, 16 << 20), Some(3), "never written: hole,zero: {m:?}");
+    let health = map(&uri, Some("wasmraid:health"));
+    assert!(health.iter().all(|e| e.2 == 0), "every leg in sync: {health:?}");
+
+    let out = s.ctl(&["leg", "fail", "dev", "2"]);
+    assert!(out.status.success());
+    let health = map(&uri, Some("wasmraid:health"));
+    let decoded: u64 = health.iter().filter(|e| e.2 & 2 != 0).map(|e| e.1).sum();
+    let reduced: u64 = health.iter().filter(|e| e.2 & 4 != 0).map(|e| e.1).sum();
+    let size: u64 = health.iter().map(|e| e.1).sum();
+    // The failed leg holds data in 4 of every 6 stripes' slots: a sixth of
+    // the data chunks (leg 2 of 6, rotating), every stripe has less redundancy.
+    assert_eq!(reduced, size, "a failed leg lessens every stripe's redundancy: {health:?}");
+    assert!(decoded > 0 && decoded * 4 < size, "a failed leg's data chunks, and only those, need decoding: {decoded} of {size}");
+    // Data decoded from the others is reported as data, never as a hole.
+    let m = map(&uri, None);
+    for e in health.iter().filter(|e| e.2 & 2 != 0) {
+        assert_eq!(flags_at(&m, e.0), Some(0), "a decoded range is data: {e:?}");
+    }
+}
