@@ -38,6 +38,8 @@ pub fn describe(cert: &CertificateDer<'_>) -> String {
             text = format!("{text} ({})", names.join(", "));
         }
     }
+    // Names a peer chose reach logs and status: no control characters.
+    text.retain(|c| !c.is_control());
     if text.len() > MAX_IDENTITY {
         let mut cut = MAX_IDENTITY;
         while !text.is_char_boundary(cut) {

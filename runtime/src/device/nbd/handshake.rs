@@ -51,6 +51,21 @@ impl Stream {
         }
     }
 
+    /// Send what the socket takes at once (MSG_DONTWAIT), ignoring errors:
+    /// a goodbye, never worth waiting for.
+    pub(super) fn send_nowait(&self, buf: &[u8]) {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tls(s) => return s.socket().send_nowait(buf),
+        };
+        // SAFETY: `fd` is this stream's open socket and `buf` a valid slice
+        // for its length; MSG_NOSIGNAL keeps a closed peer from raising
+        // SIGPIPE.
+        let _ = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    }
+
     pub(super) fn write_all_shared(&self, buf: &[u8]) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => (&*s).write_all(buf),
@@ -116,10 +131,6 @@ pub struct Export {
     pub flags: u16,
 }
 
-/// Encrypted bytes a leg's session may hold before its socket takes them:
-/// a request's whole payload (at most `NbdLeg::MAX_CHUNK`) and its header.
-const MAX_BUFFERED_TLS: usize = (4 << 20) + (64 << 10);
-
 /// Longest option reply read (an error message, an info block).
 const MAX_OPTION_REPLY: u32 = 64 << 10;
 /// Most replies to one `NBD_OPT_GO` (a server sends a few `NBD_REP_INFO`
@@ -166,15 +177,18 @@ pub fn connect(uri: &NbdUri, timeout: Duration) -> io::Result<(Stream, Export, O
         return Ok((stream, export, None));
     };
     start_tls(&mut stream)?;
+    // rustls encrypts at most 64 KiB per write: a send's deadline is
+    // checked between them (`write_all_vectored`), as between plaintext
+    // writes.
     let mut session = tls.session().map_err(|e| io::Error::other(e.to_string()))?;
-    // A 1 MiB write is encrypted in one turn of the writer lock, not in
-    // 64 KiB rounds (rustls's default bound on unsent records).
-    session.set_buffer_limit(Some(MAX_BUFFERED_TLS));
     while session.is_handshaking() {
         session.complete_io(&mut stream).map_err(|e| io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;
     }
     let export = go(&mut rustls::Stream::new(&mut session, &mut stream), &uri.export)?;
-    let proved = Session::of(&session);
+    let mut proved = Session::of(&session);
+    if uri.tls.as_ref().is_some_and(|t| !t.verify_peer) {
+        proved.peer = proved.peer.map(|p| format!("{p}, NOT verified (tls-verify-peer=false)"));
+    }
     stream.set_timeout(None)?;
     Ok((Stream::Tls(TlsStream::new(stream, session)), export, Some(proved)))
 }
@@ -184,7 +198,8 @@ pub fn connect(uri: &NbdUri, timeout: Duration) -> io::Result<(Stream, Export, O
 fn client_tls(uri: &NbdUri, t: &super::uri::UriTls) -> io::Result<ClientTls> {
     let dir = CertDir::new(t.certificates.clone().unwrap_or_else(|| crate::tls::default_dir("libnbd")));
     let (host, verify) = match (&uri.endpoint, &t.hostname) {
-        _ if !t.verify_peer => (t.hostname.clone().unwrap_or_else(|| "localhost".into()), Verify::Nothing),
+        (Endpoint::Tcp { host, .. }, _) if !t.verify_peer => (t.hostname.clone().unwrap_or_else(|| host.clone()), Verify::Nothing),
+        (Endpoint::Unix(_), _) if !t.verify_peer => (t.hostname.clone().unwrap_or_else(|| "localhost".into()), Verify::Nothing),
         (_, Some(h)) => (h.clone(), Verify::ChainAndName),
         (Endpoint::Tcp { host, .. }, None) => (host.clone(), Verify::ChainAndName),
         (Endpoint::Unix(_), None) => ("localhost".into(), Verify::ChainOnly),

@@ -80,6 +80,8 @@ struct Conn {
     writer: Mutex<Stream>,
     pending: Mutex<HashMap<u64, Arc<Slot>>>,
     broken: AtomicBool,
+    /// A send failed part-way (set under the writer lock).
+    cut: AtomicBool,
     shutdown: Stream,
 }
 
@@ -313,7 +315,13 @@ impl Conn {
         stream.set_send_timeout(send_timeout)?;
         let reader = stream.try_clone()?;
         let shutdown = stream.try_clone()?;
-        let conn = Arc::new(Conn { writer: Mutex::new(stream), pending: Mutex::new(HashMap::new()), broken: AtomicBool::new(false), shutdown });
+        let conn = Arc::new(Conn {
+            writer: Mutex::new(stream),
+            pending: Mutex::new(HashMap::new()),
+            broken: AtomicBool::new(false),
+            cut: AtomicBool::new(false),
+            shutdown,
+        });
         let (c, s) = (conn.clone(), shared.clone());
         std::thread::Builder::new().name("wasmraid-nbd-reply".into()).spawn(move || {
             let e = c.read_replies(reader);
@@ -336,7 +344,16 @@ impl Conn {
         let Some(mut w) = self.writer.try_lock_until(deadline) else {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "another request's send made no progress until this one's deadline"));
         };
-        write_all_vectored(&mut w, &h, payload.unwrap_or(&[]), deadline).map_err(|e| match e.kind() {
+        // A request cut mid-way leaves the stream mid-request (mid-record
+        // under TLS): nothing may follow it on this connection.
+        if self.cut.load(Ordering::Acquire) {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "an earlier send was cut"));
+        }
+        let sent = write_all_vectored(&mut w, &h, payload.unwrap_or(&[]), deadline);
+        if sent.is_err() {
+            self.cut.store(true, Ordering::Release);
+        }
+        sent.map_err(|e| match e.kind() {
             // SO_SNDTIMEO expired with nothing taken: the server stopped reading.
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
                 io::Error::new(io::ErrorKind::TimedOut, "the server took no request bytes within the leg timeout (it stopped reading)")

@@ -15,6 +15,9 @@ const CIPHER_READ: usize = 64 << 10;
 struct Shared {
     socket: Stream,
     session: Mutex<rustls::ClientConnection>,
+    /// Held from encrypting records to their last byte on the socket, so
+    /// records reach the wire in the order of their sequence numbers.
+    sending: Mutex<()>,
 }
 
 pub struct TlsStream {
@@ -35,7 +38,13 @@ impl TlsStream {
     /// `socket` must be plaintext (TCP or Unix) and `session` past its
     /// handshake.
     pub fn new(socket: Stream, session: rustls::ClientConnection) -> TlsStream {
-        TlsStream { shared: Arc::new(Shared { socket, session: Mutex::new(session) }), plain: Vec::new(), taken: 0, cipher: Vec::new(), eof: false }
+        TlsStream {
+            shared: Arc::new(Shared { socket, session: Mutex::new(session), sending: Mutex::new(()) }),
+            plain: Vec::new(),
+            taken: 0,
+            cipher: Vec::new(),
+            eof: false,
+        }
     }
 
     pub fn try_clone(&self) -> TlsStream {
@@ -47,8 +56,10 @@ impl TlsStream {
     }
 
     /// Say goodbye (TLS close_notify), so the server logs a clean close
-    /// rather than a cut; best effort, and never for long.
+    /// rather than a cut: only when no record is being sent (a goodbye
+    /// overtaking one would read as an attack), and without waiting.
     pub fn close(&self) {
+        let Some(_turn) = self.shared.sending.try_lock() else { return };
         let mut out = Vec::new();
         {
             let mut session = self.shared.session.lock();
@@ -59,8 +70,7 @@ impl TlsStream {
                 }
             }
         }
-        let _ = self.shared.socket.set_send_timeout(std::time::Duration::from_millis(100));
-        let _ = self.shared.socket.write_all_shared(&out);
+        self.shared.socket.send_nowait(&out);
     }
 
     /// Move what rustls decrypted into `plain`; notes the peer's close.
@@ -120,10 +130,15 @@ impl Read for TlsStream {
                 self.drain(&mut session)?;
                 self.eof = true;
             }
-            while !fresh.is_empty() {
-                session.read_tls(&mut fresh)?;
+            while !fresh.is_empty() && !self.eof {
+                // After the peer's close_notify rustls takes nothing more
+                // (0): whatever follows it is ignored, not spun on.
+                let took = session.read_tls(&mut fresh)?;
                 session.process_new_packets().map_err(tls_failed)?;
                 self.drain(&mut session)?;
+                if took == 0 {
+                    break;
+                }
             }
             self.cipher = cipher;
         }
@@ -137,6 +152,7 @@ impl Write for TlsStream {
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.cipher.clear();
+        let _turn = self.shared.sending.lock();
         let taken = {
             let mut session = self.shared.session.lock();
             let taken = session.writer().write_vectored(bufs)?;

@@ -38,6 +38,7 @@ struct Shared {
     stop: watch::Sender<bool>,
     refused: LogThrottle,
     timed_out: LogThrottle,
+    tls_failed: LogThrottle,
 }
 
 impl NbdServer {
@@ -55,6 +56,7 @@ impl NbdServer {
             stop,
             refused: LogThrottle::new(Duration::from_secs(1)),
             timed_out: LogThrottle::new(Duration::from_secs(1)),
+            tls_failed: LogThrottle::new(Duration::from_secs(1)),
         };
         Ok(NbdServer { shared: Arc::new(shared), listeners: Vec::new() })
     }
@@ -165,6 +167,13 @@ fn spawn_connection<S: ClientStream>(stream: S, peer: String, shared: Arc<Shared
             Ok(()) => tracing::debug!(%peer, "nbd connection closed"),
             Err(NbdError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 tracing::debug!(%peer, "nbd client went away")
+            }
+            // Anyone who can reach the port can fail a handshake: once a
+            // second is enough for the log.
+            Err(e @ NbdError::Tls(_)) => {
+                if let Some(more) = shared.tls_failed.allow() {
+                    tracing::warn!(%peer, "nbd connection closed: {e}{}", also(more));
+                }
             }
             Err(e) => tracing::warn!(%peer, "nbd connection closed: {e}"),
         }
