@@ -106,6 +106,13 @@ impl BlockDevice for FaultLeg {
         self.inner.describe()
     }
     fn link(&self) -> Option<LinkState> {
-        self.remote.then(|| LinkState { connected: self.mode() != Mode::LinkDown, down_for_secs: 0, reconnects: 0, last_error: String::new(), latency_us: 0 })
+        self.remote.then(|| LinkState {
+            connected: self.mode() != Mode::LinkDown,
+            down_for_secs: 0,
+            reconnects: 0,
+            last_error: String::new(),
+            latency_us: 0,
+            tls: None,
+        })
     }
 }
