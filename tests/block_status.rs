@@ -32,6 +32,9 @@ fn nbdinfo_maps_allocation_and_health_of_a_raid6() {
     // raid6 over 6 legs: 4 data chunks of 64 KiB per stripe.
     let s = Served::layout("raid6", 6, "32M", "", "64K");
     let uri = s.uri();
+    let (ok, info) = run(Command::new("nbdinfo").arg(&uri));
+    assert!(ok && info.contains("block_size_preferred: 262144"), "the preferred block size is the 256 KiB stripe: {info}");
+    assert!(info.contains("using structured packets"), "{info}");
     let fresh = map(&uri, None);
     assert!(fresh.iter().all(|e| e.2 == 3), "a never-written array is all hole,zero: {fresh:?}");
     // 8 MiB of data, then 1 MiB of it discarded (whole stripes: 256 KiB each).
@@ -65,4 +68,25 @@ fn nbdinfo_maps_allocation_and_health_of_a_raid6() {
     for e in health.iter().filter(|e| e.2 & 2 != 0) {
         assert_eq!(flags_at(&m, e.0), Some(0), "a decoded range is data: {e:?}");
     }
+}
+
+#[test]
+fn nbdcopy_of_a_mostly_empty_array_reads_a_small_part_of_it() {
+    require("nbdcopy");
+    // raid5 over 4 legs of 342 MiB: about 1 GiB, of which 24 MiB written.
+    let s = Served::layout("raid5", 4, "342M", "", "64K");
+    let uri = s.uri();
+    let (ok, out) =
+        run(Command::new("fio").args(["--name=fill", "--ioengine=nbd", &format!("--uri={uri}"), "--rw=write", "--bs=1M", "--offset=100M", "--size=24M"]));
+    assert!(ok, "{out}");
+    let size = s.status()["size_bytes"].as_u64().expect("size");
+    let before = s.status()["arrays"][0]["counters"]["read_bytes"].as_u64().unwrap_or(0);
+    let copy = s.dir.path().join("copy");
+    let (ok, out) = run(Command::new("nbdcopy").arg(&uri).arg(&copy));
+    assert!(ok, "{out}");
+    // Every byte the array read came off its legs (no leg is failed).
+    let read = s.status()["arrays"][0]["counters"]["read_bytes"].as_u64().unwrap_or(0) - before;
+    println!("nbdcopy of a {size}-byte array with 24 MiB written read {read} bytes ({:.1}%)", read as f64 * 100.0 / size as f64);
+    assert!(read * 10 < size, "nbdcopy must skip the holes block status reports: read {read} of {size} bytes");
+    assert_eq!(std::fs::metadata(&copy).map(|m| m.len()).unwrap_or(0), size, "the copy has the array's size");
 }

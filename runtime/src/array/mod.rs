@@ -426,6 +426,14 @@ impl BlockDevice for Array {
     fn block_status(&self, offset: u64, len: u64, out: &mut Vec<crate::device::status::StatusExtent>) -> std::io::Result<()> {
         self.status_of(offset, len, out)
     }
+
+    /// The legs' minimum; a full stripe's data preferred (no parity to read).
+    fn block_sizes(&self) -> crate::device::BlockSizes {
+        let layout = self.layout.load();
+        let minimum = self.legs.iter().map(|l| l.device().block_sizes().minimum).max().unwrap_or(1);
+        let stripe = self.chunk_bytes.saturating_mul(u64::from(layout.descriptor.data_chunks.max(1)));
+        crate::device::BlockSizes::normalized(u64::from(minimum), stripe)
+    }
 }
 
 #[cfg(test)]

@@ -147,6 +147,25 @@ impl BlockDevice for FileLeg {
         self.size
     }
 
+    /// O_DIRECT needs the storage's logical blocks (a block device says
+    /// which, BLKSSZGET; a file's device is taken as 512); buffered I/O
+    /// takes any size.
+    fn block_sizes(&self) -> super::BlockSizes {
+        if !self.direct {
+            return super::BlockSizes::default();
+        }
+        let mut sector: libc::c_int = 512;
+        if self.file.metadata().is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type())) {
+            // SAFETY: BLKSSZGET writes one int through the pointer, which
+            // points at `sector`; the descriptor is this leg's open device.
+            let r = unsafe { libc::ioctl(self.file.as_raw_fd(), libc::BLKSSZGET, &mut sector as *mut libc::c_int) };
+            if r != 0 {
+                sector = 512;
+            }
+        }
+        super::BlockSizes::normalized(sector.max(1) as u64, 4096)
+    }
+
     /// Holes from the file system (SEEK_DATA / SEEK_HOLE): a punched or
     /// never-written range reads as zeroes without touching storage. A
     /// block device, or a file system without the calls, says data.

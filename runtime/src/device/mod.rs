@@ -57,6 +57,10 @@ pub trait BlockDevice: Send + Sync {
     fn read_extents(&self, _offset: u64, _len: u64, _buf_offset: usize, _out: &mut Vec<Extent>) -> bool {
         false
     }
+    /// The sizes requests should come in (NBD's `NBD_INFO_BLOCK_SIZE`).
+    fn block_sizes(&self) -> BlockSizes {
+        BlockSizes::default()
+    }
     /// Block status of `len` bytes at `offset`, appended to `out` (merged
     /// with `status::push`): allocation and health flags that cover the
     /// whole range. By default: allocated and healthy.
@@ -68,6 +72,44 @@ pub trait BlockDevice: Send + Sync {
     /// status can show the tree.
     fn arrays(&self) -> Vec<Arc<crate::array::Array>> {
         Vec::new()
+    }
+}
+
+/// Request sizes a device serves well: any request is served, but one
+/// below `minimum` (or not aligned to it) costs a read-modify-write of the
+/// storage's own blocks, and one of `preferred` (aligned) costs no extra
+/// I/O at all (a full stripe: no parity read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockSizes {
+    /// A power of two, at most 64 KiB.
+    pub minimum: u32,
+    /// A power of two, at least `minimum` and 512.
+    pub preferred: u32,
+}
+
+impl Default for BlockSizes {
+    fn default() -> Self {
+        BlockSizes { minimum: 1, preferred: 4096 }
+    }
+}
+
+impl BlockSizes {
+    /// Sizes that satisfy the NBD rules from any hints: the minimum a power
+    /// of two in 1..=64 KiB, the preferred the largest power of two dividing
+    /// `preferred`, at least max(512, minimum), at most 32 MiB.
+    pub fn normalized(minimum: u64, preferred: u64) -> BlockSizes {
+        let pow2_floor = |x: u64| if x == 0 { 1 } else { 1u64 << (63 - x.leading_zeros()) };
+        let minimum = pow2_floor(minimum.clamp(1, 64 << 10));
+        // The largest power of two dividing `preferred`: aligned requests of
+        // it tile stripes exactly (a 192 KiB stripe: 64 KiB).
+        let dividing = if preferred == 0 { 4096 } else { 1u64 << preferred.trailing_zeros().min(25) };
+        let preferred = dividing.max(512).max(minimum).min(32 << 20);
+        BlockSizes { minimum: minimum as u32, preferred: preferred as u32 }
+    }
+
+    /// The stricter of two devices' sizes (a table, an array's legs).
+    pub fn merge(self, other: BlockSizes) -> BlockSizes {
+        BlockSizes { minimum: self.minimum.max(other.minimum), preferred: self.preferred.max(other.preferred) }
     }
 }
 
@@ -109,5 +151,24 @@ pub fn check_range(device: &dyn BlockDevice, offset: u64, len: u64) -> io::Resul
             io::ErrorKind::InvalidInput,
             format!("{}: {len} bytes at {offset} go beyond the end ({} bytes)", device.describe(), device.size()),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BlockSizes;
+
+    #[test]
+    fn block_sizes_follow_the_nbd_rules() {
+        // raid6 of 6 legs at 64 KiB: a 256 KiB stripe.
+        assert_eq!(BlockSizes::normalized(1, 256 << 10), BlockSizes { minimum: 1, preferred: 256 << 10 });
+        // raid5 of 4 legs: a 192 KiB stripe is no power of two; 64 KiB tiles it.
+        assert_eq!(BlockSizes::normalized(512, 192 << 10), BlockSizes { minimum: 512, preferred: 64 << 10 });
+        // A 4Kn leg under a mirror of 4 KiB chunks; silly hints are clamped.
+        assert_eq!(BlockSizes::normalized(4096, 4096), BlockSizes { minimum: 4096, preferred: 4096 });
+        assert_eq!(BlockSizes::normalized(3000, 0), BlockSizes { minimum: 2048, preferred: 4096 });
+        assert_eq!(BlockSizes::normalized(1 << 20, 1 << 30), BlockSizes { minimum: 64 << 10, preferred: 32 << 20 });
+        let merged = BlockSizes { minimum: 512, preferred: 4096 }.merge(BlockSizes { minimum: 4096, preferred: 65536 });
+        assert_eq!(merged, BlockSizes { minimum: 4096, preferred: 65536 });
     }
 }

@@ -117,6 +117,9 @@ impl BlockDevice for Table {
     fn arrays(&self) -> Vec<Arc<Array>> {
         self.arrays.clone()
     }
+    fn block_sizes(&self) -> crate::device::BlockSizes {
+        self.segments.iter().map(|s| s.device.block_sizes()).reduce(crate::device::BlockSizes::merge).unwrap_or_default()
+    }
     fn block_status(&self, offset: u64, len: u64, out: &mut Vec<crate::device::status::StatusExtent>) -> io::Result<()> {
         self.each(offset, len, |d, at, _, n| d.block_status(at, n as u64, out))
     }

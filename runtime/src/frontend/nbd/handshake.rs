@@ -239,9 +239,10 @@ fn info_replies(export: &Export, name: &str, requests: &[u16]) -> Vec<Vec<u8>> {
                 out.push(d);
             }
             INFO_BLOCK_SIZE => {
+                let sizes = export.device.block_sizes();
                 let mut d = INFO_BLOCK_SIZE.to_be_bytes().to_vec();
-                d.extend_from_slice(&1u32.to_be_bytes());
-                d.extend_from_slice(&4096u32.to_be_bytes());
+                d.extend_from_slice(&sizes.minimum.to_be_bytes());
+                d.extend_from_slice(&sizes.preferred.to_be_bytes());
                 d.extend_from_slice(&MAX_REQUEST.to_be_bytes());
                 out.push(d);
             }

@@ -44,6 +44,9 @@ impl BlockDevice for Linear {
         check_range(self, offset, buf.len() as u64)?;
         self.device.read_at(buf, self.start + offset)
     }
+    fn block_sizes(&self) -> crate::device::BlockSizes {
+        self.device.block_sizes()
+    }
     fn block_status(&self, offset: u64, len: u64, out: &mut Vec<crate::device::status::StatusExtent>) -> io::Result<()> {
         check_range(self, offset, len)?;
         self.device.block_status(self.start + offset, len, out)
