@@ -25,6 +25,12 @@ pub struct FileLeg {
     path: PathBuf,
     size: u64,
     direct: bool,
+    /// The last data run block status found, [start, end): SEEK_HOLE walks
+    /// every page of a run (on tmpfs, to the end of a full file), so a
+    /// run is looked up once, not once per chunk. Only data is kept: a
+    /// write cannot make it wrong, and a discard since leaves it reporting
+    /// data for a hole, which block status allows.
+    known_data: parking_lot::Mutex<(u64, u64)>,
 }
 
 /// Options for opening a leg.
@@ -46,7 +52,14 @@ impl FileLeg {
         }
         let file = options.open(path).map_err(|e| io::Error::new(e.kind(), format!("cannot open leg {}: {e}", path.display())))?;
         let size = device_size(&file).map_err(|e| io::Error::new(e.kind(), format!("cannot size leg {}: {e}", path.display())))?;
-        Ok(FileLeg { file: Arc::new(file), unaligned: parking_lot::Mutex::new(()), path: path.to_path_buf(), size, direct: flags.direct })
+        Ok(FileLeg {
+            file: Arc::new(file),
+            unaligned: parking_lot::Mutex::new(()),
+            path: path.to_path_buf(),
+            size,
+            direct: flags.direct,
+            known_data: parking_lot::Mutex::new((0, 0)),
+        })
     }
 
     /// Create (or extend) a sparse file of `size` bytes and open it.
@@ -177,6 +190,13 @@ impl BlockDevice for FileLeg {
         let end = offset + len;
         let mut at = offset;
         while at < end {
+            let (known_start, known_end) = *self.known_data.lock();
+            if known_start <= at && at < known_end {
+                let upto = known_end.min(end);
+                push(out, StatusExtent { len: upto - at, allocation: 0, health: 0 });
+                at = upto;
+                continue;
+            }
             // SAFETY: lseek on a descriptor this leg owns (kept open by
             // `self.file`); it moves only this descriptor's offset, which
             // no I/O here uses (all of it is pread/pwrite).
@@ -199,6 +219,9 @@ impl BlockDevice for FileLeg {
             }
             // SAFETY: as above.
             let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
+            if hole > data as i64 {
+                *self.known_data.lock() = (data, hole as u64);
+            }
             let hole = if hole < 0 { end } else { (hole as u64).min(end) };
             push(out, StatusExtent { len: hole - data, allocation: 0, health: 0 });
             at = hole;

@@ -39,8 +39,10 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 const READ_BUFFER: usize = 128 << 10;
 
 /// The most one block status reply covers (the client asks again from
-/// where it ends).
-const MAX_STATUS_SPAN: u64 = 1 << 30;
+/// where it ends). An array answers chunk by chunk (two lseeks each on a
+/// file leg), and clients such as nbdcopy ask from every request's offset
+/// to the end: 64 MiB keeps each answer near a millisecond.
+const MAX_STATUS_SPAN: u64 = 64 << 20;
 
 /// How long a worker waits for a next request before it leaves.
 const LINGER: Duration = Duration::from_millis(20);
