@@ -52,6 +52,19 @@ fn nbdinfo_maps_allocation_and_health_of_a_raid6() {
     assert_eq!(flags_at(&m, 16 << 20), Some(3), "never written: hole,zero: {m:?}");
     let health = map(&uri, Some("wasmraid:health"));
     assert!(health.iter().all(|e| e.2 == 0), "every leg in sync: {health:?}");
+    // qemu reads base:allocation the same way (qemu-img map, qemu-io map).
+    require("qemu-img");
+    let (ok, out) = run(Command::new("qemu-img").args(["map", "-f", "raw", "--output=json", &uri]));
+    assert!(ok, "qemu-img map: {out}");
+    let extents: serde_json::Value = serde_json::from_str(&out).expect("qemu-img map json");
+    let at = |offset: u64| {
+        extents.as_array().into_iter().flatten().find(|e| {
+            let (start, len) = (e["start"].as_u64().unwrap_or(0), e["length"].as_u64().unwrap_or(0));
+            start <= offset && offset < start + len
+        })
+    };
+    assert_eq!(at(0).map(|e| e["data"].clone()), Some(serde_json::json!(true)), "{out}");
+    assert_eq!(at(2 << 20).map(|e| (e["data"].clone(), e["zero"].clone())), Some((serde_json::json!(false), serde_json::json!(true))), "{out}");
 
     let out = s.ctl(&["leg", "fail", "dev", "2"]);
     assert!(out.status.success());

@@ -200,6 +200,36 @@ fn unclean_stop_resyncs_only_dirty_regions() {
     assert_eq!(check(&a), 0);
 }
 
+/// The health flags (`wasmraid:health`) covering byte `at` of the array.
+fn health_at(a: &Array, at: u64) -> u32 {
+    let mut out = Vec::new();
+    a.block_status(at, 4096, &mut out).expect("block status");
+    out.first().map_or(0, |e| e.health)
+}
+
+#[test]
+fn a_crash_leaves_its_dirty_regions_reported_as_needing_resync_until_the_resync() {
+    use wasmraid::device::status::NEEDS_RESYNC;
+    let r = rig("raid5", 4, 200 << 20, "", true);
+    let a = up(&r.paths);
+    a.write(&pattern(1 << 20, 1 << 20, 6), 1 << 20, false).unwrap();
+    a.write(&pattern(300 << 20, 1 << 20, 6), 300 << 20, false).unwrap();
+    drop(a);
+    let again = assemble(open(&r.paths), &sandbox(), &options(false)).unwrap();
+    assert_eq!(again.needs_sync, 2);
+    let a = again.array;
+    // 1 MiB and 300 MiB sit in the two dirty regions (64 MiB of each leg:
+    // stripes of 192 KiB); 450 MiB is in the third, never written.
+    assert_ne!(health_at(&a, 1 << 20) & NEEDS_RESYNC, 0, "a dirty region needs a resync");
+    assert_ne!(health_at(&a, 300 << 20) & NEEDS_RESYNC, 0, "a dirty region needs a resync");
+    assert_eq!(health_at(&a, 450 << 20), 0, "a region nobody wrote is in sync");
+    a.start_sync(SyncAction::Resync, None).unwrap();
+    wait_idle(&a);
+    for at in [1 << 20, 300 << 20, 450 << 20] {
+        assert_eq!(health_at(&a, at), 0, "after the resync, {at} is in sync");
+    }
+}
+
 #[test]
 fn a_bad_sector_range_is_served_from_the_others() {
     let r = rig("raid5", 4, 32 << 20, "", true);
