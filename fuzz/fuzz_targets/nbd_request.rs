@@ -1,5 +1,6 @@
-//! Any bytes: the NBD request decoder accepts or refuses a header without
-//! panicking, and an accepted READ or WRITE never exceeds the size limit.
+//! Any bytes: the NBD request decoders (compact and extended headers)
+//! accept or refuse a header without panicking, and an accepted READ, WRITE
+//! or payload never exceeds the size limit.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -16,10 +17,20 @@ fuzz_target!(|data: &[u8]| {
         let header: &[u8; REQUEST_HEADER] = chunk.try_into().expect("exact chunk");
         if let Ok(r) = proto::decode_request(header) {
             if r.command == proto::CMD_READ || r.command == proto::CMD_WRITE {
-                assert!(r.length <= MAX_REQUEST);
+                assert!(r.length <= u64::from(MAX_REQUEST));
             }
             let reply = proto::simple_reply(0, r.cookie);
             assert_eq!(&reply[8..], &r.cookie.to_be_bytes());
+        }
+    }
+    // The same bytes as extended headers: any payload stays bounded.
+    for chunk in data.chunks_exact(proto::EXTENDED_REQUEST_HEADER) {
+        let header: &[u8; proto::EXTENDED_REQUEST_HEADER] = chunk.try_into().expect("exact chunk");
+        if let Ok(r) = proto::decode_extended_request(header) {
+            assert!(proto::payload_len(&r, true) <= u64::from(MAX_REQUEST));
+            if r.command == proto::CMD_READ {
+                assert!(r.length <= u64::from(MAX_REQUEST));
+            }
         }
     }
     let _ = proto::decode_info_request(data);

@@ -28,6 +28,9 @@ pub enum Outcome {
 pub struct Negotiated {
     /// `NBD_OPT_STRUCTURED_REPLY`: reads answer in chunks, block status works.
     pub structured: bool,
+    /// `NBD_OPT_EXTENDED_HEADERS`: 32-byte requests with 64-bit lengths,
+    /// and every reply an extended chunk (implies `structured`).
+    pub extended: bool,
     /// Metadata contexts for `NBD_CMD_BLOCK_STATUS`, by id (`context_name`).
     pub contexts: Vec<u32>,
 }
@@ -128,6 +131,9 @@ pub async fn haggle<S: AsyncRead + AsyncWrite + Unpin>(
             OPT_EXPORT_NAME if tls_required => {
                 return Err(NbdError::Protocol("NBD_OPT_EXPORT_NAME before STARTTLS on a server that requires TLS".into()));
             }
+            OPT_EXPORT_NAME if chosen.extended => {
+                return Err(NbdError::Protocol("NBD_OPT_EXPORT_NAME after NBD_OPT_EXTENDED_HEADERS (the protocol requires NBD_OPT_GO)".into()));
+            }
             _ if tls_required => {
                 s.write_all(&option_reply(option, REP_ERR_TLS_REQD, b"this server requires TLS: send NBD_OPT_STARTTLS first")).await?;
             }
@@ -160,6 +166,17 @@ pub async fn haggle<S: AsyncRead + AsyncWrite + Unpin>(
             }
             OPT_STRUCTURED_REPLY if !data.is_empty() => {
                 s.write_all(&option_reply(option, REP_ERR_INVALID, b"STRUCTURED_REPLY takes no data")).await?;
+            }
+            OPT_STRUCTURED_REPLY if chosen.extended => {
+                s.write_all(&option_reply(option, REP_ERR_EXT_HEADER_REQD, b"extended headers are already on and take precedence")).await?;
+            }
+            OPT_EXTENDED_HEADERS if !data.is_empty() => {
+                s.write_all(&option_reply(option, REP_ERR_INVALID, b"EXTENDED_HEADERS takes no data")).await?;
+            }
+            OPT_EXTENDED_HEADERS => {
+                chosen.extended = true;
+                chosen.structured = true;
+                s.write_all(&option_reply(option, REP_ACK, &[])).await?;
             }
             OPT_STRUCTURED_REPLY => {
                 chosen.structured = true;

@@ -6,6 +6,8 @@ pub const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
 pub const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
 pub const REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
 pub const REQUEST_MAGIC: u32 = 0x2560_9513;
+pub const EXTENDED_REQUEST_MAGIC: u32 = 0x21e4_1c71;
+pub const EXTENDED_REPLY_MAGIC: u32 = 0x6e8a_278c;
 pub const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
 
 // Handshake flags (server) and client flags.
@@ -24,6 +26,7 @@ pub const OPT_GO: u32 = 7;
 pub const OPT_STRUCTURED_REPLY: u32 = 8;
 pub const OPT_LIST_META_CONTEXT: u32 = 9;
 pub const OPT_SET_META_CONTEXT: u32 = 10;
+pub const OPT_EXTENDED_HEADERS: u32 = 11;
 
 // Option replies.
 pub const REP_ACK: u32 = 1;
@@ -34,6 +37,7 @@ pub const REP_ERR_UNSUP: u32 = 0x8000_0001;
 pub const REP_ERR_POLICY: u32 = 0x8000_0002;
 pub const REP_ERR_INVALID: u32 = 0x8000_0003;
 pub const REP_ERR_TLS_REQD: u32 = 0x8000_0005;
+pub const REP_ERR_EXT_HEADER_REQD: u32 = 0x8000_000a;
 pub const REP_ERR_UNKNOWN: u32 = 0x8000_0006;
 
 // Info types.
@@ -61,6 +65,9 @@ pub const CMD_BLOCK_STATUS: u16 = 7;
 pub const CMD_FLAG_FUA: u16 = 1;
 pub const CMD_FLAG_NO_HOLE: u16 = 2;
 pub const CMD_FLAG_REQ_ONE: u16 = 1 << 3;
+/// Extended headers: the length is the payload's (a write's), not the
+/// range's.
+pub const CMD_FLAG_PAYLOAD_LEN: u16 = 1 << 5;
 
 // Structured replies.
 pub const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
@@ -68,6 +75,7 @@ pub const REPLY_FLAG_DONE: u16 = 1;
 pub const REPLY_TYPE_NONE: u16 = 0;
 pub const REPLY_TYPE_OFFSET_DATA: u16 = 1;
 pub const REPLY_TYPE_BLOCK_STATUS: u16 = 5;
+pub const REPLY_TYPE_BLOCK_STATUS_EXT: u16 = 6;
 pub const REPLY_TYPE_ERROR: u16 = (1 << 15) + 1;
 
 // Metadata contexts this server offers.
@@ -89,6 +97,7 @@ pub const ESHUTDOWN: u32 = 108;
 pub const MAX_REQUEST: u32 = 32 << 20;
 
 pub const REQUEST_HEADER: usize = 28;
+pub const EXTENDED_REQUEST_HEADER: usize = 32;
 
 /// A decoded request header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,7 +106,9 @@ pub struct Request {
     pub command: u16,
     pub cookie: u64,
     pub offset: u64,
-    pub length: u32,
+    /// The range's length, or with extended headers and
+    /// `CMD_FLAG_PAYLOAD_LEN` the payload's (64 bits only there).
+    pub length: u64,
 }
 
 /// Why a request header cannot be served; the connection is closed.
@@ -106,7 +117,11 @@ pub enum RequestError {
     #[error("bad request magic {0:#010x} (expected 0x25609513)")]
     Magic(u32),
     #[error("a {command} request of {length} bytes exceeds the {MAX_REQUEST}-byte limit")]
-    TooLong { command: &'static str, length: u32 },
+    TooLong { command: &'static str, length: u64 },
+    #[error("bad extended request magic {0:#010x} (expected 0x21e41c71)")]
+    ExtendedMagic(u32),
+    #[error("a {0} request without NBD_CMD_FLAG_PAYLOAD_LEN (extended headers require it for writes)")]
+    PayloadLenMissing(&'static str),
 }
 
 pub fn command_name(c: u16) -> &'static str {
@@ -134,11 +149,42 @@ pub fn decode_request(h: &[u8; REQUEST_HEADER]) -> Result<Request, RequestError>
     if magic != REQUEST_MAGIC {
         return Err(RequestError::Magic(magic));
     }
-    let r = Request { flags: be16(4), command: be16(6), cookie: be64(8), offset: be64(16), length: be32(24) };
-    if matches!(r.command, CMD_READ | CMD_WRITE) && r.length > MAX_REQUEST {
+    let r = Request { flags: be16(4), command: be16(6), cookie: be64(8), offset: be64(16), length: u64::from(be32(24)) };
+    bounded(r)
+}
+
+/// A request's length is bounded where it is data (a read's reply, a
+/// write's or any payload).
+fn bounded(r: Request) -> Result<Request, RequestError> {
+    let data = matches!(r.command, CMD_READ | CMD_WRITE) || r.flags & CMD_FLAG_PAYLOAD_LEN != 0;
+    if data && r.length > u64::from(MAX_REQUEST) {
         return Err(RequestError::TooLong { command: command_name(r.command), length: r.length });
     }
     Ok(r)
+}
+
+/// Decode a 32-byte extended request header (`NBD_OPT_EXTENDED_HEADERS`).
+pub fn decode_extended_request(h: &[u8; EXTENDED_REQUEST_HEADER]) -> Result<Request, RequestError> {
+    let be16 = |at: usize| u16::from_be_bytes([h[at], h[at + 1]]);
+    let be64 = |at: usize| u64::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3], h[at + 4], h[at + 5], h[at + 6], h[at + 7]]);
+    let magic = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+    if magic != EXTENDED_REQUEST_MAGIC {
+        return Err(RequestError::ExtendedMagic(magic));
+    }
+    let r = Request { flags: be16(4), command: be16(6), cookie: be64(8), offset: be64(16), length: be64(24) };
+    if r.command == CMD_WRITE && r.flags & CMD_FLAG_PAYLOAD_LEN == 0 {
+        return Err(RequestError::PayloadLenMissing(command_name(r.command)));
+    }
+    bounded(r)
+}
+
+/// The bytes of payload that follow a request header.
+pub fn payload_len(r: &Request, extended: bool) -> u64 {
+    match extended {
+        true if r.flags & CMD_FLAG_PAYLOAD_LEN != 0 => r.length,
+        false if r.command == CMD_WRITE => r.length,
+        _ => 0,
+    }
 }
 
 /// A simple reply header.
@@ -150,25 +196,31 @@ pub fn simple_reply(error: u32, cookie: u64) -> [u8; 16] {
     out
 }
 
-/// A structured reply chunk's header; `len` bytes of payload follow.
-pub fn chunk_header(flags: u16, kind: u16, cookie: u64, len: u32) -> [u8; 20] {
-    let mut out = [0u8; 20];
-    out[..4].copy_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
-    out[4..6].copy_from_slice(&flags.to_be_bytes());
-    out[6..8].copy_from_slice(&kind.to_be_bytes());
-    out[8..16].copy_from_slice(&cookie.to_be_bytes());
-    out[16..].copy_from_slice(&len.to_be_bytes());
+/// A reply chunk's header, structured (20 bytes) or extended (32 bytes,
+/// carrying the request's offset); `len` bytes of payload follow.
+pub fn chunk_header(extended: bool, flags: u16, kind: u16, r: &Request, len: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32);
+    out.extend_from_slice(&if extended { EXTENDED_REPLY_MAGIC } else { STRUCTURED_REPLY_MAGIC }.to_be_bytes());
+    out.extend_from_slice(&flags.to_be_bytes());
+    out.extend_from_slice(&kind.to_be_bytes());
+    out.extend_from_slice(&r.cookie.to_be_bytes());
+    if extended {
+        out.extend_from_slice(&r.offset.to_be_bytes());
+        out.extend_from_slice(&u64::from(len).to_be_bytes());
+    } else {
+        out.extend_from_slice(&len.to_be_bytes());
+    }
     out
 }
 
 /// A final error chunk: the error number and a message (at most 4 KiB).
-pub fn error_chunk(error: u32, cookie: u64, message: &str) -> Vec<u8> {
+pub fn error_chunk(extended: bool, error: u32, r: &Request, message: &str) -> Vec<u8> {
     let mut cut = message.len().min(4096);
     while !message.is_char_boundary(cut) {
         cut -= 1;
     }
     let message = &message.as_bytes()[..cut];
-    let mut out = chunk_header(REPLY_FLAG_DONE, REPLY_TYPE_ERROR, cookie, 6 + message.len() as u32).to_vec();
+    let mut out = chunk_header(extended, REPLY_FLAG_DONE, REPLY_TYPE_ERROR, r, 6 + message.len() as u32);
     out.extend_from_slice(&error.to_be_bytes());
     out.extend_from_slice(&(message.len() as u16).to_be_bytes());
     out.extend_from_slice(message);
@@ -246,8 +298,35 @@ mod tests {
         assert_eq!(r, Request { flags: CMD_FLAG_FUA, command: CMD_WRITE, cookie: 7, offset: 4096, length: 512 });
         assert_eq!(decode_request(&header(0xdeadbeef, CMD_READ, 1)), Err(RequestError::Magic(0xdeadbeef)));
         assert!(matches!(decode_request(&header(REQUEST_MAGIC, CMD_READ, MAX_REQUEST + 1)), Err(RequestError::TooLong { .. })));
+        assert_eq!(payload_len(&r, false), 512);
         // A huge TRIM carries no payload: allowed through to range checks.
         assert!(decode_request(&header(REQUEST_MAGIC, CMD_TRIM, u32::MAX)).is_ok());
         assert_eq!(&simple_reply(5, 9)[..8], &[0x67, 0x44, 0x66, 0x98, 0, 0, 0, 5]);
+    }
+
+    fn extended(cmd: u16, flags: u16, len: u64) -> [u8; 32] {
+        let mut h = [0u8; 32];
+        h[..4].copy_from_slice(&EXTENDED_REQUEST_MAGIC.to_be_bytes());
+        h[4..6].copy_from_slice(&flags.to_be_bytes());
+        h[6..8].copy_from_slice(&cmd.to_be_bytes());
+        h[8..16].copy_from_slice(&7u64.to_be_bytes());
+        h[16..24].copy_from_slice(&4096u64.to_be_bytes());
+        h[24..].copy_from_slice(&len.to_be_bytes());
+        h
+    }
+
+    #[test]
+    fn decodes_extended_requests() {
+        // A 64-bit effect length: fine for block status and trim.
+        let r = decode_extended_request(&extended(CMD_BLOCK_STATUS, 0, 1 << 40)).unwrap();
+        assert_eq!((r.length, payload_len(&r, true)), (1 << 40, 0));
+        let w = decode_extended_request(&extended(CMD_WRITE, CMD_FLAG_PAYLOAD_LEN, 512)).unwrap();
+        assert_eq!(payload_len(&w, true), 512);
+        assert!(matches!(decode_extended_request(&extended(CMD_WRITE, 0, 512)), Err(RequestError::PayloadLenMissing(_))));
+        assert!(matches!(decode_extended_request(&extended(CMD_READ, 0, 1 << 33)), Err(RequestError::TooLong { .. })));
+        assert!(matches!(decode_extended_request(&extended(CMD_FLUSH, CMD_FLAG_PAYLOAD_LEN, 1 << 33)), Err(RequestError::TooLong { .. })));
+        let h = chunk_header(true, REPLY_FLAG_DONE, REPLY_TYPE_NONE, &r, 0);
+        assert_eq!((h.len(), &h[..4]), (32, &EXTENDED_REPLY_MAGIC.to_be_bytes()[..]));
+        assert_eq!(&h[16..24], &4096u64.to_be_bytes());
     }
 }

@@ -300,11 +300,18 @@ impl<S: Stream> Conn<S> {
                 }
             }
             let sent = match request.command {
+                // A payload only a write takes (extended headers let any
+                // command carry one): consumed, then refused.
+                c if c != CMD_WRITE && payload.is_some() => self.reply_done(request, EINVAL),
                 CMD_READ if self.chosen.structured => self.reply_read_chunked(request),
                 CMD_BLOCK_STATUS => self.reply_block_status(request),
-                _ => {
+                CMD_READ => {
                     let (error, data) = serve_one(&*self.export.device, request, payload);
                     self.reply(&simple_reply(error, request.cookie), data.as_deref().unwrap_or(&[]))
+                }
+                _ => {
+                    let (error, _) = serve_one(&*self.export.device, request, payload);
+                    self.reply_done(request, error)
                 }
             };
             if let Err(e) = sent {
@@ -371,19 +378,28 @@ impl<S: Stream> Conn<S> {
     }
 
     fn next_request(&self, inbox: &mut Inbox) -> Result<Next, NbdError> {
-        let mut header = [0u8; REQUEST_HEADER];
-        match self.read_exact(inbox, &mut header, Some(LINGER))? {
+        let extended = self.chosen.extended;
+        let mut header = [0u8; EXTENDED_REQUEST_HEADER];
+        let size = if extended { EXTENDED_REQUEST_HEADER } else { REQUEST_HEADER };
+        match self.read_exact(inbox, &mut header[..size], Some(LINGER))? {
             Fill::Full => {}
             Fill::Eof => return Ok(Next::End),
             Fill::Quiet => return Ok(Next::Quiet),
         }
-        let request = decode_request(&header)?;
+        let request = if extended {
+            decode_extended_request(&header)?
+        } else {
+            let mut compact = [0u8; REQUEST_HEADER];
+            compact.copy_from_slice(&header[..REQUEST_HEADER]);
+            decode_request(&compact)?
+        };
         if request.command == CMD_DISC {
             return Ok(Next::End);
         }
-        let payload = if request.command == CMD_WRITE {
-            // decode_request bounds the length (MAX_REQUEST).
-            let mut data = vec![0u8; request.length as usize];
+        let payload_bytes = payload_len(&request, extended);
+        let payload = if payload_bytes > 0 || request.command == CMD_WRITE {
+            // The decoders bound a payload's length (MAX_REQUEST).
+            let mut data = vec![0u8; payload_bytes as usize];
             if !matches!(self.read_exact(inbox, &mut data, None)?, Fill::Full) {
                 return Err(NbdError::Io(std::io::ErrorKind::UnexpectedEof.into()));
             }
@@ -394,16 +410,30 @@ impl<S: Stream> Conn<S> {
         Ok(Next::Request(request, payload))
     }
 
+    /// The reply to a request with no data back: simple, or with extended
+    /// headers (where simple replies are not allowed) a done chunk.
+    fn reply_done(&self, r: Request, error: u32) -> Result<(), NbdError> {
+        if !self.chosen.extended {
+            return self.reply(&simple_reply(error, r.cookie), &[]);
+        }
+        if error == 0 {
+            self.reply(&chunk_header(true, REPLY_FLAG_DONE, REPLY_TYPE_NONE, &r, 0), &[])
+        } else {
+            self.reply(&error_chunk(true, error, &r, &format!("{} failed", command_name(r.command))), &[])
+        }
+    }
+
     /// A read, answered as one `OFFSET_DATA` chunk or an error chunk.
     fn reply_read_chunked(&self, r: Request) -> Result<(), NbdError> {
+        let extended = self.chosen.extended;
         let (error, data) = serve_one(&*self.export.device, r, None);
         match data {
             Some(data) if error == 0 => {
-                let mut head = chunk_header(REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, r.cookie, 8 + data.len() as u32).to_vec();
+                let mut head = chunk_header(extended, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, &r, 8 + data.len() as u32);
                 head.extend_from_slice(&r.offset.to_be_bytes());
                 self.reply(&head, &data)
             }
-            _ => self.reply(&error_chunk(error.max(EIO), r.cookie, "the read failed"), &[]),
+            _ => self.reply(&error_chunk(extended, error.max(EIO), &r, "the read failed"), &[]),
         }
     }
 
@@ -411,12 +441,13 @@ impl<S: Stream> Conn<S> {
     /// done. Without structured replies and a context it is refused.
     fn reply_block_status(&self, r: Request) -> Result<(), NbdError> {
         if !self.chosen.structured || self.chosen.contexts.is_empty() {
-            return self.reply(&simple_reply(EINVAL, r.cookie), &[]);
+            return self.reply_done(r, EINVAL);
         }
+        let extended = self.chosen.extended;
         let device = &*self.export.device;
-        let end = r.offset.checked_add(u64::from(r.length)).filter(|&e| e <= device.size() && r.length > 0);
+        let end = r.offset.checked_add(r.length).filter(|&e| e <= device.size() && r.length > 0);
         let Some(end) = end else {
-            return self.reply(&error_chunk(EINVAL, r.cookie, "block status range is empty or past the end"), &[]);
+            return self.reply(&error_chunk(extended, EINVAL, &r, "block status range is empty or past the end"), &[]);
         };
         // A reply covers at most this much; the client asks again from
         // where it ends (the protocol allows a shorter answer).
@@ -424,7 +455,7 @@ impl<S: Stream> Conn<S> {
         let mut extents = Vec::new();
         if let Err(e) = device.block_status(r.offset, len, &mut extents) {
             tracing::warn!(offset = r.offset, length = r.length, "block status failed: {e}");
-            return self.reply(&error_chunk(EIO, r.cookie, &e.to_string()), &[]);
+            return self.reply(&error_chunk(extended, EIO, &r, &e.to_string()), &[]);
         }
         let last = self.chosen.contexts.len() - 1;
         for (i, &id) in self.chosen.contexts.iter().enumerate() {
@@ -437,13 +468,22 @@ impl<S: Stream> Conn<S> {
                 merged.truncate(1);
             }
             let mut payload = id.to_be_bytes().to_vec();
+            if extended {
+                payload.extend_from_slice(&(merged.len() as u32).to_be_bytes());
+            }
             for e in &merged {
-                // len <= MAX_STATUS_SPAN < 4 GiB
-                payload.extend_from_slice(&(e.len as u32).to_be_bytes());
-                payload.extend_from_slice(&e.allocation.to_be_bytes());
+                if extended {
+                    payload.extend_from_slice(&e.len.to_be_bytes());
+                    payload.extend_from_slice(&u64::from(e.allocation).to_be_bytes());
+                } else {
+                    // len <= MAX_STATUS_SPAN < 4 GiB
+                    payload.extend_from_slice(&(e.len as u32).to_be_bytes());
+                    payload.extend_from_slice(&e.allocation.to_be_bytes());
+                }
             }
             let flags = if i == last { REPLY_FLAG_DONE } else { 0 };
-            self.reply(&chunk_header(flags, REPLY_TYPE_BLOCK_STATUS, r.cookie, payload.len() as u32), &payload)?;
+            let kind = if extended { REPLY_TYPE_BLOCK_STATUS_EXT } else { REPLY_TYPE_BLOCK_STATUS };
+            self.reply(&chunk_header(extended, flags, kind, &r, payload.len() as u32), &payload)?;
         }
         Ok(())
     }
@@ -489,7 +529,7 @@ impl<S: Stream> Conn<S> {
 /// Serve one request: (NBD error, data for a read).
 fn serve_one(device: &dyn BlockDevice, r: Request, payload: Option<Vec<u8>>) -> (u32, Option<Vec<u8>>) {
     let fua = r.flags & CMD_FLAG_FUA != 0;
-    let in_range = r.offset.checked_add(u64::from(r.length)).is_some_and(|end| end <= device.size());
+    let in_range = r.offset.checked_add(r.length).is_some_and(|end| end <= device.size());
     let result = match r.command {
         CMD_FLUSH => device.flush(),
         _ if !in_range => return (if r.command == CMD_WRITE { ENOSPC } else { EINVAL }, None),
@@ -501,8 +541,8 @@ fn serve_one(device: &dyn BlockDevice, r: Request, payload: Option<Vec<u8>>) -> 
             };
         }
         CMD_WRITE => device.write_at(payload.as_deref().unwrap_or(&[]), r.offset, fua),
-        CMD_TRIM => device.discard(r.offset, u64::from(r.length)),
-        CMD_WRITE_ZEROES => device.write_zeroes(r.offset, u64::from(r.length), fua),
+        CMD_TRIM => device.discard(r.offset, r.length),
+        CMD_WRITE_ZEROES => device.write_zeroes(r.offset, r.length, fua),
         _ => return (EINVAL, None),
     };
     match result {
