@@ -111,6 +111,18 @@ fn extended_headers_carry_64_bit_lengths_and_every_reply_is_extended() {
     assert_eq!(payload.len(), 8 + 16 * count);
     let first = (u64::from_be_bytes(payload[8..16].try_into().unwrap()), u64::from_be_bytes(payload[16..24].try_into().unwrap()));
     assert_eq!(first.1, 3, "the array's start was never written: hole,zero ({first:?})");
+    // FAST_ZERO: whole stripes (2 x 64 KiB) are zeroed in place; part of
+    // a stripe would be written, so it is refused at once (ENOTSUP).
+    request(&mut c, 1 << 4, 6, 15, 1 << 32, 128 << 10, &[]);
+    let (flags, kind, cookie, _, _) = chunk(&mut c);
+    assert_eq!((flags & 1, kind, cookie), (1, 0, 15), "whole stripes zero fast");
+    request(&mut c, 1 << 4, 6, 16, (1 << 32) + 4096, 4096, &[]);
+    let (flags, kind, cookie, _, payload) = chunk(&mut c);
+    assert_eq!((flags & 1, kind, cookie), (1, 0x8001, 16), "an error chunk");
+    assert_eq!(u32::from_be_bytes(payload[..4].try_into().unwrap()), 95, "NBD_ENOTSUP");
+    request(&mut c, 0, 0, 17, 1 << 32, 4096, &[]);
+    let (_, _, _, _, payload) = chunk(&mut c);
+    assert!(payload[8..].iter().all(|&b| b == 0), "the fast zeroes read back as zeroes");
     // A write without the payload flag breaks the protocol: the connection ends.
     request(&mut c, 0, 1, 14, 0, 512, &[0; 512]);
     let mut rest = Vec::new();

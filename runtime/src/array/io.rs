@@ -598,6 +598,17 @@ impl Array {
     }
 
     /// WRITE_ZEROES: whole stripes zeroed on every leg, the rest written.
+    /// Whether `zero_range` would only zero (whole stripes on legs that
+    /// zero fast), never write zeroes through the stripes (NBD's FAST_ZERO).
+    pub fn zeroes_fast(&self, offset: u64, len: u64) -> bool {
+        let layout = self.layout.load();
+        if self.check_range(&layout, offset, len).is_err() {
+            return false;
+        }
+        let (_, pieces) = self.split_whole_stripes(&layout, offset, len);
+        pieces.iter().all(|&(_, n)| n == 0) && self.legs.iter().all(|l| l.device().zeroes_fast(l.offset, self.chunk_bytes))
+    }
+
     pub fn zero_range(&self, offset: u64, len: u64, fua: bool) -> Result<(), ArrayError> {
         let layout = self.layout.load();
         self.check_range(&layout, offset, len)?;

@@ -427,6 +427,10 @@ impl BlockDevice for Array {
         self.status_of(offset, len, out)
     }
 
+    fn zeroes_fast(&self, offset: u64, len: u64) -> bool {
+        Array::zeroes_fast(self, offset, len)
+    }
+
     /// The legs' minimum; a full stripe's data preferred (no parity to read).
     fn block_sizes(&self) -> crate::device::BlockSizes {
         let layout = self.layout.load();

@@ -57,6 +57,12 @@ pub trait BlockDevice: Send + Sync {
     fn read_extents(&self, _offset: u64, _len: u64, _buf_offset: usize, _out: &mut Vec<Extent>) -> bool {
         false
     }
+    /// Whether `write_zeroes` of this range is faster than writing zeroes
+    /// (it deallocates or zeroes in place): NBD's FAST_ZERO asks before
+    /// zeroing, and a slow answer is refused at once.
+    fn zeroes_fast(&self, _offset: u64, _len: u64) -> bool {
+        false
+    }
     /// The sizes requests should come in (NBD's `NBD_INFO_BLOCK_SIZE`).
     fn block_sizes(&self) -> BlockSizes {
         BlockSizes::default()

@@ -117,6 +117,14 @@ impl BlockDevice for Table {
     fn arrays(&self) -> Vec<Arc<Array>> {
         self.arrays.clone()
     }
+    fn zeroes_fast(&self, offset: u64, len: u64) -> bool {
+        let mut fast = true;
+        let _ = self.each(offset, len, |d, at, _, n| {
+            fast &= d.zeroes_fast(at, n as u64);
+            Ok(())
+        });
+        fast && offset.checked_add(len).is_some_and(|end| end <= self.size)
+    }
     fn block_sizes(&self) -> crate::device::BlockSizes {
         self.segments.iter().map(|s| s.device.block_sizes()).reduce(crate::device::BlockSizes::merge).unwrap_or_default()
     }

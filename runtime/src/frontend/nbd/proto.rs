@@ -53,6 +53,7 @@ pub const TFLAG_SEND_FUA: u16 = 1 << 3;
 pub const TFLAG_SEND_TRIM: u16 = 1 << 5;
 pub const TFLAG_SEND_WRITE_ZEROES: u16 = 1 << 6;
 pub const TFLAG_CAN_MULTI_CONN: u16 = 1 << 8;
+pub const TFLAG_SEND_FAST_ZERO: u16 = 1 << 11;
 
 // Commands and command flags.
 pub const CMD_READ: u16 = 0;
@@ -64,6 +65,8 @@ pub const CMD_WRITE_ZEROES: u16 = 6;
 pub const CMD_BLOCK_STATUS: u16 = 7;
 pub const CMD_FLAG_FUA: u16 = 1;
 pub const CMD_FLAG_NO_HOLE: u16 = 2;
+/// WRITE_ZEROES only if faster than writing: else ENOTSUP at once.
+pub const CMD_FLAG_FAST_ZERO: u16 = 1 << 4;
 pub const CMD_FLAG_REQ_ONE: u16 = 1 << 3;
 /// Extended headers: the length is the payload's (a write's), not the
 /// range's.

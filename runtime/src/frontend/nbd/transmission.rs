@@ -542,6 +542,7 @@ fn serve_one(device: &dyn BlockDevice, r: Request, payload: Option<Vec<u8>>) -> 
         }
         CMD_WRITE => device.write_at(payload.as_deref().unwrap_or(&[]), r.offset, fua),
         CMD_TRIM => device.discard(r.offset, r.length),
+        CMD_WRITE_ZEROES if r.flags & CMD_FLAG_FAST_ZERO != 0 && !device.zeroes_fast(r.offset, r.length) => return (ENOTSUP, None),
         CMD_WRITE_ZEROES => device.write_zeroes(r.offset, r.length, fua),
         _ => return (EINVAL, None),
     };

@@ -44,6 +44,9 @@ impl BlockDevice for Linear {
         check_range(self, offset, buf.len() as u64)?;
         self.device.read_at(buf, self.start + offset)
     }
+    fn zeroes_fast(&self, offset: u64, len: u64) -> bool {
+        self.device.zeroes_fast(self.start + offset, len)
+    }
     fn block_sizes(&self) -> crate::device::BlockSizes {
         self.device.block_sizes()
     }

@@ -30,6 +30,9 @@ impl BlockDevice for ZeroTarget {
     fn describe(&self) -> String {
         "zero".into()
     }
+    fn zeroes_fast(&self, _offset: u64, _len: u64) -> bool {
+        true
+    }
     fn block_status(&self, _offset: u64, len: u64, out: &mut Vec<crate::device::status::StatusExtent>) -> io::Result<()> {
         use crate::device::status::{HOLE, StatusExtent, ZERO, push};
         push(out, StatusExtent { len, allocation: HOLE | ZERO, health: 0 });
