@@ -75,7 +75,8 @@ cleanup() {
     rm -f /tmp/*.pid
     sleep 1
     for d in /sys/class/ublk-char/ublkc*; do [ -e "$d" ] && wasmraid ublk del "${d##*ublkc}" 2>/dev/null; done
-    mdadm --stop --scan 2>/dev/null
     umount /mnt 2>/dev/null
+    nbd-client -d /dev/nbd0 >/dev/null 2>&1
+    mdadm --stop --scan 2>/dev/null
     true
 }

@@ -46,7 +46,7 @@ case "$kernel" in
 esac
 
 # --- what the VM needs from Debian ----------------------------------------
-packages=(qemu-system-x86 busybox-static mdadm fio e2fsprogs cpio kmod xz-utils)
+packages=(qemu-system-x86 busybox-static mdadm fio e2fsprogs cpio kmod xz-utils nbd-client)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -144,7 +144,7 @@ rm -rf "$root" && mkdir -p "$root"/{bin,sbin,lib,lib64,proc,sys,dev,tmp,run,mods
 cp /bin/busybox "$root/bin/busybox"
 for a in $("$root/bin/busybox" --list); do [ -e "$root/bin/$a" ] || ln -s busybox "$root/bin/$a"; done
 # Modules with their dependencies, in load order (modules.dep lists deps).
-want="virtio_blk ublk_drv raid0 raid1 raid10 raid456"
+want="virtio_blk ublk_drv raid0 raid1 raid10 raid456 nbd"
 order=()
 add_mod() {
     local name=$1 line path deps d
@@ -187,6 +187,7 @@ copy_bin "$work/wasmraid" bin/wasmraid
 copy_bin "$(command -v fio)" bin/fio
 copy_bin "$(command -v mdadm)" sbin/mdadm
 copy_bin /sbin/mke2fs sbin/mke2fs
+copy_bin "$(command -v nbd-client)" sbin/nbd-client
 if [ -n "${WASMRAID_VM_PROFILE:-}" ]; then
     command -v perf >/dev/null || die "WASMRAID_VM_PROFILE needs perf on this host (apt install linux-perf)"
     copy_bin "$(command -v perf)" bin/perf
