@@ -596,3 +596,33 @@ fn a_tls_leg_that_cannot_be_trusted_is_refused_in_one_sentence() {
     let (ok, out) = try_create(format!("nbds://{at}?tls-certificates={}", alpha.display()));
     assert!(!ok && out.contains("does not offer TLS"), "TLS asked of a plaintext server: {out}");
 }
+
+#[test]
+fn a_remote_legs_block_sizes_are_honoured_and_passed_on() {
+    require("nbdkit");
+    require("nbdinfo");
+    require("fio");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (far, socket) = (dir.path().join("far"), dir.path().join("far.sock"));
+    sparse(&far, 64 << 20);
+    // A server that refuses requests over 256 KiB and wants 4 KiB blocks.
+    let mut server = Command::new("nbdkit")
+        .args(["-f", "--exit-with-parent", "-U"])
+        .arg(&socket)
+        .args(["--filter=blocksize-policy", "file"])
+        .arg(&far)
+        .args(["blocksize-minimum=4096", "blocksize-preferred=65536", "blocksize-maximum=262144", "blocksize-error-policy=error"])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nbdkit");
+    wait_for("nbdkit's socket", Duration::from_secs(10), || socket.exists());
+    let leg = format!("nbd+unix:///?socket={}", socket.display());
+    let served = Served::table(|_| format!("0 131072 linear {leg} 0\n"));
+    // 1 MiB requests through a linear target: split to the server's maximum.
+    let (ok, out) = fio(&served.uri(), &["--rw=write", "--bs=1M", "--iodepth=4", "--size=32M"]);
+    assert!(ok, "requests must be split to the server's 256 KiB maximum: {out}\n{}", served.log());
+    let (ok, info) = run(Command::new("nbdinfo").arg(served.uri()));
+    assert!(ok && info.contains("block_size_minimum: 4096"), "the export passes the leg's minimum on: {info}");
+    let _ = server.kill();
+    let _ = server.wait();
+}

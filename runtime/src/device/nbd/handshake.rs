@@ -129,6 +129,9 @@ impl Write for Stream {
 pub struct Export {
     pub size: u64,
     pub flags: u16,
+    /// `NBD_INFO_BLOCK_SIZE` (minimum, preferred, maximum), when the
+    /// server sent it.
+    pub block_sizes: Option<(u32, u32, u32)>,
 }
 
 /// Longest option reply read (an error message, an info block).
@@ -287,17 +290,36 @@ pub fn go<S: Read + Write>(s: &mut S, name: &str) -> io::Result<Export> {
     let mut go = Vec::with_capacity(6 + name.len());
     go.extend_from_slice(&name_len.to_be_bytes());
     go.extend_from_slice(name.as_bytes());
-    go.extend_from_slice(&0u16.to_be_bytes());
+    // One info request: the block sizes the server wants.
+    go.extend_from_slice(&1u16.to_be_bytes());
+    go.extend_from_slice(&INFO_BLOCK_SIZE.to_be_bytes());
     send_option(s, OPT_GO, &go)?;
 
-    let mut export = None;
+    let mut export: Option<Export> = None;
+    let mut block_sizes = None;
     for _ in 0..MAX_OPTION_REPLIES {
         let (reply, data) = read_option_reply(s)?;
         match reply {
-            REP_ACK => return export.ok_or_else(|| protocol("the server finished NBD_OPT_GO without describing the export")),
+            REP_ACK => {
+                let export = export.ok_or_else(|| protocol("the server finished NBD_OPT_GO without describing the export"))?;
+                return Ok(Export { block_sizes, ..export });
+            }
             REP_INFO => {
-                if data.len() >= 12 && u16::from_be_bytes([data[0], data[1]]) == INFO_EXPORT {
-                    export = Some(Export { size: be64(&data[2..10]), flags: u16::from_be_bytes([data[10], data[11]]) });
+                let be32 = |at: usize| u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]);
+                match (data.len(), data.get(..2).map(|t| u16::from_be_bytes([t[0], t[1]]))) {
+                    (12.., Some(INFO_EXPORT)) => {
+                        let sizes = export.and_then(|e: Export| e.block_sizes);
+                        export = Some(Export { size: be64(&data[2..10]), flags: u16::from_be_bytes([data[10], data[11]]), block_sizes: sizes });
+                    }
+                    (14.., Some(INFO_BLOCK_SIZE)) => {
+                        let sizes = (be32(2), be32(6), be32(10));
+                        // Nonsense sizes are ignored (the defaults stand).
+                        let sane = sizes.0.is_power_of_two() && sizes.0 <= 64 << 10 && sizes.1 >= sizes.0 && sizes.2 >= sizes.0;
+                        if sane {
+                            block_sizes = Some(sizes);
+                        }
+                    }
+                    _ => {}
                 }
             }
             r if r & 0x8000_0000 != 0 => {

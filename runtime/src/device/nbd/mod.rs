@@ -212,10 +212,17 @@ impl NbdLeg {
     /// Requests carry at most this many bytes (large ones are split).
     const MAX_CHUNK: u64 = 4 << 20;
 
+    /// The largest request: ours, or the server's maximum when smaller.
+    fn max_piece(&self) -> u64 {
+        let server = self.export.block_sizes.map_or(u64::MAX, |(_, _, max)| u64::from(max).max(4096));
+        Self::MAX_CHUNK.min(server)
+    }
+
     fn each_piece(&self, offset: u64, len: u64, mut f: impl FnMut(u64, u32, usize) -> io::Result<()>) -> io::Result<()> {
+        let max = self.max_piece();
         let mut done = 0u64;
         while done < len {
-            let n = (len - done).min(Self::MAX_CHUNK);
+            let n = (len - done).min(max);
             f(offset + done, n as u32, done as usize)?;
             done += n;
         }
@@ -272,12 +279,20 @@ impl BlockDevice for NbdLeg {
             self.each_piece(offset, len, |at, n, _| self.call(CMD_WRITE_ZEROES, flags | CMD_FLAG_NO_HOLE, at, n, None).map(drop))?;
             if fua && flags == 0 { self.flush() } else { Ok(()) }
         } else {
-            let zeroes = vec![0u8; len.min(Self::MAX_CHUNK) as usize];
+            let zeroes = vec![0u8; len.min(self.max_piece()) as usize];
             self.each_piece(offset, len, |at, n, _| self.write_at(&zeroes[..n as usize], at, fua))
         }
     }
     fn describe(&self) -> String {
         self.uri.to_string()
+    }
+    /// What the server said (`NBD_INFO_BLOCK_SIZE`), so an array of remote
+    /// legs tells its own clients the same.
+    fn block_sizes(&self) -> super::BlockSizes {
+        match self.export.block_sizes {
+            Some((min, pref, _)) => super::BlockSizes::normalized(u64::from(min), u64::from(pref)),
+            None => super::BlockSizes::default(),
+        }
     }
     fn link(&self) -> Option<LinkState> {
         Some(NbdLeg::link(self))
