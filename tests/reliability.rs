@@ -112,6 +112,33 @@ fn fail_during_initial_sync_then_remove_and_readd() {
 }
 
 #[test]
+fn a_new_leg_of_a_mostly_empty_array_is_rebuilt_sparsely() {
+    let r = rig("raid5", 4, 64 << 20, "", true);
+    let a = up(&r.paths);
+    let size = a.size();
+    // 6 MiB written of a 192 MiB array; the rest never written (holes).
+    let written = pattern(8 << 20, 6 << 20, 9);
+    a.write(&written, 8 << 20, false).unwrap();
+    a.fail_leg(2, "test: gone for good");
+    a.leg_remove(2).unwrap();
+    let new = r.dir.path().join("new");
+    FileLeg::create(&new, 64 << 20).unwrap();
+    a.leg_add(Some(2), open(&[new]).remove(0)).unwrap();
+    wait_idle(&a);
+    assert_eq!(a.health_chars(), "AAAA");
+    let moved = a.sync.last_bytes.load(Ordering::Relaxed);
+    println!("rebuild of a leg of a {size}-byte array with 6 MiB written moved {moved} bytes");
+    assert!(moved < size / 10, "stripes whose sources are all holes are zeroed in place, not computed: moved {moved} of {size}");
+    let mut expected = vec![0u8; size as usize];
+    expected[8 << 20..14 << 20].copy_from_slice(&written);
+    assert_eq!(read_all(&a), expected);
+    assert_eq!(check(&a), 0, "parity agrees everywhere after the sparse rebuild");
+    // The new leg alone (another one failed) still gives the data back.
+    a.fail_leg(0, "test");
+    assert_eq!(read_all(&a), expected);
+}
+
+#[test]
 fn replace_while_another_leg_fails() {
     let r = rig("raid6", 6, 16 << 20, "", true);
     let a = up(&r.paths);

@@ -112,6 +112,34 @@ impl Array {
         }
     }
 
+    /// `leg_write` of a whole chunk of zeroes, as write-zeroes (the device
+    /// deallocates or zeroes in place; a remote leg sends no data).
+    pub(super) fn leg_write_zeroes(&self, leg: u32, chunk: u64) -> bool {
+        let Some(l) = self.legs.get(leg as usize) else { return false };
+        let at = l.offset + chunk * self.chunk_bytes;
+        let mut replaced = false;
+        if let Some(r) = l.replacement() {
+            match r.write_zeroes(at, self.chunk_bytes, false) {
+                Ok(()) => replaced = true,
+                Err(e) => self.abandon_replacement(leg as usize, &e),
+            }
+        }
+        if !l.is_writable() {
+            return replaced;
+        }
+        match l.device().write_zeroes(at, self.chunk_bytes, false) {
+            Ok(()) => {
+                Counters::add(&l.writes, 1);
+                true
+            }
+            Err(e) => {
+                Counters::add(&l.errors, 1);
+                self.fail_leg_on(leg as usize, "write-zeroes", &e);
+                false
+            }
+        }
+    }
+
     /// A replacement that fails a write is given up, and that recorded
     /// (see `settle_failures`) before anything it missed is acknowledged:
     /// after a crash it must not resume as if it held every write.

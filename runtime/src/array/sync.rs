@@ -292,6 +292,20 @@ impl Array {
         let view = self.view(&layout, s)?;
         let cb = self.chunk_bytes as usize;
         let d = layout.descriptor.data_chunks as usize;
+        if let Some(target) = only_leg {
+            if self.sources_read_as_zero(&view, d, target) {
+                // A sparse rebuild: whatever the code, zero in gives zero
+                // out, so the target's chunks are zeroed in place (a hole
+                // punched, or a 28-byte request to a remote leg), not
+                // computed and written.
+                for (i, slot) in view.shape.slots.iter().enumerate() {
+                    if slot.leg == target && !matches!(slot.role, Role::Spare(_)) {
+                        self.leg_write_zeroes(slot.leg, view.place(i).chunk);
+                    }
+                }
+                return Ok(0);
+            }
+        }
         let mut data = Vec::with_capacity(d);
         for k in 0..d {
             let mut buf = vec![0u8; cb];
@@ -319,6 +333,36 @@ impl Array {
             }
         }
         Ok(moved)
+    }
+
+    /// Whether every live source of the stripe (all slots but spares and
+    /// the leg being rebuilt) reads as zeroes, per its leg's block status,
+    /// with at least `d` of them: then the stripe's code gives zero for
+    /// any chunk, the rebuilt one included.
+    fn sources_read_as_zero(&self, view: &crate::layout::map::StripeView, d: usize, target: u32) -> bool {
+        use crate::device::status::ZERO;
+        let cb = self.chunk_bytes;
+        let mut sources = 0;
+        for (i, slot) in view.shape.slots.iter().enumerate() {
+            if matches!(slot.role, Role::Spare(_)) {
+                continue;
+            }
+            let Some(l) = self.legs.get(slot.leg as usize) else { return false };
+            // A leg being recovered is no source; a leg being replaced
+            // (alive, its replacement the target) is.
+            if !l.is_alive() || (slot.leg == target && l.replacement().is_none()) {
+                continue;
+            }
+            let mut status = Vec::new();
+            if l.device().block_status(l.offset + view.place(i).chunk * cb, cb, &mut status).is_err() {
+                return false;
+            }
+            if !status.iter().all(|e| e.allocation & ZERO != 0) {
+                return false;
+            }
+            sources += 1;
+        }
+        sources >= d
     }
 
     /// Rebuild leg `leg` (or its replacement): every stripe, or only the

@@ -135,6 +135,10 @@ impl BlockDevice for LoggedLeg {
     fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> io::Result<()> {
         self.logged(Op::Zero { offset, len }, fua, || self.inner.write_zeroes(offset, len, fua))
     }
+    /// What the leg holds now (a read: not logged).
+    fn block_status(&self, offset: u64, len: u64, out: &mut Vec<super::status::StatusExtent>) -> io::Result<()> {
+        self.inner.block_status(offset, len, out)
+    }
     fn describe(&self) -> String {
         self.inner.describe()
     }

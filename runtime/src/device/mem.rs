@@ -77,6 +77,11 @@ impl Image {
     }
 
     /// Blocks holding anything but zeroes.
+    /// Block `b` holds nothing but zeroes (none are stored).
+    pub fn is_zero_block(&self, b: u64) -> bool {
+        !self.blocks.contains_key(&b)
+    }
+
     pub fn allocated_blocks(&self) -> usize {
         self.blocks.len()
     }
@@ -106,6 +111,21 @@ impl MemLeg {
 impl BlockDevice for MemLeg {
     fn size(&self) -> u64 {
         self.image.read().size
+    }
+    /// Blocks of zeroes are not stored: they are holes, as on a sparse file.
+    fn block_status(&self, offset: u64, len: u64, out: &mut Vec<super::status::StatusExtent>) -> io::Result<()> {
+        use super::status::{HOLE, StatusExtent, ZERO, push};
+        check_range(self, offset, len)?;
+        let image = self.image.read();
+        let mut done = 0u64;
+        while done < len {
+            let at = offset + done;
+            let n = (BLOCK as u64 - at % BLOCK as u64).min(len - done);
+            let allocation = if image.is_zero_block(at / BLOCK as u64) { HOLE | ZERO } else { 0 };
+            push(out, StatusExtent { len: n, allocation, health: 0 });
+            done += n;
+        }
+        Ok(())
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         check_range(self, offset, buf.len() as u64)?;
