@@ -185,6 +185,18 @@ impl Drop for Served {
     }
 }
 
+/// A CA named `name` in `dir`/`name` and the server and client
+/// certificates it signs, the server's for `server_names` (host names or
+/// IP addresses), with nbdkit's file names (`scripts/make-certs.sh`).
+pub fn make_certs(dir: &std::path::Path, name: &str, server_names: &[&str]) -> std::path::PathBuf {
+    require("openssl");
+    let out = dir.join(name);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-certs.sh");
+    let (ok, text) = run(std::process::Command::new(script).arg(&out).arg(name).args(server_names));
+    assert!(ok, "make-certs.sh: {text}");
+    out
+}
+
 /// Run a command, returning (success, stdout + stderr).
 pub fn run(cmd: &mut std::process::Command) -> (bool, String) {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
-use wasmraid_tests::{Served, fio, require, run, wasmraid_bin};
+use wasmraid_tests::{Served, fio, make_certs, require, run, wasmraid_bin};
 
 static NEXT_NET: AtomicU8 = AtomicU8::new(1);
 
@@ -159,17 +159,6 @@ impl Drop for Remote {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// A CA named `name` in `dir`/`name` and the certificates it signs; the
-/// server's names `server_names` (`scripts/make-certs.sh`).
-fn make_certs(dir: &Path, name: &str, server_names: &[&str]) -> PathBuf {
-    require("openssl");
-    let out = dir.join(name);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-certs.sh");
-    let (ok, text) = run(Command::new(script).arg(&out).arg(name).args(server_names));
-    assert!(ok, "make-certs.sh: {text}");
-    out
 }
 
 fn sparse(path: &Path, size: u64) {

@@ -9,12 +9,7 @@ use std::sync::Arc;
 use wasmraid_tests::{Served, require, run};
 
 fn make_certs(dir: &Path, name: &str) -> PathBuf {
-    require("openssl");
-    let out = dir.join(name);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-certs.sh");
-    let (ok, text) = run(Command::new(script).arg(&out).arg(name).args(["localhost", "127.0.0.1"]));
-    assert!(ok, "make-certs.sh: {text}");
-    out
+    wasmraid_tests::make_certs(dir, name, &["localhost", "127.0.0.1"])
 }
 
 /// A free TCP port on loopback (bound, then released for the server).
