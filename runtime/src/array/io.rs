@@ -1,6 +1,7 @@
 //! The array's read, write, flush, discard and write-zeroes paths.
 
 use super::{Array, ArrayError, Counters};
+use crate::device::BlockDevice;
 use crate::layout::Role;
 use crate::layout::map::StripeView;
 use crate::layout::proven::ProvenLayout;
@@ -82,13 +83,27 @@ impl Array {
     /// Write to a leg (alive or being rebuilt) and to its replacement if one
     /// is being rebuilt; an error marks the leg dead and returns false.
     pub(super) fn leg_write(&self, leg: u32, chunk: u64, within: u64, buf: &[u8], fua: bool) -> bool {
+        self.leg_change(leg, chunk, within, "write", |d, at| d.write_at(buf, at, fua))
+    }
+
+    /// `leg_write` of a whole chunk of zeroes, as write-zeroes (the device
+    /// deallocates or zeroes in place; a remote leg sends no data).
+    pub(super) fn leg_write_zeroes(&self, leg: u32, chunk: u64) -> bool {
+        let cb = self.chunk_bytes;
+        self.leg_change(leg, chunk, 0, "write-zeroes", |d, at| d.write_zeroes(at, cb, false))
+    }
+
+    /// Apply a change to leg `leg` at `chunk`/`within`: its replacement
+    /// first (given up on error), then the leg itself when writable (failed
+    /// on error). True when some device took it.
+    fn leg_change(&self, leg: u32, chunk: u64, within: u64, what: &str, change: impl Fn(&dyn BlockDevice, u64) -> std::io::Result<()>) -> bool {
         let Some(l) = self.legs.get(leg as usize) else { return false };
         let at = l.offset + chunk * self.chunk_bytes + within;
         // A replacement being rebuilt gets every write, even when the leg
         // it replaces has died meanwhile.
         let mut replaced = false;
         if let Some(r) = l.replacement() {
-            match r.write_at(buf, at, fua) {
+            match change(&*r, at) {
                 Ok(()) => replaced = true,
                 Err(e) => self.abandon_replacement(leg as usize, &e),
             }
@@ -97,7 +112,7 @@ impl Array {
             return replaced;
         }
         l.inflight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let result = l.device().write_at(buf, at, fua);
+        let result = change(&*l.device(), at);
         l.inflight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         match result {
             Ok(()) => {
@@ -106,35 +121,7 @@ impl Array {
             }
             Err(e) => {
                 Counters::add(&l.errors, 1);
-                self.fail_leg_on(leg as usize, "write", &e);
-                false
-            }
-        }
-    }
-
-    /// `leg_write` of a whole chunk of zeroes, as write-zeroes (the device
-    /// deallocates or zeroes in place; a remote leg sends no data).
-    pub(super) fn leg_write_zeroes(&self, leg: u32, chunk: u64) -> bool {
-        let Some(l) = self.legs.get(leg as usize) else { return false };
-        let at = l.offset + chunk * self.chunk_bytes;
-        let mut replaced = false;
-        if let Some(r) = l.replacement() {
-            match r.write_zeroes(at, self.chunk_bytes, false) {
-                Ok(()) => replaced = true,
-                Err(e) => self.abandon_replacement(leg as usize, &e),
-            }
-        }
-        if !l.is_writable() {
-            return replaced;
-        }
-        match l.device().write_zeroes(at, self.chunk_bytes, false) {
-            Ok(()) => {
-                Counters::add(&l.writes, 1);
-                true
-            }
-            Err(e) => {
-                Counters::add(&l.errors, 1);
-                self.fail_leg_on(leg as usize, "write-zeroes", &e);
+                self.fail_leg_on(leg as usize, what, &e);
                 false
             }
         }
