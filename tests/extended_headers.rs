@@ -123,6 +123,41 @@ fn extended_headers_carry_64_bit_lengths_and_every_reply_is_extended() {
     request(&mut c, 0, 0, 17, 1 << 32, 4096, &[]);
     let (_, _, _, _, payload) = chunk(&mut c);
     assert!(payload[8..].iter().all(|&b| b == 0), "the fast zeroes read back as zeroes");
+    // A large read of a range never written: one OFFSET_HOLE chunk, no data.
+    request(&mut c, 0, 0, 18, 2 << 30, 256 << 10, &[]);
+    let (flags, kind, cookie, _, payload) = chunk(&mut c);
+    assert_eq!((flags & 1, kind, cookie, payload.len()), (1, 2, 18, 12), "a done NBD_REPLY_TYPE_OFFSET_HOLE");
+    assert_eq!(u64::from_be_bytes(payload[..8].try_into().unwrap()), 2 << 30);
+    assert_eq!(u32::from_be_bytes(payload[8..12].try_into().unwrap()), 256 << 10);
+    // Data between holes: the chunks put together are the bytes.
+    let middle: Vec<u8> = (0..65536u32).map(|i| (i % 253) as u8 | 1).collect();
+    request(&mut c, 1 << 5, 1, 19, 3 << 30, middle.len() as u64, &middle);
+    assert_eq!(chunk(&mut c).1, 0);
+    let from = (3u64 << 30) - (64 << 10);
+    request(&mut c, 0, 0, 20, from, 256 << 10, &[]);
+    let mut got = vec![0xeeu8; 256 << 10];
+    let mut holes = 0;
+    loop {
+        let (flags, kind, cookie, _, payload) = chunk(&mut c);
+        assert_eq!(cookie, 20);
+        let at = (u64::from_be_bytes(payload[..8].try_into().unwrap()) - from) as usize;
+        match kind {
+            1 => got[at..at + payload.len() - 8].copy_from_slice(&payload[8..]),
+            2 => {
+                let n = u32::from_be_bytes(payload[8..12].try_into().unwrap()) as usize;
+                got[at..at + n].fill(0);
+                holes += 1;
+            }
+            other => panic!("unexpected chunk type {other}"),
+        }
+        if flags & 1 != 0 {
+            break;
+        }
+    }
+    let mut expected = vec![0u8; 256 << 10];
+    expected[64 << 10..128 << 10].copy_from_slice(&middle);
+    assert!(got == expected, "holes and data chunks together are the range's bytes");
+    assert!(holes > 0, "the unwritten parts come as holes");
     // A write without the payload flag breaks the protocol: the connection ends.
     request(&mut c, 0, 1, 14, 0, 512, &[0; 512]);
     let mut rest = Vec::new();

@@ -44,6 +44,10 @@ const READ_BUFFER: usize = 128 << 10;
 /// to the end: 64 MiB keeps each answer near a millisecond.
 const MAX_STATUS_SPAN: u64 = 64 << 20;
 
+/// Reads from this size on ask block status first, so holes are sent as
+/// `OFFSET_HOLE` chunks instead of read and sent as zeroes.
+const SPARSE_READ_MIN: u64 = 64 << 10;
+
 /// How long a worker waits for a next request before it leaves.
 const LINGER: Duration = Duration::from_millis(20);
 
@@ -426,6 +430,9 @@ impl<S: Stream> Conn<S> {
     /// A read, answered as one `OFFSET_DATA` chunk or an error chunk.
     fn reply_read_chunked(&self, r: Request) -> Result<(), NbdError> {
         let extended = self.chosen.extended;
+        if let Some(pieces) = self.holes_in(r) {
+            return self.reply_read_sparse(r, &pieces);
+        }
         let (error, data) = serve_one(&*self.export.device, r, None);
         match data {
             Some(data) if error == 0 => {
@@ -435,6 +442,61 @@ impl<S: Stream> Conn<S> {
             }
             _ => self.reply(&error_chunk(extended, error.max(EIO), &r, "the read failed"), &[]),
         }
+    }
+
+    /// For a large read, the pieces of it the device knows read as zeroes
+    /// (`base:allocation`'s zero flag) and the rest, when there is a hole
+    /// to skip: those become `OFFSET_HOLE` chunks and are neither read nor
+    /// sent. Small reads are not worth the question.
+    fn holes_in(&self, r: Request) -> Option<Vec<(u64, u64, bool)>> {
+        let device = &*self.export.device;
+        if r.length < SPARSE_READ_MIN || r.offset.checked_add(r.length).is_none_or(|end| end > device.size()) {
+            return None;
+        }
+        let mut extents = Vec::new();
+        device.block_status(r.offset, r.length, &mut extents).ok()?;
+        let mut pieces = Vec::new();
+        let mut at = r.offset;
+        for e in &extents {
+            let zero = e.allocation & crate::device::status::ZERO != 0;
+            match pieces.last_mut() {
+                Some((_, len, was_zero)) if *was_zero == zero => *len += e.len,
+                _ => pieces.push((at, e.len, zero)),
+            }
+            at += e.len;
+        }
+        // Block status covers the range; anything else, read it all.
+        (at == r.offset + r.length && pieces.iter().any(|p| p.2)).then_some(pieces)
+    }
+
+    /// A read as `OFFSET_HOLE` and `OFFSET_DATA` chunks, the last one done;
+    /// an error ends it with an error chunk (earlier chunks stand, as the
+    /// protocol allows).
+    fn reply_read_sparse(&self, r: Request, pieces: &[(u64, u64, bool)]) -> Result<(), NbdError> {
+        let extended = self.chosen.extended;
+        let device = &*self.export.device;
+        let last = pieces.len() - 1;
+        for (i, &(at, len, zero)) in pieces.iter().enumerate() {
+            let flags = if i == last { REPLY_FLAG_DONE } else { 0 };
+            if zero {
+                let mut chunk = chunk_header(extended, flags, REPLY_TYPE_OFFSET_HOLE, &r, 12);
+                chunk.extend_from_slice(&at.to_be_bytes());
+                // len <= MAX_REQUEST
+                chunk.extend_from_slice(&(len as u32).to_be_bytes());
+                self.reply(&chunk, &[])?;
+                continue;
+            }
+            let mut data = vec![0u8; len as usize];
+            if let Err(e) = device.read_at(&mut data, at) {
+                let piece = Request { offset: at, length: len, ..r };
+                let errno = errno(&e, piece);
+                return self.reply(&error_chunk(extended, errno, &r, "the read failed"), &[]);
+            }
+            let mut head = chunk_header(extended, flags, REPLY_TYPE_OFFSET_DATA, &r, 8 + len as u32);
+            head.extend_from_slice(&at.to_be_bytes());
+            self.reply(&head, &data)?;
+        }
+        Ok(())
     }
 
     /// `NBD_CMD_BLOCK_STATUS`: one chunk per chosen context, the last one
