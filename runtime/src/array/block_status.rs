@@ -7,6 +7,7 @@
 use super::Array;
 use crate::device::status::{self, DEGRADED, NEEDS_RESYNC, REDUCED, StatusExtent};
 use crate::layout::Role;
+use crate::layout::map::StripeView;
 use std::io;
 
 impl Array {
@@ -17,6 +18,10 @@ impl Array {
         }
         let cb = self.chunk_bytes;
         let d = u64::from(layout.descriptor.data_chunks.max(1));
+        let alive = |leg: u32| self.legs.get(leg as usize).is_some_and(|l| l.is_alive());
+        // The stripe being walked: its view and health, looked up once for
+        // all its chunks.
+        let mut stripe: Option<(u64, StripeView, u32)> = None;
         let mut done = 0u64;
         while done < len {
             let at = offset + done;
@@ -24,12 +29,16 @@ impl Array {
             let n = (cb - within).min(len - done);
             let s = c / d;
             let k = (c % d) as u32;
-            let view = self.view(&layout, s).map_err(|e| io::Error::other(e.to_string()))?;
-            let alive = |leg: u32| self.legs.get(leg as usize).is_some_and(|l| l.is_alive());
-            let mut health = if self.stripe_in_sync(s) { 0 } else { NEEDS_RESYNC };
-            if view.shape.slots.iter().any(|sl| !matches!(sl.role, Role::Spare(_)) && !alive(sl.leg)) {
-                health |= REDUCED;
+            if stripe.as_ref().is_none_or(|(current, ..)| *current != s) {
+                let view = self.view(&layout, s).map_err(|e| io::Error::other(e.to_string()))?;
+                let mut health = if self.stripe_in_sync(s) { 0 } else { NEEDS_RESYNC };
+                if view.shape.slots.iter().any(|sl| !matches!(sl.role, Role::Spare(_)) && !alive(sl.leg)) {
+                    health |= REDUCED;
+                }
+                stripe = Some((s, view, health));
             }
+            let Some((_, view, health)) = &stripe else { break };
+            let health = *health;
             // The copy a read takes: a live slot holding data chunk k.
             let holder = view.shape.slots.iter().enumerate().find(|(_, sl)| matches!(sl.role, Role::Data(j) | Role::Replica(j) if j == k) && alive(sl.leg));
             match holder {

@@ -53,11 +53,7 @@ pub fn status(run_dir: &Option<PathBuf>, name: &str, json: bool) -> anyhow::Resu
         };
         println!("nbd: {tls}; {} client(s)", clients.len());
         for c in clients {
-            let how = match c["tls"].as_object() {
-                Some(t) => format!("{} with {}", t["protocol"].as_str().unwrap_or("TLS"), t["peer"].as_str().unwrap_or("an unauthenticated peer")),
-                None => "plaintext".to_string(),
-            };
-            println!("  client {} on {}: {how}", c["peer"].as_str().unwrap_or("?"), c["export"].as_str().unwrap_or("?"));
+            println!("  client {} on {}: {}", c["peer"].as_str().unwrap_or("?"), c["export"].as_str().unwrap_or("?"), tls_text(&c["tls"]));
         }
     }
     if let Some(u) = r["ublk"].as_object() {
@@ -74,6 +70,15 @@ pub fn status(run_dir: &Option<PathBuf>, name: &str, json: bool) -> anyhow::Resu
         print_array(a, "");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A connection's TLS session as `status --json` has it (`tls::Session`),
+/// in words: "TLSv1.3 ... with CN=...", or plaintext.
+fn tls_text(session: &serde_json::Value) -> String {
+    match session.as_object() {
+        Some(t) => format!("{} with {}", t["protocol"].as_str().unwrap_or("TLS"), t["peer"].as_str().unwrap_or("an unauthenticated peer")),
+        None => "plaintext".to_string(),
+    }
 }
 
 /// One array of `status`, with the arrays inside its legs below it.
@@ -102,12 +107,8 @@ fn print_array(a: &serde_json::Value, indent: &str) {
             err.push_str(&format!("  [rebuilt into distributed spare {o}]"));
         }
         if let Some(link) = l["link"].as_object() {
-            let tls = match link["tls"].as_object() {
-                Some(t) => format!(", {} with {}", t["protocol"].as_str().unwrap_or("TLS"), t["peer"].as_str().unwrap_or("an unnamed peer")),
-                None => ", plaintext".to_string(),
-            };
             if link["connected"].as_bool() == Some(true) {
-                err.push_str(&format!("  [link up{tls}, {} us, {} reconnect(s)]", link["latency_us"], link["reconnects"]));
+                err.push_str(&format!("  [link up, {}, {} us, {} reconnect(s)]", tls_text(&link["tls"]), link["latency_us"], link["reconnects"]));
             } else {
                 err.push_str(&format!("  [link DOWN for {} s: {}]", link["down_for_secs"], link["last_error"].as_str().unwrap_or("")));
             }

@@ -38,3 +38,17 @@ pub fn push(out: &mut Vec<StatusExtent>, e: StatusExtent) {
         _ => out.push(e),
     }
 }
+
+/// One flag set of `extents` (`pick`: the allocation or the health flags),
+/// as (length, flags) with neighbours that agree merged.
+pub fn project(extents: &[StatusExtent], pick: impl Fn(&StatusExtent) -> u32) -> Vec<(u64, u32)> {
+    let mut out: Vec<(u64, u32)> = Vec::new();
+    for e in extents {
+        let flags = pick(e);
+        match out.last_mut() {
+            Some((len, last)) if *last == flags => *len += e.len,
+            _ => out.push((e.len, flags)),
+        }
+    }
+    out
+}

@@ -295,7 +295,7 @@ pub fn go<S: Read + Write>(s: &mut S, name: &str) -> io::Result<Export> {
     go.extend_from_slice(&INFO_BLOCK_SIZE.to_be_bytes());
     send_option(s, OPT_GO, &go)?;
 
-    let mut export: Option<Export> = None;
+    let mut export = None;
     let mut block_sizes = None;
     for _ in 0..MAX_OPTION_REPLIES {
         let (reply, data) = read_option_reply(s)?;
@@ -307,9 +307,9 @@ pub fn go<S: Read + Write>(s: &mut S, name: &str) -> io::Result<Export> {
             REP_INFO => {
                 let be32 = |at: usize| u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]);
                 match (data.len(), data.get(..2).map(|t| u16::from_be_bytes([t[0], t[1]]))) {
+                    // The block sizes join at the ACK, whichever came first.
                     (12.., Some(INFO_EXPORT)) => {
-                        let sizes = export.and_then(|e: Export| e.block_sizes);
-                        export = Some(Export { size: be64(&data[2..10]), flags: u16::from_be_bytes([data[10], data[11]]), block_sizes: sizes });
+                        export = Some(Export { size: be64(&data[2..10]), flags: u16::from_be_bytes([data[10], data[11]]), block_sizes: None });
                     }
                     (14.., Some(INFO_BLOCK_SIZE)) => {
                         let sizes = (be32(2), be32(6), be32(10));

@@ -455,16 +455,14 @@ impl<S: Stream> Conn<S> {
         }
         let mut extents = Vec::new();
         device.block_status(r.offset, r.length, &mut extents).ok()?;
-        let mut pieces = Vec::new();
         let mut at = r.offset;
-        for e in &extents {
-            let zero = e.allocation & crate::device::status::ZERO != 0;
-            match pieces.last_mut() {
-                Some((_, len, was_zero)) if *was_zero == zero => *len += e.len,
-                _ => pieces.push((at, e.len, zero)),
-            }
-            at += e.len;
-        }
+        let pieces: Vec<(u64, u64, bool)> = status::project(&extents, |e| e.allocation & status::ZERO)
+            .into_iter()
+            .map(|(len, zero)| {
+                at += len;
+                (at - len, len, zero != 0)
+            })
+            .collect();
         // Block status covers the range; anything else, read it all.
         (at == r.offset + r.length && pieces.iter().any(|p| p.2)).then_some(pieces)
     }
@@ -522,10 +520,7 @@ impl<S: Stream> Conn<S> {
         let last = self.chosen.contexts.len() - 1;
         for (i, &id) in self.chosen.contexts.iter().enumerate() {
             let pick: fn(&StatusExtent) -> u32 = if id == 1 { |e| e.allocation } else { |e| e.health };
-            let mut merged: Vec<StatusExtent> = Vec::new();
-            for e in &extents {
-                status::push(&mut merged, StatusExtent { len: e.len, allocation: pick(e), health: 0 });
-            }
+            let mut merged = status::project(&extents, pick);
             if r.flags & CMD_FLAG_REQ_ONE != 0 {
                 merged.truncate(1);
             }
@@ -533,14 +528,14 @@ impl<S: Stream> Conn<S> {
             if extended {
                 payload.extend_from_slice(&(merged.len() as u32).to_be_bytes());
             }
-            for e in &merged {
+            for &(len, flags) in &merged {
                 if extended {
-                    payload.extend_from_slice(&e.len.to_be_bytes());
-                    payload.extend_from_slice(&u64::from(e.allocation).to_be_bytes());
+                    payload.extend_from_slice(&len.to_be_bytes());
+                    payload.extend_from_slice(&u64::from(flags).to_be_bytes());
                 } else {
                     // len <= MAX_STATUS_SPAN < 4 GiB
-                    payload.extend_from_slice(&(e.len as u32).to_be_bytes());
-                    payload.extend_from_slice(&e.allocation.to_be_bytes());
+                    payload.extend_from_slice(&(len as u32).to_be_bytes());
+                    payload.extend_from_slice(&flags.to_be_bytes());
                 }
             }
             let flags = if i == last { REPLY_FLAG_DONE } else { 0 };
