@@ -12,11 +12,6 @@ use std::process::Command;
 
 const LEG_BYTES: &str = "256M";
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// The data offset `wasmraid create` chose, from `wasmraid examine --json`.
 fn data_offset(leg: &Path) -> u64 {
     let out = Command::new(peers::wasmraid_bin()).arg("examine").arg(leg).arg("--json").output().expect("examine");
@@ -57,7 +52,7 @@ fn main() {
             bitmap_writes = bitmap_writes_of(dir.path());
             s.stop(dir.path());
         }
-        let (a, b) = (median(without), median(with));
+        let (a, b) = (peers::median(&without), peers::median(&with));
         println!("{layout} ({legs} legs)");
         println!("  without bitmap {a:>10.0} IOPS");
         println!("  with bitmap    {b:>10.0} IOPS   {:.3}x without (bar >= 0.90); {bitmap_writes} bitmap updates in the last run", b / a);

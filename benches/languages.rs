@@ -136,12 +136,6 @@ fn main() {
     report_named("4 KiB random read via NBD", &names, &iops, "ns/IO (1/IOPS)");
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn report(what: &str, contenders: &[Contender], samples: &[Vec<f64>], unit: &str) {
     let names: Vec<&str> = contenders.iter().map(|c| c.language).collect();
     report_named(what, &names, samples, unit);
@@ -149,7 +143,7 @@ fn report(what: &str, contenders: &[Contender], samples: &[Vec<f64>], unit: &str
 
 /// Each language's median against the Rust one, and the spread.
 fn report_named(what: &str, names: &[&str], samples: &[Vec<f64>], unit: &str) {
-    let medians: Vec<f64> = samples.iter().map(|s| median(s)).collect();
+    let medians: Vec<f64> = samples.iter().map(|s| peers::median(s)).collect();
     let reference = medians[0];
     for (name, m) in names.iter().zip(&medians) {
         row(&format!("{what}: {name}"), *m, unit, Some((m / reference, "of rust's cost (bar <= 1.05)")));

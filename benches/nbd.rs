@@ -9,11 +9,6 @@ use std::path::Path;
 
 const TOTAL: u64 = 1 << 30;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
     let dir = tempfile::Builder::new().prefix("wasmraid-nbd-bench").tempdir_in("/dev/shm").expect("tmpfs dir");
     let legs: Vec<String> = (0..4).map(|i| dir.path().join(format!("leg{i}")).display().to_string()).collect();
@@ -42,7 +37,7 @@ fn main() {
                 let (i, bw) = peers::fio(&s.uri, args, false);
                 runs.push(if *iops { i } else { bw / 1e6 });
             }
-            results.push((server, median(runs)));
+            results.push((server, peers::median(&runs)));
         }
         let unit = if *iops { "IOPS" } else { "MB/s" };
         let best_peer = results[1..].iter().map(|r| r.1).fold(0.0, f64::max);

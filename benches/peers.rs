@@ -147,3 +147,36 @@ pub fn filled_file(path: &Path, size: u64) {
         f.write_all(&block).expect("fill");
     }
 }
+
+/// The median of a benchmark's rounds (the upper one of an even count).
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Wait until something listens on 127.0.0.1:`port`.
+pub fn wait_port(port: u16, what: &str) {
+    for _ in 0..400 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{what} did not listen on port {port}");
+}
+
+/// nbdkit's file plugin serving `file` as export `leg` on 127.0.0.1:`port`,
+/// with TLS required when `certs` names a certificates directory; the
+/// caller kills it.
+pub fn nbdkit_tcp(file: &Path, port: u16, certs: Option<&Path>) -> Child {
+    require("nbdkit");
+    let mut c = Command::new("nbdkit");
+    c.args(["-f", "--exit-with-parent", "-i", "127.0.0.1", "-p", &port.to_string(), "-e", "leg"]);
+    if let Some(dir) = certs {
+        c.arg("--tls=require").arg(format!("--tls-certificates={}", dir.display()));
+    }
+    let child = c.arg("file").arg(file).stderr(Stdio::null()).spawn().expect("spawn nbdkit");
+    wait_port(port, "nbdkit");
+    child
+}

@@ -7,32 +7,9 @@
 
 mod peers;
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Child;
 
 const LEG_BYTES: u64 = 512 << 20;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// nbdkit exporting `file` on 127.0.0.1:`port`.
-fn export(file: &std::path::Path, port: u16) -> Child {
-    let child = Command::new("nbdkit")
-        .args(["-f", "--exit-with-parent", "-i", "127.0.0.1", "-p", &port.to_string(), "-e", "leg", "file"])
-        .arg(file)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn nbdkit");
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return child;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("nbdkit did not listen on port {port}");
-}
 
 fn main() {
     peers::require("nbdkit");
@@ -43,7 +20,7 @@ fn main() {
         peers::filled_file(f, LEG_BYTES);
     }
     let ports = [10931u16, 10932];
-    let mut exports: Vec<Child> = files.iter().zip(ports).map(|(f, p)| export(f, p)).collect();
+    let mut exports: Vec<Child> = files.iter().zip(ports).map(|(f, p)| peers::nbdkit_tcp(f, p, None)).collect();
     let local: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let remote: Vec<String> = ports.iter().map(|p| format!("nbd://127.0.0.1:{p}/leg")).collect();
     let serve = |legs: &[String]| {
@@ -69,7 +46,7 @@ fn main() {
             s.stop(dir.path());
         }
         let unit = if args.contains(&"--bs=4k") { "IOPS" } else { "MB/s" };
-        let (a, b) = (median(l), median(r));
+        let (a, b) = (peers::median(&l), peers::median(&r));
         println!("{what:<34} local {a:>10.0} {unit}   remote {b:>10.0} {unit}   remote/local {:.2}x", b / a);
     }
     for e in &mut exports {

@@ -16,41 +16,12 @@
 mod peers;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command};
 
 const LEG_BYTES: u64 = 512 << 20;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn wait_port(port: u16, what: &str) {
-    for _ in 0..400 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("{what} did not listen on port {port}");
-}
-
-/// nbdkit exporting `file` on 127.0.0.1:`port`, with TLS from `certs`.
-fn nbdkit(file: &Path, port: u16, certs: Option<&Path>) -> Child {
-    let mut c = Command::new("nbdkit");
-    c.args(["-f", "--exit-with-parent", "-i", "127.0.0.1", "-p", &port.to_string(), "-e", "leg"]);
-    if let Some(dir) = certs {
-        c.arg("--tls=require").arg(format!("--tls-certificates={}", dir.display()));
-    }
-    let child = c.arg("file").arg(file).stderr(Stdio::null()).spawn().expect("spawn nbdkit");
-    wait_port(port, "nbdkit");
-    child
 }
 
 fn certificates(dir: &Path) -> PathBuf {
@@ -88,7 +59,7 @@ fn measure(uri: &str, w: &Workload) -> f64 {
 
 /// One row: every round, the medians, the ratio, and the bar if any.
 fn report(what: &str, unit: &str, plain: &[f64], tls: &[f64], bar: Option<f64>) {
-    let (p, t) = (median(plain), median(tls));
+    let (p, t) = (peers::median(plain), peers::median(tls));
     let ratio = t / p;
     let rounds = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" ");
     println!(
@@ -119,8 +90,8 @@ fn main() {
     );
     let (plain_ports, tls_ports) = ([10941u16, 10942], [10943u16, 10944]);
     let mut servers: Vec<Child> = Vec::new();
-    servers.extend(files.iter().zip(plain_ports).map(|(f, p)| nbdkit(f, p, None)));
-    servers.extend(files.iter().zip(tls_ports).map(|(f, p)| nbdkit(f, p, Some(&certs))));
+    servers.extend(files.iter().zip(plain_ports).map(|(f, p)| peers::nbdkit_tcp(f, p, None)));
+    servers.extend(files.iter().zip(tls_ports).map(|(f, p)| peers::nbdkit_tcp(f, p, Some(&certs))));
     let plain_legs: Vec<String> = plain_ports.iter().map(|p| format!("nbd://127.0.0.1:{p}/leg")).collect();
     let tls_legs: Vec<String> = tls_ports.iter().map(|p| format!("nbds://localhost:{p}/leg?tls-certificates={}", certs.display())).collect();
     let serve = |legs: &[String]| {
@@ -157,7 +128,7 @@ fn main() {
             args.extend(["--tls".into(), "require".into(), "--tls-certificates".into(), certs.display().to_string()]);
         }
         let s = peers::wasmraid(dir.path(), &args);
-        wait_port(port, "wasmraid");
+        peers::wait_port(port, "wasmraid");
         s
     };
     let tls_uri = format!("nbds://localhost:{port}/bench?tls-certificates={}", certs.display());
