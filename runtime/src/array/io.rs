@@ -6,43 +6,8 @@ use crate::layout::Role;
 use crate::layout::map::StripeView;
 use crate::layout::proven::ProvenLayout;
 use crate::parity::{EncodeMatrix, encode, encode_accumulate};
-use std::cell::RefCell;
-
-/// Stripes writing at least this many bytes spread their leg writes over
-/// threads (measured in `benches/array.rs`); smaller ones stay inline.
-const PARALLEL_BYTES: usize = 128 << 10;
-
-thread_local! {
-    /// Reusable chunk-sized buffers: parity outputs and old values are
-    /// taken from here instead of allocated (and zeroed) per stripe.
-    static SCRATCH: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// `n` buffers of `len` bytes with unspecified contents (every user
-/// overwrites them whole).
-fn take_buffers(n: usize, len: usize) -> Vec<Vec<u8>> {
-    SCRATCH.with(|pool| {
-        let mut pool = pool.borrow_mut();
-        (0..n)
-            .map(|_| {
-                let mut b = pool.pop().unwrap_or_default();
-                b.resize(len, 0);
-                b
-            })
-            .collect()
-    })
-}
-
-fn give_back(buffers: Vec<Vec<u8>>) {
-    SCRATCH.with(|pool| {
-        let mut pool = pool.borrow_mut();
-        for b in buffers {
-            if pool.len() < 32 {
-                pool.push(b);
-            }
-        }
-    });
-}
+use super::batch::LegRead;
+use super::scratch::{self, Scratch};
 
 impl Array {
     fn check_range(&self, layout: &ProvenLayout, offset: u64, len: u64) -> Result<(), ArrayError> {
@@ -289,14 +254,23 @@ impl Array {
             let Some(plan) = self.plans.plan(&view.shape, d, |leg| self.leg_alive(leg)) else {
                 return Err(ArrayError::Unrecoverable { stripe: s, detail: format!("data chunk {k} is lost: legs {} are dead", self.dead_list()) });
             };
-            let mut sources = vec![vec![0u8; out.len()]; plan.sources.len()];
-            let all_read =
-                plan.sources.iter().zip(sources.iter_mut()).all(|(&i, buf)| self.leg_read(view.shape.slots[i].leg, view.place(i).chunk, within, buf));
+            let mut sources = scratch::take(plan.sources.len(), out.len());
+            let mut reads: Vec<LegRead> = plan
+                .sources
+                .iter()
+                .zip(sources.iter_mut())
+                .map(|(&i, buf)| LegRead { leg: view.shape.slots[i].leg, chunk: view.place(i).chunk, within, buf: &mut **buf })
+                .collect();
+            let all_read = self.leg_read_all(&mut reads).iter().all(|&r| r);
+            drop(reads);
             if !all_read {
+                scratch::give_back(sources);
                 continue; // a source leg just died: plan again without it
             }
-            let refs: Vec<&[u8]> = sources.iter().map(Vec::as_slice).collect();
+            let refs: Vec<&[u8]> = sources.iter().map(|b| &**b).collect();
             encode(&EncodeMatrix::new(&[plan.rebuild[k].clone()]), &refs, &mut [out]);
+            drop(refs);
+            scratch::give_back(sources);
             return Ok(());
         }
         Err(ArrayError::Unrecoverable { stripe: s, detail: format!("data chunk {k}: legs kept failing while rebuilding it") })
@@ -385,35 +359,27 @@ impl Array {
             .collect();
         let data_writes: Vec<(u32, u64, &[u8])> =
             touched.iter().flat_map(|(k, new)| copies_of(*k).map(move |(i, slot)| (slot.leg, view.place(i).chunk, *new))).collect();
-        let parallel = len * data_writes.len() >= PARALLEL_BYTES;
         if parity.is_empty() {
-            self.write_batch(&data_writes, x0, fua, parallel);
+            self.leg_write_all(&data_writes, x0, fua);
             return Ok(());
         }
         if touched.len() == d {
-            // A full stripe reads nothing: write the data while the parity
-            // is computed, then write the parity.
+            // A full stripe reads nothing: compute the parity, then write
+            // data and parity together.
             Counters::add(&self.counters.full_stripe, 1);
-            let parity_job = || {
-                let values: Vec<&[u8]> = touched.iter().map(|(_, new)| *new).collect();
-                let rows: Vec<Vec<u8>> = parity.iter().map(|(_, c)| c.to_vec()).collect();
-                let mut out = take_buffers(parity.len(), len);
-                let mut outs: Vec<&mut [u8]> = out.iter_mut().map(Vec::as_mut_slice).collect();
-                encode(&EncodeMatrix::new(&rows), &values, &mut outs);
-                for ((i, _), buf) in parity.iter().zip(&out) {
-                    self.leg_write(slots[*i].leg, view.place(*i).chunk, x0, buf, fua);
-                }
-                give_back(out);
-            };
-            if parallel {
-                super::io_pool().install(|| rayon::join(|| self.write_batch(&data_writes, x0, fua, true), parity_job));
-            } else {
-                self.write_batch(&data_writes, x0, fua, false);
-                parity_job();
-            }
+            let values: Vec<&[u8]> = touched.iter().map(|(_, new)| *new).collect();
+            let rows: Vec<Vec<u8>> = parity.iter().map(|(_, c)| c.to_vec()).collect();
+            let mut out = scratch::take(parity.len(), len);
+            let mut outs: Vec<&mut [u8]> = out.iter_mut().map(|b| &mut **b).collect();
+            encode(&EncodeMatrix::new(&rows), &values, &mut outs);
+            let mut writes = data_writes;
+            writes.extend(parity.iter().zip(&out).map(|((i, _), buf)| (slots[*i].leg, view.place(*i).chunk, &**buf)));
+            self.leg_write_all(&writes, x0, fua);
+            drop(writes);
+            scratch::give_back(out);
             return Ok(());
         }
-        let mut parity_out: Vec<Vec<u8>> = Vec::new();
+        let mut parity_out: Vec<Scratch> = Vec::new();
         let has_live_copy = |k: usize| copies_of(k).any(|(_, sl)| self.leg_alive(sl.leg));
         let rmw_reads = touched.len() + parity.len();
         let rcw_reads = d - touched.len();
@@ -434,64 +400,59 @@ impl Array {
         let mut writes = data_writes;
         for ((i, _), out) in parity.iter().zip(&parity_out) {
             if out.len() == len {
-                writes.push((slots[*i].leg, view.place(*i).chunk, out.as_slice()));
+                writes.push((slots[*i].leg, view.place(*i).chunk, &**out));
             }
         }
-        self.write_batch(&writes, x0, fua, parallel);
-        give_back(parity_out);
+        self.leg_write_all(&writes, x0, fua);
+        drop(writes);
+        scratch::give_back(parity_out);
         Ok(())
     }
 
-    /// Issue leg writes, spread over the I/O threads when there is enough
-    /// to gain (a failing leg is marked dead, as always).
-    fn write_batch(&self, writes: &[(u32, u64, &[u8])], x0: u64, fua: bool, parallel: bool) {
-        if parallel && writes.len() > 1 {
-            use rayon::prelude::*;
-            super::io_pool().install(|| {
-                writes.par_iter().for_each(|(leg, chunk, buf)| {
-                    self.leg_write(*leg, *chunk, x0, buf, fua);
-                })
-            });
-        } else {
-            for (leg, chunk, buf) in writes {
-                self.leg_write(*leg, *chunk, x0, buf, fua);
-            }
-        }
-    }
-
-    /// New parity = old parity + coefficients x (old data + new data).
-    /// False when an old value could not be read (the caller reconstructs).
-    fn read_modify_write(&self, view: &StripeView, x0: u64, touched: &[(usize, &[u8])], parity: &[(usize, &[u8])], out: &mut Vec<Vec<u8>>) -> bool {
+    /// New parity = old parity + coefficients x (old data + new data),
+    /// the old values read together. False when one could not be read
+    /// (the caller reconstructs).
+    fn read_modify_write(&self, view: &StripeView, x0: u64, touched: &[(usize, &[u8])], parity: &[(usize, &[u8])], out: &mut Vec<Scratch>) -> bool {
         let len = touched[0].1.len();
         let slots = &view.shape.slots;
-        let mut deltas: Vec<Vec<u8>> = Vec::with_capacity(touched.len());
-        for (k, new) in touched {
-            let mut old = take_buffers(1, len).remove(0);
-            let read = slots
-                .iter()
-                .enumerate()
-                .filter(|(_, sl)| matches!(sl.role, Role::Data(j) | Role::Replica(j) if j as usize == *k))
-                .any(|(i, sl)| self.leg_read(sl.leg, view.place(i).chunk, x0, &mut old));
-            if !read {
-                give_back(deltas);
-                return false;
+        let copies_of = |k: usize| slots.iter().enumerate().filter(move |(_, sl)| matches!(sl.role, Role::Data(j) | Role::Replica(j) if j as usize == k));
+        let mut deltas = scratch::take(touched.len(), len);
+        scratch::give_back(std::mem::take(out));
+        *out = scratch::take(parity.len(), len);
+        // The first live copy of each touched chunk, and every parity.
+        let first_copy = |k: usize| copies_of(k).find(|(_, sl)| self.leg_alive(sl.leg)).or_else(|| copies_of(k).next()).map(|(i, _)| i);
+        let Some(data_slots) = touched.iter().map(|(k, _)| first_copy(*k)).collect::<Option<Vec<usize>>>() else {
+            scratch::give_back(deltas);
+            return false;
+        };
+        let mut reads: Vec<LegRead> = data_slots
+            .iter()
+            .zip(deltas.iter_mut())
+            .chain(parity.iter().map(|(i, _)| i).zip(out.iter_mut()))
+            .map(|(&i, buf)| LegRead { leg: slots[i].leg, chunk: view.place(i).chunk, within: x0, buf: &mut **buf })
+            .collect();
+        let read = self.leg_read_all(&mut reads);
+        drop(reads);
+        let (data_read, parity_read) = read.split_at(touched.len());
+        let mut all = parity_read.iter().all(|&r| r);
+        for (n, (k, _)) in touched.iter().enumerate() {
+            // Another copy, when the first one failed.
+            if all && !data_read[n] {
+                all = copies_of(*k).filter(|(i, _)| *i != data_slots[n]).any(|(i, sl)| self.leg_read(sl.leg, view.place(i).chunk, x0, &mut deltas[n]));
             }
-            old.iter_mut().zip(new.iter()).for_each(|(o, n)| *o ^= n);
-            deltas.push(old);
         }
-        give_back(std::mem::take(out));
-        *out = take_buffers(parity.len(), len);
-        for ((i, _), old) in parity.iter().zip(out.iter_mut()) {
-            if !self.leg_read(slots[*i].leg, view.place(*i).chunk, x0, old) {
-                give_back(deltas);
-                return false;
-            }
+        if !all {
+            scratch::give_back(deltas);
+            return false;
+        }
+        for ((_, new), old) in touched.iter().zip(deltas.iter_mut()) {
+            old.iter_mut().zip(new.iter()).for_each(|(o, n)| *o ^= n);
         }
         let rows: Vec<Vec<u8>> = parity.iter().map(|(_, c)| touched.iter().map(|(k, _)| c[*k]).collect()).collect();
-        let refs: Vec<&[u8]> = deltas.iter().map(Vec::as_slice).collect();
-        let mut outs: Vec<&mut [u8]> = out.iter_mut().map(Vec::as_mut_slice).collect();
+        let refs: Vec<&[u8]> = deltas.iter().map(|b| &**b).collect();
+        let mut outs: Vec<&mut [u8]> = out.iter_mut().map(|b| &mut **b).collect();
         encode_accumulate(&EncodeMatrix::new(&rows), &refs, &mut outs);
-        give_back(deltas);
+        scratch::give_back(deltas);
         true
     }
 
@@ -506,29 +467,49 @@ impl Array {
         x0: u64,
         touched: &[(usize, &[u8])],
         parity: &[(usize, &[u8])],
-        out: &mut Vec<Vec<u8>>,
+        out: &mut Vec<Scratch>,
     ) -> Result<(), ArrayError> {
         let d = layout.descriptor.data_chunks as usize;
         let len = touched[0].1.len();
-        let mut owned: Vec<Option<Vec<u8>>> = vec![None; d];
-        for k in 0..d {
-            if !touched.iter().any(|(t, _)| *t == k) {
-                let mut buf = vec![0u8; len];
-                self.rebuild(layout, view, s, k, x0, &mut buf)?;
-                owned[k] = Some(buf);
+        let slots = &view.shape.slots;
+        let untouched: Vec<usize> = (0..d).filter(|k| !touched.iter().any(|(t, _)| t == k)).collect();
+        let mut owned = scratch::take(untouched.len(), len);
+        // The untouched chunks read together from a live copy each; any
+        // that fails is rebuilt on its own.
+        let live_copy = |k: usize| {
+            slots.iter().enumerate().find(|(_, sl)| matches!(sl.role, Role::Data(j) | Role::Replica(j) if j as usize == k) && self.leg_alive(sl.leg))
+        };
+        let mut reads: Vec<LegRead> = Vec::new();
+        let mut read_of: Vec<Option<usize>> = vec![None; untouched.len()];
+        for (n, (k, buf)) in untouched.iter().zip(owned.iter_mut()).enumerate() {
+            if let Some((i, sl)) = live_copy(*k) {
+                read_of[n] = Some(reads.len());
+                reads.push(LegRead { leg: sl.leg, chunk: view.place(i).chunk, within: x0, buf: &mut **buf });
+            }
+        }
+        let read = self.leg_read_all(&mut reads);
+        drop(reads);
+        for (n, k) in untouched.iter().enumerate() {
+            if !read_of[n].is_some_and(|r| read[r]) {
+                if let Err(e) = self.rebuild(layout, view, s, *k, x0, &mut owned[n]) {
+                    scratch::give_back(owned);
+                    return Err(e);
+                }
             }
         }
         let values: Vec<&[u8]> = (0..d)
             .map(|k| match touched.iter().find(|(t, _)| *t == k) {
                 Some((_, new)) => *new,
-                None => owned[k].as_deref().unwrap_or(&[]),
+                None => untouched.iter().position(|u| *u == k).map_or(&[][..], |n| &*owned[n]),
             })
             .collect();
         let rows: Vec<Vec<u8>> = parity.iter().map(|(_, c)| c.to_vec()).collect();
-        give_back(std::mem::take(out));
-        *out = take_buffers(parity.len(), len);
-        let mut outs: Vec<&mut [u8]> = out.iter_mut().map(Vec::as_mut_slice).collect();
+        scratch::give_back(std::mem::take(out));
+        *out = scratch::take(parity.len(), len);
+        let mut outs: Vec<&mut [u8]> = out.iter_mut().map(|b| &mut **b).collect();
         encode(&EncodeMatrix::new(&rows), &values, &mut outs);
+        drop(values);
+        scratch::give_back(owned);
         Ok(())
     }
 

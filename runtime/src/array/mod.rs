@@ -8,6 +8,7 @@
 //! on degraded; it never returns wrong data. With metadata (`wasmraid
 //! create`), every leg carries a superblock and the write-intent bitmap.
 
+mod batch;
 mod block_status;
 pub mod create;
 mod decode;
@@ -19,6 +20,7 @@ pub mod members;
 pub mod reload;
 mod remote;
 mod safe_mode;
+mod scratch;
 mod scrub;
 pub mod spare;
 pub mod sync;
@@ -32,19 +34,6 @@ use health::{ArrayLeg, Health};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-
-/// The threads that spread a large stripe's leg I/O, apart from rayon's
-/// global pool so nothing else (a compile, say) can hold them up.
-pub(crate) fn io_pool() -> &'static rayon::ThreadPool {
-    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
-        rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("wasmraid-io-{i}")).build().unwrap_or_else(|_| {
-            // Without threads of its own the pool runs on the caller.
-            rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap_or_else(|e| panic!("no I/O thread pool: {e}"))
-        })
-    })
-}
 
 /// Why an array request failed.
 #[derive(Debug, thiserror::Error)]

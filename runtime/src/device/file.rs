@@ -248,6 +248,10 @@ impl BlockDevice for FileLeg {
         true
     }
 
+    fn direct_file(&self, offset: u64, buf: *const u8, len: usize) -> Option<(Arc<File>, u64)> {
+        (self.aligned(buf, len, offset) && check_range(self, offset, len as u64).is_ok()).then(|| (self.file.clone(), offset))
+    }
+
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         check_range(self, offset, buf.len() as u64)?;
         let result = if self.aligned(buf.as_ptr(), buf.len(), offset) {

@@ -7,6 +7,7 @@ pub mod log_writes;
 pub mod mem;
 pub mod missing;
 pub mod nbd;
+pub mod ring;
 pub mod status;
 
 use std::io;
@@ -56,6 +57,15 @@ pub trait BlockDevice: Send + Sync {
     /// legs failed.
     fn read_extents(&self, _offset: u64, _len: u64, _buf_offset: usize, _out: &mut Vec<Extent>) -> bool {
         false
+    }
+    /// The file and offset holding the `len` bytes at `offset`, when a
+    /// buffer at `buf` may read or write them there with one plain call
+    /// (the alignment O_DIRECT needs): the array then runs a request's leg
+    /// I/O together on its thread's ring (`ring.rs`), and falls back to
+    /// `read_at`/`write_at`, which handle errors, for any that fails. None:
+    /// use those.
+    fn direct_file(&self, _offset: u64, _buf: *const u8, _len: usize) -> Option<(Arc<std::fs::File>, u64)> {
+        None
     }
     /// Whether `write_zeroes` of this range is faster than writing zeroes
     /// (it deallocates or zeroes in place): NBD's FAST_ZERO asks before

@@ -1,0 +1,121 @@
+//! A request's leg I/O issued together (`device::ring`): the reads a
+//! parity write or a degraded read needs, and the writes that follow,
+//! each take one round trip of the slowest leg. Any operation the ring
+//! cannot do or that fails is done again the plain way (`leg_read`,
+//! `leg_write`), which is where a failing leg is failed: the outcome is
+//! the same as doing them one by one, only sooner.
+
+use super::{Array, Counters};
+use crate::device::ring::{self, Data, Op};
+use std::sync::atomic::Ordering;
+
+/// Bytes `within..within + buf.len()` of chunk `chunk` of leg `leg`.
+pub(super) struct LegRead<'a> {
+    pub leg: u32,
+    pub chunk: u64,
+    pub within: u64,
+    pub buf: &'a mut [u8],
+}
+
+/// Where a leg's bytes live, when the ring may move them.
+struct Direct {
+    file: std::sync::Arc<std::fs::File>,
+    offset: u64,
+}
+
+impl Array {
+    fn direct(&self, leg: u32, chunk: u64, within: u64, buf: *const u8, len: usize) -> Option<Direct> {
+        let l = self.legs.get(leg as usize)?;
+        let at = l.offset + chunk * self.chunk_bytes + within;
+        let (file, offset) = l.device().direct_file(at, buf, len)?;
+        Some(Direct { file, offset })
+    }
+
+    /// Read every one of `reads` at once; true where it was read. A false
+    /// one's leg was dead or has been failed, as `leg_read` does.
+    pub(super) fn leg_read_all(&self, reads: &mut [LegRead<'_>]) -> Vec<bool> {
+        let mut ok = vec![false; reads.len()];
+        let alive: Vec<bool> = reads.iter().map(|r| self.legs.get(r.leg as usize).is_some_and(|l| l.is_alive())).collect();
+        let direct: Vec<Option<Direct>> = reads
+            .iter()
+            .zip(&alive)
+            .map(|(r, &live)| if live { self.direct(r.leg, r.chunk, r.within, r.buf.as_ptr(), r.buf.len()) } else { None })
+            .collect();
+        if direct.iter().filter(|d| d.is_some()).count() > 1 {
+            let started = std::time::Instant::now();
+            let which: Vec<usize> = (0..reads.len()).filter(|&i| direct[i].is_some()).collect();
+            for &i in &which {
+                self.legs[reads[i].leg as usize].inflight.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut ops = Vec::new();
+            for (r, d) in reads.iter_mut().zip(&direct) {
+                if let Some(d) = d {
+                    ops.push(Op { file: &d.file, offset: d.offset, data: Data::Read(&mut *r.buf), dsync: false });
+                }
+            }
+            let results = ring::run(&mut ops);
+            drop(ops);
+            let took = started.elapsed();
+            for (n, &i) in which.iter().enumerate() {
+                let l = &self.legs[reads[i].leg as usize];
+                l.inflight.fetch_sub(1, Ordering::Relaxed);
+                if results.as_ref().is_some_and(|r| r[n].is_ok()) {
+                    l.record_read_latency(took);
+                    l.last_position.store(direct[i].as_ref().map_or(0, |d| d.offset) + reads[i].buf.len() as u64, Ordering::Relaxed);
+                    Counters::add(&l.reads, 1);
+                    ok[i] = true;
+                }
+            }
+        }
+        for (i, r) in reads.iter_mut().enumerate() {
+            if !ok[i] && alive[i] {
+                ok[i] = self.leg_read(r.leg, r.chunk, r.within, r.buf);
+            }
+        }
+        ok
+    }
+
+    /// Write every one of `writes` (leg, chunk, data) at `within` of its
+    /// chunk at once, to a leg being rebuilt too and to a replacement (those
+    /// the plain way). True where some device took it, as `leg_write`.
+    pub(super) fn leg_write_all(&self, writes: &[(u32, u64, &[u8])], within: u64, fua: bool) -> Vec<bool> {
+        let mut ok = vec![false; writes.len()];
+        let ringable = |&(leg, chunk, buf): &(u32, u64, &[u8])| {
+            let l = self.legs.get(leg as usize)?;
+            if !l.is_writable() || l.replacement().is_some() {
+                return None;
+            }
+            self.direct(leg, chunk, within, buf.as_ptr(), buf.len())
+        };
+        let direct: Vec<Option<Direct>> = writes.iter().map(ringable).collect();
+        if direct.iter().filter(|d| d.is_some()).count() > 1 {
+            let mut ops = Vec::new();
+            let mut which = Vec::new();
+            for (i, (w, d)) in writes.iter().zip(&direct).enumerate() {
+                if let Some(d) = d {
+                    ops.push(Op { file: &d.file, offset: d.offset, data: Data::Write(w.2), dsync: fua });
+                    which.push(i);
+                }
+            }
+            for &i in &which {
+                self.legs[writes[i].0 as usize].inflight.fetch_add(1, Ordering::Relaxed);
+            }
+            let results = ring::run(&mut ops);
+            drop(ops);
+            for (n, &i) in which.iter().enumerate() {
+                let l = &self.legs[writes[i].0 as usize];
+                l.inflight.fetch_sub(1, Ordering::Relaxed);
+                if results.as_ref().is_some_and(|r| r[n].is_ok()) {
+                    Counters::add(&l.writes, 1);
+                    ok[i] = true;
+                }
+            }
+        }
+        for (i, &(leg, chunk, buf)) in writes.iter().enumerate() {
+            if !ok[i] {
+                ok[i] = self.leg_write(leg, chunk, within, buf, fua);
+            }
+        }
+        ok
+    }
+}
