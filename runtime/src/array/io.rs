@@ -9,6 +9,10 @@ use crate::parity::{EncodeMatrix, encode, encode_accumulate};
 use super::batch::LegRead;
 use super::scratch::{self, Scratch};
 
+/// At most this many whole stripes of one request are encoded and written
+/// together (their parity is held in scratch buffers meanwhile).
+const MAX_STRIPES_TOGETHER: u64 = 16;
+
 impl Array {
     fn check_range(&self, layout: &ProvenLayout, offset: u64, len: u64) -> Result<(), ArrayError> {
         let size = layout.capacity_bytes();
@@ -295,6 +299,14 @@ impl Array {
         while done < data.len() {
             let at = offset + done as u64;
             let (s, a) = (at / stripe_bytes, at % stripe_bytes);
+            // Two or more whole stripes: encoded, then written together.
+            let whole = ((data.len() - done) as u64 / stripe_bytes).min(MAX_STRIPES_TOGETHER);
+            if a == 0 && whole >= 2 {
+                let n = (whole * stripe_bytes) as usize;
+                pending.extend(self.write_full_stripes(&layout, s..s + whole, &data[done..done + n], fua)?);
+                done += n;
+                continue;
+            }
             let n = ((stripe_bytes - a) as usize).min(data.len() - done);
             pending.extend(self.write_stripe(&layout, s, a, &data[done..done + n], fua)?);
             done += n;
@@ -349,16 +361,7 @@ impl Array {
         let d = layout.descriptor.data_chunks as usize;
         let len = touched[0].1.len();
         let copies_of = |k: usize| slots.iter().enumerate().filter(move |(_, sl)| matches!(sl.role, Role::Data(j) | Role::Replica(j) if j as usize == k));
-        let parity: Vec<(usize, &[u8])> = slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, sl)| match &sl.role {
-                Role::Parity { coefficients, .. } if self.leg_writable(sl.leg) => Some((i, &coefficients[..])),
-                _ => None,
-            })
-            .collect();
-        let data_writes: Vec<(u32, u64, &[u8])> =
-            touched.iter().flat_map(|(k, new)| copies_of(*k).map(move |(i, slot)| (slot.leg, view.place(i).chunk, *new))).collect();
+        let (parity, data_writes) = self.targets(view, touched);
         if parity.is_empty() {
             self.leg_write_all(&data_writes, x0, fua);
             return Ok(());
@@ -367,13 +370,9 @@ impl Array {
             // A full stripe reads nothing: compute the parity, then write
             // data and parity together.
             Counters::add(&self.counters.full_stripe, 1);
-            let values: Vec<&[u8]> = touched.iter().map(|(_, new)| *new).collect();
-            let rows: Vec<Vec<u8>> = parity.iter().map(|(_, c)| c.to_vec()).collect();
-            let mut out = scratch::take(parity.len(), len);
-            let mut outs: Vec<&mut [u8]> = out.iter_mut().map(|b| &mut **b).collect();
-            encode(&EncodeMatrix::new(&rows), &values, &mut outs);
+            let out = encode_full(&parity, touched, len);
             let mut writes = data_writes;
-            writes.extend(parity.iter().zip(&out).map(|((i, _), buf)| (slots[*i].leg, view.place(*i).chunk, &**buf)));
+            writes.extend(parity_writes(view, &parity, &out));
             self.leg_write_all(&writes, x0, fua);
             drop(writes);
             scratch::give_back(out);
@@ -407,6 +406,71 @@ impl Array {
         drop(writes);
         scratch::give_back(parity_out);
         Ok(())
+    }
+
+    /// The live parities of a stripe (slot, coefficients), and the leg
+    /// writes of the touched data chunks' copies.
+    #[allow(clippy::type_complexity)]
+    fn targets<'v>(&self, view: &'v StripeView, touched: &[(usize, &'v [u8])]) -> (Vec<(usize, &'v [u8])>, Vec<(u32, u64, &'v [u8])>) {
+        let slots = &view.shape.slots;
+        let parity = slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, sl)| match &sl.role {
+                Role::Parity { coefficients, .. } if self.leg_writable(sl.leg) => Some((i, &coefficients[..])),
+                _ => None,
+            })
+            .collect();
+        let mut data_writes = Vec::new();
+        for (k, new) in touched {
+            for (i, slot) in slots.iter().enumerate() {
+                if matches!(slot.role, Role::Data(j) | Role::Replica(j) if j as usize == *k) {
+                    data_writes.push((slot.leg, view.place(i).chunk, *new));
+                }
+            }
+        }
+        (parity, data_writes)
+    }
+
+    /// Whole stripes `stripes`, `src` their data from the first: encoded,
+    /// then every stripe's data and parity written together, all under
+    /// their locks (taken in one order, see `locks.rs`). The regions stay
+    /// pending while the caller holds the guards.
+    fn write_full_stripes(&self, layout: &ProvenLayout, stripes: std::ops::Range<u64>, src: &[u8], fua: bool) -> Result<Vec<super::intent::WriteGuard<'_>>, ArrayError> {
+        let cb = self.chunk_bytes as usize;
+        let d = layout.descriptor.data_chunks as usize;
+        let mut intents = Vec::new();
+        for s in stripes.clone() {
+            intents.extend(self.intent_begin(s)?);
+        }
+        let _held = self.locks.lock_all(stripes.clone());
+        let views = stripes.clone().map(|s| self.view(layout, s)).collect::<Result<Vec<_>, _>>()?;
+        let mut outs = Vec::with_capacity(views.len());
+        let mut writes = Vec::new();
+        let mut parities = Vec::with_capacity(views.len());
+        for (n, view) in views.iter().enumerate() {
+            let data = &src[n * d * cb..(n + 1) * d * cb];
+            let touched: Vec<(usize, &[u8])> = (0..d).map(|k| (k, &data[k * cb..(k + 1) * cb])).collect();
+            let (parity, data_writes) = self.targets(view, &touched);
+            outs.push(if parity.is_empty() { Vec::new() } else { encode_full(&parity, &touched, cb) });
+            parities.push(parity);
+            writes.extend(data_writes);
+            if !parities[n].is_empty() {
+                Counters::add(&self.counters.full_stripe, 1);
+            }
+        }
+        for ((view, parity), out) in views.iter().zip(&parities).zip(&outs) {
+            writes.extend(parity_writes(view, parity, out));
+        }
+        self.leg_write_all(&writes, 0, fua);
+        drop(writes);
+        for out in outs {
+            scratch::give_back(out);
+        }
+        for (view, s) in views.iter().zip(stripes) {
+            self.check_stripe_survives(layout, view, s)?;
+        }
+        Ok(intents)
     }
 
     /// New parity = old parity + coefficients x (old data + new data),
@@ -622,4 +686,22 @@ impl Array {
         }
         self.settle_failures()
     }
+}
+
+/// The parities (slot, coefficients) of a run of columns whose every data
+/// chunk is `touched`: one buffer each.
+fn encode_full(parity: &[(usize, &[u8])], touched: &[(usize, &[u8])], len: usize) -> Vec<Scratch> {
+    let values: Vec<&[u8]> = touched.iter().map(|(_, new)| *new).collect();
+    let rows: Vec<Vec<u8>> = parity.iter().map(|(_, c)| c.to_vec()).collect();
+    let mut out = scratch::take(parity.len(), len);
+    let mut outs: Vec<&mut [u8]> = out.iter_mut().map(|b| &mut **b).collect();
+    encode(&EncodeMatrix::new(&rows), &values, &mut outs);
+    drop(outs);
+    out
+}
+
+/// The leg writes of encoded parities.
+fn parity_writes<'a>(view: &StripeView, parity: &[(usize, &[u8])], out: &'a [Scratch]) -> impl Iterator<Item = (u32, u64, &'a [u8])> {
+    let places: Vec<(u32, u64)> = parity.iter().map(|(i, _)| (view.shape.slots[*i].leg, view.place(*i).chunk)).collect();
+    places.into_iter().zip(out).map(|((leg, chunk), buf)| (leg, chunk, &**buf))
 }

@@ -171,6 +171,29 @@ fn a_leg_failing_under_batched_leg_io_is_failed_and_the_data_stays_right() {
 }
 
 #[test]
+fn whole_stripes_written_together_keep_data_and_parity_right_degraded_or_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = array(dir.path(), "raid6", 6, 32, "");
+    let stripe = 4 * 4096;
+    let mut shadow = vec![0u8; a.size() as usize];
+    let mut write = |a: &Array, at: usize, len: usize, seed: usize| {
+        let data: Vec<u8> = (0..len).map(|i| ((i + seed) * 31 % 251) as u8).collect();
+        a.write(&data, at as u64, false).unwrap();
+        shadow[at..at + len].copy_from_slice(&data);
+    };
+    // A partial head, five whole stripes together, a partial tail.
+    write(&a, 1000, 5 * stripe + 7000, 1);
+    assert_eq!(a.counters.full_stripe.load(Ordering::Relaxed), 5);
+    assert_eq!(scrub_all(&a), 0);
+    // Degraded: leg 3 gone; whole stripes still carry their data.
+    a.fail_leg(3, "test");
+    write(&a, 2 * stripe, 20 * stripe, 2);
+    let mut back = vec![0u8; shadow.len()];
+    a.read(&mut back, 0).unwrap();
+    assert!(back == shadow, "degraded whole-stripe writes read back wrong");
+}
+
+#[test]
 fn full_stripe_writes_read_nothing_and_partial_ones_choose_the_cheaper_way() {
     let dir = tempfile::tempdir().unwrap();
     let a = array(dir.path(), "raid6", 8, 16, "");
