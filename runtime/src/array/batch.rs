@@ -18,13 +18,13 @@ pub(super) struct LegRead<'a> {
 }
 
 /// Where a leg's bytes live, when the ring may move them.
-struct Direct {
-    file: std::sync::Arc<std::fs::File>,
-    offset: u64,
+pub(super) struct Direct {
+    pub file: std::sync::Arc<std::fs::File>,
+    pub offset: u64,
 }
 
 impl Array {
-    fn direct(&self, leg: u32, chunk: u64, within: u64, buf: *const u8, len: usize) -> Option<Direct> {
+    pub(super) fn direct(&self, leg: u32, chunk: u64, within: u64, buf: *const u8, len: usize) -> Option<Direct> {
         let l = self.legs.get(leg as usize)?;
         let at = l.offset + chunk * self.chunk_bytes + within;
         let (file, offset) = l.device().direct_file(at, buf, len)?;

@@ -108,20 +108,35 @@ impl Array {
     /// Before a write to stripe `s` reaches any leg: count it pending and
     /// make its region's state durable.
     pub(super) fn intent_begin(&self, s: u64) -> Result<Option<WriteGuard<'_>>, ArrayError> {
+        if let Some(fast) = self.intent_try_begin(s) {
+            return Ok(fast);
+        }
         let Some(meta) = &self.meta else { return Ok(None) };
         let intent = &meta.intent;
         let region = intent.region_of(s);
         intent.pending[region].fetch_add(1, Ordering::SeqCst);
         let guard = WriteGuard { intent, region };
-        let action = if self.dead_legs() > 0 { Action::StartWriteDegraded } else { Action::StartWrite };
-        // Fast path, no lock: the region's durable state already is one
-        // this write leaves alone (Dirty, say).
-        let now = intent.mirror[region].load(Ordering::SeqCst);
-        if State::from_byte(now).is_some_and(|st| !transition(st, action).1) {
-            return Ok(Some(guard));
-        }
-        self.intent_apply(&[region], action)?;
+        self.intent_apply(&[region], self.start_action())?;
         Ok(Some(guard))
+    }
+
+    /// `intent_begin` without a lock or a metadata write: None when the
+    /// region's durable state must change first (the caller then takes
+    /// `intent_begin`, which waits for that write).
+    pub(super) fn intent_try_begin(&self, s: u64) -> Option<Option<WriteGuard<'_>>> {
+        let Some(meta) = &self.meta else { return Some(None) };
+        let intent = &meta.intent;
+        let region = intent.region_of(s);
+        intent.pending[region].fetch_add(1, Ordering::SeqCst);
+        let guard = WriteGuard { intent, region };
+        // The region's durable state already is one this write leaves
+        // alone (Dirty, say).
+        let now = intent.mirror[region].load(Ordering::SeqCst);
+        State::from_byte(now).is_some_and(|st| !transition(st, self.start_action()).1).then_some(Some(guard))
+    }
+
+    fn start_action(&self) -> Action {
+        if self.dead_legs() > 0 { Action::StartWriteDegraded } else { Action::StartWrite }
     }
 
     /// May stripe `s` update parity from its old parity?

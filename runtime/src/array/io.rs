@@ -14,7 +14,7 @@ use super::scratch::{self, Scratch};
 const MAX_STRIPES_TOGETHER: u64 = 16;
 
 impl Array {
-    fn check_range(&self, layout: &ProvenLayout, offset: u64, len: u64) -> Result<(), ArrayError> {
+    pub(super) fn check_range(&self, layout: &ProvenLayout, offset: u64, len: u64) -> Result<(), ArrayError> {
         let size = layout.capacity_bytes();
         match offset.checked_add(len) {
             Some(end) if end <= size => Ok(()),
@@ -346,7 +346,7 @@ impl Array {
         Ok(intent)
     }
 
-    fn check_stripe_survives(&self, layout: &ProvenLayout, view: &StripeView, s: u64) -> Result<(), ArrayError> {
+    pub(super) fn check_stripe_survives(&self, layout: &ProvenLayout, view: &StripeView, s: u64) -> Result<(), ArrayError> {
         let d = layout.descriptor.data_chunks as usize;
         if self.plans.plan(&view.shape, d, |leg| self.leg_alive(leg)).is_none() {
             return Err(ArrayError::Unrecoverable { stripe: s, detail: format!("too many dead legs ({}) to keep the stripe's data", self.dead_list()) });
@@ -509,13 +509,8 @@ impl Array {
             scratch::give_back(deltas);
             return false;
         }
-        for ((_, new), old) in touched.iter().zip(deltas.iter_mut()) {
-            old.iter_mut().zip(new.iter()).for_each(|(o, n)| *o ^= n);
-        }
-        let rows: Vec<Vec<u8>> = parity.iter().map(|(_, c)| touched.iter().map(|(k, _)| c[*k]).collect()).collect();
-        let refs: Vec<&[u8]> = deltas.iter().map(|b| &**b).collect();
-        let mut outs: Vec<&mut [u8]> = out.iter_mut().map(|b| &mut **b).collect();
-        encode_accumulate(&EncodeMatrix::new(&rows), &refs, &mut outs);
+        let coefficients: Vec<&[u8]> = parity.iter().map(|(_, c)| *c).collect();
+        rmw_parity(&coefficients, touched, &mut deltas, out);
         scratch::give_back(deltas);
         true
     }
@@ -567,11 +562,9 @@ impl Array {
                 None => untouched.iter().position(|u| *u == k).map_or(&[][..], |n| &*owned[n]),
             })
             .collect();
-        let rows: Vec<Vec<u8>> = parity.iter().map(|(_, c)| c.to_vec()).collect();
+        let coefficients: Vec<&[u8]> = parity.iter().map(|(_, c)| *c).collect();
         scratch::give_back(std::mem::take(out));
-        *out = scratch::take(parity.len(), len);
-        let mut outs: Vec<&mut [u8]> = out.iter_mut().map(|b| &mut **b).collect();
-        encode(&EncodeMatrix::new(&rows), &values, &mut outs);
+        *out = encode_parity(&coefficients, &values, len);
         drop(values);
         scratch::give_back(owned);
         Ok(())
@@ -692,12 +685,32 @@ impl Array {
 /// chunk is `touched`: one buffer each.
 fn encode_full(parity: &[(usize, &[u8])], touched: &[(usize, &[u8])], len: usize) -> Vec<Scratch> {
     let values: Vec<&[u8]> = touched.iter().map(|(_, new)| *new).collect();
-    let rows: Vec<Vec<u8>> = parity.iter().map(|(_, c)| c.to_vec()).collect();
-    let mut out = scratch::take(parity.len(), len);
+    let coefficients: Vec<&[u8]> = parity.iter().map(|(_, c)| *c).collect();
+    encode_parity(&coefficients, &values, len)
+}
+
+/// Each parity (its coefficients over the stripe's data chunks) of
+/// `values`, every data chunk's columns in order: one buffer each.
+pub(super) fn encode_parity(coefficients: &[&[u8]], values: &[&[u8]], len: usize) -> Vec<Scratch> {
+    let rows: Vec<Vec<u8>> = coefficients.iter().map(|c| c.to_vec()).collect();
+    let mut out = scratch::take(coefficients.len(), len);
     let mut outs: Vec<&mut [u8]> = out.iter_mut().map(|b| &mut **b).collect();
-    encode(&EncodeMatrix::new(&rows), &values, &mut outs);
+    encode(&EncodeMatrix::new(&rows), values, &mut outs);
     drop(outs);
     out
+}
+
+/// Read-modify-write's arithmetic: `old` holds the touched chunks' old
+/// columns (it is overwritten with old + new), `parity` the old parities,
+/// which become the new ones: parity + coefficient x (old + new data).
+pub(super) fn rmw_parity(coefficients: &[&[u8]], touched: &[(usize, &[u8])], old: &mut [Scratch], parity: &mut [Scratch]) {
+    for ((_, new), old) in touched.iter().zip(old.iter_mut()) {
+        old.iter_mut().zip(new.iter()).for_each(|(o, n)| *o ^= n);
+    }
+    let rows: Vec<Vec<u8>> = coefficients.iter().map(|c| touched.iter().map(|(k, _)| c[*k]).collect()).collect();
+    let refs: Vec<&[u8]> = old.iter().map(|b| &**b).collect();
+    let mut outs: Vec<&mut [u8]> = parity.iter_mut().map(|b| &mut **b).collect();
+    encode_accumulate(&EncodeMatrix::new(&rows), &refs, &mut outs);
 }
 
 /// The leg writes of encoded parities.

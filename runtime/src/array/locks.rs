@@ -20,6 +20,12 @@ impl StripeLocks {
         self.table[self.slot(s)].lock()
     }
 
+    /// `lock` if no one holds stripe `s` (or another stripe of its table
+    /// entry): for callers that must never block (the ublk queue thread).
+    pub fn try_lock(&self, s: u64) -> Option<MutexGuard<'_, ()>> {
+        self.table[self.slot(s)].try_lock()
+    }
+
     /// Hold every stripe of `stripes` (their table entries taken once
     /// each, in ascending order).
     pub fn lock_all(&self, stripes: std::ops::Range<u64>) -> Vec<MutexGuard<'_, ()>> {

@@ -23,6 +23,7 @@ mod safe_mode;
 mod scratch;
 mod scrub;
 pub mod spare;
+mod staged;
 pub mod sync;
 
 use crate::device::BlockDevice;
@@ -410,6 +411,10 @@ impl BlockDevice for Array {
 
     fn read_extents(&self, offset: u64, len: u64, buf_offset: usize, out: &mut Vec<crate::device::Extent>) -> bool {
         self.direct_read_extents(offset, len, buf_offset, out)
+    }
+
+    fn stage_write(&self, offset: u64, len: u64, fua: bool) -> Option<Box<dyn crate::device::staged::StagedWrite + '_>> {
+        self.stage(offset, len, fua).map(|w| Box::new(w) as Box<dyn crate::device::staged::StagedWrite + '_>)
     }
 
     fn block_status(&self, offset: u64, len: u64, out: &mut Vec<crate::device::status::StatusExtent>) -> std::io::Result<()> {

@@ -43,6 +43,15 @@ impl Drop for Writing<'_> {
 
 impl Array {
     /// A write is starting: make sure the superblocks say dirty first.
+    /// `write_start` when the superblocks already say dirty; None when
+    /// they must be written first (the caller then takes `write_start`).
+    pub(super) fn try_write_start(&self) -> Option<Writing<'_>> {
+        let mode = &self.safe_mode;
+        mode.inflight.fetch_add(1, Ordering::SeqCst);
+        let writing = Writing { mode };
+        (self.meta.is_none() || !mode.clean.load(Ordering::SeqCst)).then_some(writing)
+    }
+
     pub(super) fn write_start(&self) -> Result<Writing<'_>, ArrayError> {
         let mode = &self.safe_mode;
         mode.inflight.fetch_add(1, Ordering::SeqCst);

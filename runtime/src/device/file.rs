@@ -248,6 +248,11 @@ impl BlockDevice for FileLeg {
         true
     }
 
+    fn stage_write(&self, offset: u64, len: u64, fua: bool) -> Option<Box<dyn super::staged::StagedWrite + '_>> {
+        check_range(self, offset, len).ok()?;
+        Some(Box::new(OneWrite { leg: self, offset, fua, sent: None }))
+    }
+
     fn direct_file(&self, offset: u64, buf: *const u8, len: usize) -> Option<(Arc<File>, u64)> {
         (self.aligned(buf, len, offset) && check_range(self, offset, len as u64).is_ok()).then(|| (self.file.clone(), offset))
     }
@@ -407,5 +412,30 @@ mod tests {
         leg.flush().unwrap();
         let e = leg.read_at(&mut buf, (1 << 20) - 100).unwrap_err();
         assert!(e.to_string().contains("beyond the end"), "{e}");
+    }
+}
+
+/// A file leg's staged write: one write, or the plain way when the data is
+/// not aligned as O_DIRECT needs.
+struct OneWrite<'a> {
+    leg: &'a FileLeg,
+    offset: u64,
+    fua: bool,
+    /// The length sent, once sent.
+    sent: Option<u32>,
+}
+
+impl super::staged::StagedWrite for OneWrite<'_> {
+    fn advance(&mut self, data: &[u8], results: &[i32]) -> super::staged::Step {
+        use super::staged::{FileIo, Step};
+        if let Some(len) = self.sent {
+            return if results.len() == 1 && i64::from(results[0]) == i64::from(len) { Step::Done } else { Step::Abandon };
+        }
+        let Ok(len) = u32::try_from(data.len()) else { return Step::Abandon };
+        if !self.leg.aligned(data.as_ptr(), data.len(), self.offset) {
+            return Step::Abandon;
+        }
+        self.sent = Some(len);
+        Step::Io(vec![FileIo { file: self.leg.file.clone(), offset: self.offset, buf: data.as_ptr().cast_mut(), len, write: true, dsync: self.fua }])
     }
 }

@@ -8,6 +8,7 @@ pub mod mem;
 pub mod missing;
 pub mod nbd;
 pub mod ring;
+pub mod staged;
 pub mod status;
 
 use std::io;
@@ -65,6 +66,12 @@ pub trait BlockDevice: Send + Sync {
     /// `read_at`/`write_at`, which handle errors, for any that fails. None:
     /// use those.
     fn direct_file(&self, _offset: u64, _buf: *const u8, _len: usize) -> Option<(Arc<std::fs::File>, u64)> {
+        None
+    }
+    /// A write of `len` bytes at `offset` that the caller may run in stages
+    /// on its own asynchronous I/O (`staged.rs`), when nothing in it would
+    /// block; None: use `write_at`.
+    fn stage_write(&self, _offset: u64, _len: u64, _fua: bool) -> Option<Box<dyn staged::StagedWrite + '_>> {
         None
     }
     /// Whether `write_zeroes` of this range is faster than writing zeroes

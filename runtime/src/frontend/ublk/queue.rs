@@ -5,8 +5,11 @@
 //! into the tag's buffer, a leg's chunks side by side, and the data is
 //! copied to the request (user copy) by this thread when small, by a worker
 //! when large, so that the copy, the one cost md does not have, runs on
-//! another CPU while this thread goes on with other requests. Everything
-//! else goes to the pool.
+//! another CPU while this thread goes on with other requests. A small
+//! write that the device can stage (`device::staged`) is served here too:
+//! its leg reads and writes go out on this ring with every other tag's,
+//! which is what lets many requests share one system call and one virtio
+//! notification per leg. Everything else goes to the pool.
 //!
 //! The thread sleeps in its io_uring wait. The kernel's commands complete
 //! through that ring, but a worker finishing a request is another thread:
@@ -17,6 +20,7 @@
 use super::buffers::{self, TagBuf};
 use super::pool::{Job, Jobs, Piece, Request, Work, deliver, read_result};
 use super::user_copy::UserCopy;
+use crate::device::staged::Step;
 use crate::device::{BlockDevice, Extent};
 use libublk::io::{UblkDev, UblkQueue};
 use libublk::uring_async::ublk_submit_sqe_async;
@@ -160,6 +164,10 @@ async fn serve_tag(q: &UblkQueue<'_>, io: &TagIo, mut buf: TagBuf, device: &dyn 
                 work = Work::Deliver;
             }
         }
+        if request.op == libublk::sys::UBLK_IO_OP_WRITE && request.len <= DELIVER_INLINE_MAX && write_staged(q, io, &mut buf, &request, device).await {
+            q.submit_io_commit_cmd(tag, BufDesc::Slice(&[]), request.len as i32).await?;
+            continue;
+        }
         let job = Job { request, tag, work, buf, pieces, copy: io.copy.clone(), reply: reply.clone(), wake: io.wake.clone() };
         // The pool outlives every queue; if it is gone the process is
         // going down and the request cannot be served.
@@ -228,6 +236,56 @@ async fn read_direct(q: &UblkQueue<'_>, extents: &mut [Extent], buf: &mut TagBuf
         ok &= i64::from(read.await) == bytes as i64;
     }
     ok && in_request_order(pieces)
+}
+
+/// A small write served here when the device can stage it (`device::staged`):
+/// its data fetched from the request (a copy, no I/O), then each stage's leg
+/// operations submitted on this queue's ring with every other request's, and
+/// awaited. False when the device cannot stage it or abandons it: the pool
+/// then serves it the plain way, fetching the data again.
+async fn write_staged(q: &UblkQueue<'_>, io: &TagIo, buf: &mut TagBuf, request: &Request, device: &dyn BlockDevice) -> bool {
+    let Some(mut staged) = device.stage_write(request.offset, request.len, request.flags & libublk::sys::UBLK_IO_F_FUA != 0) else {
+        return false;
+    };
+    let Some(data) = usize::try_from(request.len).ok().and_then(|n| buf.as_mut_slice().get_mut(..n)) else {
+        return false;
+    };
+    if io.copy.fetch(io.tag, data).is_err() {
+        return false;
+    }
+    let data: &[u8] = data;
+    let mut results: Vec<i32> = Vec::new();
+    loop {
+        match staged.advance(data, &results) {
+            Step::Done => return true,
+            Step::Abandon => return false,
+            Step::Io(ops) => {
+                let pending: Vec<_> = ops
+                    .iter()
+                    .map(|op| {
+                        let fd = io_uring::types::Fd(op.file.as_raw_fd());
+                        // The buffers are `data` and the staged write's own,
+                        // both left alone until every operation of the
+                        // stage is awaited below (a tag task is never
+                        // dropped while awaiting); `ops` keeps each file
+                        // open until then.
+                        let sqe = if op.write {
+                            let flags = if op.dsync { libc::RWF_DSYNC } else { 0 };
+                            io_uring::opcode::Write::new(fd, op.buf, op.len).offset(op.offset).rw_flags(flags as _).build()
+                        } else {
+                            io_uring::opcode::Read::new(fd, op.buf, op.len).offset(op.offset).build()
+                        };
+                        q.ublk_submit_sqe(sqe)
+                    })
+                    .collect();
+                results.clear();
+                for done in pending {
+                    results.push(done.await);
+                }
+                drop(ops);
+            }
+        }
+    }
 }
 
 /// Sort `pieces` by their place in the request and merge neighbours that are

@@ -54,6 +54,17 @@ impl BlockDevice for Linear {
         check_range(self, offset, len)?;
         self.device.block_status(self.start + offset, len, out)
     }
+    fn read_extents(&self, offset: u64, len: u64, buf_offset: usize, out: &mut Vec<crate::device::Extent>) -> bool {
+        check_range(self, offset, len).is_ok() && self.device.read_extents(self.start + offset, len, buf_offset, out)
+    }
+    fn direct_file(&self, offset: u64, buf: *const u8, len: usize) -> Option<(std::sync::Arc<std::fs::File>, u64)> {
+        check_range(self, offset, len as u64).ok()?;
+        self.device.direct_file(self.start + offset, buf, len)
+    }
+    fn stage_write(&self, offset: u64, len: u64, fua: bool) -> Option<Box<dyn crate::device::staged::StagedWrite + '_>> {
+        check_range(self, offset, len).ok()?;
+        self.device.stage_write(self.start + offset, len, fua)
+    }
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
         check_range(self, offset, buf.len() as u64)?;
         self.device.write_at(buf, self.start + offset, fua)
