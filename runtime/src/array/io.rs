@@ -122,7 +122,7 @@ impl Array {
         self.leg_write(leg, chunk, 0, buf, false)
     }
 
-    fn leg_alive(&self, leg: u32) -> bool {
+    pub(super) fn leg_alive(&self, leg: u32) -> bool {
         self.legs.get(leg as usize).is_some_and(|l| l.is_alive())
     }
 

@@ -24,6 +24,7 @@ mod scratch;
 mod scrub;
 pub mod spare;
 mod staged;
+mod staged_read;
 pub mod sync;
 
 use crate::device::BlockDevice;
@@ -411,6 +412,10 @@ impl BlockDevice for Array {
 
     fn read_extents(&self, offset: u64, len: u64, buf_offset: usize, out: &mut Vec<crate::device::Extent>) -> bool {
         self.direct_read_extents(offset, len, buf_offset, out)
+    }
+
+    fn stage_read(&self, offset: u64, len: u64) -> Option<Box<dyn crate::device::staged::StagedRead + '_>> {
+        self.stage_degraded_read(offset, len).map(|r| Box::new(r) as Box<dyn crate::device::staged::StagedRead + '_>)
     }
 
     fn stage_write(&self, offset: u64, len: u64, fua: bool) -> Option<Box<dyn crate::device::staged::StagedWrite + '_>> {

@@ -229,7 +229,7 @@ fn discard_and_write_zeroes_keep_parity() {
 fn write_maybe_staged(a: &Array, data: &[u8], at: u64) -> bool {
     use crate::device::staged::run_blocking;
     if let Some(mut w) = a.stage_write(at, data.len() as u64, false) {
-        if run_blocking(&mut *w, data, |_| None) {
+        if run_blocking(|r| w.advance(data, r), |_| None) {
             return true;
         }
     }
@@ -290,7 +290,7 @@ fn a_staged_write_that_fails_on_a_leg_fails_the_leg_and_the_plain_write_finishes
         let data = vec![0xa0 + victim as u8; 4096];
         let mut w = a.stage_write(at, 4096, false).expect("a healthy raid5 stages a 4 KiB write");
         let mut writes = 0;
-        let done = run_blocking(&mut *w, &data, |op| {
+        let done = run_blocking(|r| w.advance(&data, r), |op| {
             if op.write {
                 writes += 1;
                 (writes == 1 + victim).then_some(-libc::EIO)
@@ -322,4 +322,36 @@ fn a_staged_write_is_refused_while_its_stripe_is_held_and_across_chunk_runs() {
     assert!(a.stage_write(2048, 4096, false).is_none());
     // Two whole chunks side by side: one run.
     assert!(a.stage_write(0, 8192, false).is_some());
+}
+
+#[test]
+fn staged_degraded_reads_rebuild_what_plain_reads_do() {
+    use crate::device::staged::run_blocking;
+    for (layout, legs, args, dead) in [("raid5", 4, "left-symmetric", vec![1]), ("raid6", 6, "", vec![0, 4])] {
+        let dir = tempfile::tempdir().unwrap();
+        let a = array(dir.path(), layout, legs, 16, args);
+        let shadow: Vec<u8> = (0..a.size()).map(|i| (i * 29 % 241) as u8).collect();
+        a.write(&shadow, 0, false).unwrap();
+        assert!(a.stage_read(0, 4096).is_none(), "nothing to rebuild while every leg lives");
+        for &leg in &dead {
+            a.fail_leg(leg, "test");
+        }
+        let mut staged = 0;
+        for at in (0..a.size()).step_by(1024) {
+            let mut buf = vec![0u8; 1024];
+            let Some(mut r) = a.stage_read(at, 1024) else { continue };
+            assert!(run_blocking(|res| r.advance(&mut buf, res), |_| None));
+            assert!(buf[..] == shadow[at as usize..at as usize + 1024], "{layout}: staged degraded read at {at} differs");
+            staged += 1;
+        }
+        assert!(staged > 0, "{layout}: no degraded read was staged");
+        // A source that fails to read abandons it; the plain read answers.
+        let lost = (0..a.size()).step_by(4096).find(|&at| a.stage_read(at, 4096).is_some()).unwrap();
+        let mut r = a.stage_read(lost, 4096).unwrap();
+        let mut buf = vec![0u8; 4096];
+        assert!(!run_blocking(|res| r.advance(&mut buf, res), |_| Some(-libc::EIO)));
+        drop(r);
+        a.read(&mut buf, lost).unwrap();
+        assert!(buf[..] == shadow[lost as usize..lost as usize + 4096]);
+    }
 }

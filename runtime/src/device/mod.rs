@@ -74,6 +74,12 @@ pub trait BlockDevice: Send + Sync {
     fn stage_write(&self, _offset: u64, _len: u64, _fua: bool) -> Option<Box<dyn staged::StagedWrite + '_>> {
         None
     }
+    /// A read of `len` bytes at `offset` that `read_extents` cannot map
+    /// (a chunk on a failed leg, rebuilt from its stripe) and the caller
+    /// may run in stages on its own asynchronous I/O; None: `read_at`.
+    fn stage_read(&self, _offset: u64, _len: u64) -> Option<Box<dyn staged::StagedRead + '_>> {
+        None
+    }
     /// Whether `write_zeroes` of this range is faster than writing zeroes
     /// (it deallocates or zeroes in place): NBD's FAST_ZERO asks before
     /// zeroing, and a slow answer is refused at once.

@@ -1,4 +1,4 @@
-//! A write served in stages by a caller that has its own asynchronous I/O:
+//! A write (or a degraded read) served in stages by a caller that has its own asynchronous I/O:
 //! the ublk queue thread, whose io_uring carries the kernel's commands and
 //! every leg operation of every request in flight on that queue. Each stage
 //! is a set of file reads and writes that may all be in flight together (a
@@ -57,19 +57,30 @@ pub trait StagedWrite {
     fn advance(&mut self, data: &[u8], results: &[i32]) -> Step;
 }
 
+/// A read in progress that the plain read paths cannot map onto files as
+/// they are (a degraded read: the chunk is rebuilt from the stripe's
+/// survivors), in stages like a staged write.
+pub trait StagedRead {
+    /// The next step of reading into `buf` (the request's length, the
+    /// same buffer every call), given the previous stage's results as for
+    /// `StagedWrite::advance`. At `Done`, `buf` holds the data.
+    fn advance(&mut self, buf: &mut [u8], results: &[i32]) -> Step;
+}
+
 /// Whether every operation of a stage moved all its bytes.
 pub fn all_moved(ops: &[FileIo], results: &[i32]) -> bool {
     ops.len() == results.len() && ops.iter().zip(results).all(|(op, &r)| i64::from(r) == i64::from(op.len))
 }
 
-/// Serve a staged write with plain system calls, one operation after
-/// another: how the tests drive staged writes, and what a frontend without
-/// a ring of its own could do. `inject` may replace an operation's result
-/// (a test's failing leg). True when the write completed.
-pub fn run_blocking(staged: &mut dyn StagedWrite, data: &[u8], mut inject: impl FnMut(&FileIo) -> Option<i32>) -> bool {
+/// Run a staged request's stages (`advance`: its `advance` with the data
+/// or buffer bound) with plain system calls, one operation after another:
+/// how the tests drive staged requests, and what a frontend without a ring
+/// of its own could do. `inject` may replace an operation's result (a
+/// test's failing leg). True when the request completed.
+pub fn run_blocking(mut advance: impl FnMut(&[i32]) -> Step, mut inject: impl FnMut(&FileIo) -> Option<i32>) -> bool {
     let mut results = Vec::new();
     loop {
-        match staged.advance(data, &results) {
+        match advance(&results) {
             Step::Done => return true,
             Step::Abandon => return false,
             Step::Io(ops) => results = ops.iter().map(|op| inject(op).unwrap_or_else(|| run_one(op))).collect(),

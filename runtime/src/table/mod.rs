@@ -131,6 +131,13 @@ impl BlockDevice for Table {
     fn block_status(&self, offset: u64, len: u64, out: &mut Vec<crate::device::status::StatusExtent>) -> io::Result<()> {
         self.each(offset, len, |d, at, _, n| d.block_status(at, n as u64, out))
     }
+    /// Staged when the read lies within one segment.
+    fn stage_read(&self, offset: u64, len: u64) -> Option<Box<dyn crate::device::staged::StagedRead + '_>> {
+        check_range(self, offset, len).ok()?;
+        let seg = self.segments.get(self.index.find(offset / 512))?;
+        let within = offset.checked_sub(seg.start)?;
+        (within + len <= seg.len).then(|| seg.device.stage_read(within, len)).flatten()
+    }
     /// Staged when the write lies within one segment.
     fn stage_write(&self, offset: u64, len: u64, fua: bool) -> Option<Box<dyn crate::device::staged::StagedWrite + '_>> {
         check_range(self, offset, len).ok()?;

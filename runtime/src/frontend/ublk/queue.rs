@@ -9,7 +9,9 @@
 //! write that the device can stage (`device::staged`) is served here too:
 //! its leg reads and writes go out on this ring with every other tag's,
 //! which is what lets many requests share one system call and one virtio
-//! notification per leg. Everything else goes to the pool.
+//! notification per leg. So is a degraded read of one chunk: its sources
+//! read on this ring, the chunk solved here. Everything else goes to the
+//! pool.
 //!
 //! The thread sleeps in its io_uring wait. The kernel's commands complete
 //! through that ring, but a worker finishing a request is another thread:
@@ -164,6 +166,9 @@ async fn serve_tag(q: &UblkQueue<'_>, io: &TagIo, mut buf: TagBuf, device: &dyn 
                 work = Work::Deliver;
             }
         }
+        if work == Work::Serve && request.op == libublk::sys::UBLK_IO_OP_READ && request.len <= DELIVER_INLINE_MAX && read_staged(q, io, &mut buf, &request, device).await? {
+            continue;
+        }
         if request.op == libublk::sys::UBLK_IO_OP_WRITE && request.len <= DELIVER_INLINE_MAX && write_staged(q, io, &mut buf, &request, device).await {
             q.submit_io_commit_cmd(tag, BufDesc::Slice(&[]), request.len as i32).await?;
             continue;
@@ -254,9 +259,37 @@ async fn write_staged(q: &UblkQueue<'_>, io: &TagIo, buf: &mut TagBuf, request: 
         return false;
     }
     let data: &[u8] = data;
+    run_stages(q, |results| staged.advance(data, results)).await
+}
+
+/// A degraded read rebuilt here when the device can stage it: the
+/// sources read on this ring, the chunk solved into the tag's buffer,
+/// delivered to the request. False: the pool serves it.
+async fn read_staged(q: &UblkQueue<'_>, io: &TagIo, buf: &mut TagBuf, request: &Request, device: &dyn BlockDevice) -> Result<bool, UblkError> {
+    let Some(mut staged) = device.stage_read(request.offset, request.len) else {
+        return Ok(false);
+    };
+    let Some(data) = usize::try_from(request.len).ok().and_then(|n| buf.as_mut_slice().get_mut(..n)) else {
+        return Ok(false);
+    };
+    if !run_stages(q, |results| staged.advance(data, results)).await {
+        return Ok(false);
+    }
+    drop(staged);
+    let whole = [Piece { request_offset: 0, buf_offset: 0, len: request.len as usize }];
+    let result = read_result(request, deliver(&io.copy, io.tag, buf.as_slice(), &whole));
+    q.submit_io_commit_cmd(io.tag, BufDesc::Slice(&[]), result).await?;
+    Ok(true)
+}
+
+/// Run a staged request's stages on this queue's ring: each stage's
+/// operations submitted together (with whatever other tags submit before
+/// the ring is entered) and all awaited before the next step. True when
+/// the request completed; false when it was abandoned.
+async fn run_stages(q: &UblkQueue<'_>, mut advance: impl FnMut(&[i32]) -> Step) -> bool {
     let mut results: Vec<i32> = Vec::new();
     loop {
-        match staged.advance(data, &results) {
+        match advance(&results) {
             Step::Done => return true,
             Step::Abandon => return false,
             Step::Io(ops) => {
@@ -264,11 +297,11 @@ async fn write_staged(q: &UblkQueue<'_>, io: &TagIo, buf: &mut TagBuf, request: 
                     .iter()
                     .map(|op| {
                         let fd = io_uring::types::Fd(op.file.as_raw_fd());
-                        // The buffers are `data` and the staged write's own,
-                        // both left alone until every operation of the
-                        // stage is awaited below (a tag task is never
-                        // dropped while awaiting); `ops` keeps each file
-                        // open until then.
+                        // The buffers are the tag's and the staged
+                        // request's own, both left alone until every
+                        // operation of the stage is awaited below (a tag
+                        // task is never dropped while awaiting); `ops`
+                        // keeps each file open until then.
                         let sqe = if op.write {
                             let flags = if op.dsync { libc::RWF_DSYNC } else { 0 };
                             io_uring::opcode::Write::new(fd, op.buf, op.len).offset(op.offset).rw_flags(flags as _).build()

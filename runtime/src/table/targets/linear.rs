@@ -61,6 +61,10 @@ impl BlockDevice for Linear {
         check_range(self, offset, len as u64).ok()?;
         self.device.direct_file(self.start + offset, buf, len)
     }
+    fn stage_read(&self, offset: u64, len: u64) -> Option<Box<dyn crate::device::staged::StagedRead + '_>> {
+        check_range(self, offset, len).ok()?;
+        self.device.stage_read(self.start + offset, len)
+    }
     fn stage_write(&self, offset: u64, len: u64, fua: bool) -> Option<Box<dyn crate::device::staged::StagedWrite + '_>> {
         check_range(self, offset, len).ok()?;
         self.device.stage_write(self.start + offset, len, fua)
