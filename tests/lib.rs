@@ -156,6 +156,23 @@ impl Served {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
 
+    /// Whether the log says `needle` within five seconds. A client sees
+    /// its connection closed before the daemon's warning about it reaches
+    /// the log (the close comes first), so a test that reads the log once
+    /// right after the close races the daemon.
+    pub fn log_says(&self, needle: &str) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The NBD URI of the export.
     pub fn uri(&self) -> String {
         format!("nbd+unix:///{}?socket={}", self.name, self.socket.display())
