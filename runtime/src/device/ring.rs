@@ -82,9 +82,20 @@ pub fn run(ops: &mut [Op<'_>]) -> Option<Vec<io::Result<()>>> {
 /// be trusted (every op it took has still completed before this returns).
 fn run_round(ring: &mut io_uring::IoUring, ops: &mut [Op<'_>], results: &mut [io::Result<()>]) -> bool {
     let mut pushed = 0usize;
+    // Submitted leg by leg, in file order: the kernel merges a request
+    // into the one just before it in the plug when both are on the same
+    // disk and adjacent, so a whole-stripe batch's chunks on one leg (one
+    // after another on the leg, interleaved with every other leg's in the
+    // caller's order) reach the disk as one write. Measured in the VM bed
+    // (raid6, 6 legs, 1 MiB writes at depth 8, /sys/block/vdb/stat): 256 KiB
+    // per leg request instead of 128 KiB, half as many requests as
+    // before for the same bytes; throughput moved within the bed's noise.
+    let mut order: Vec<usize> = (0..ops.len()).collect();
+    order.sort_by_key(|&i| (ops[i].file.as_raw_fd(), ops[i].offset));
     {
         let mut sq = ring.submission();
-        for (i, op) in ops.iter_mut().enumerate() {
+        for i in order {
+            let op = &mut ops[i];
             let Ok(len) = u32::try_from(op.data.len()) else {
                 results[i] = Err(io::Error::new(io::ErrorKind::InvalidInput, "a ring operation over 4 GiB"));
                 continue;
