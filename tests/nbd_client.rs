@@ -4,6 +4,7 @@
 //! offers structured replies and `base:allocation` but predates extended
 //! headers: the extended form is tested against wasmraid's own server
 //! only (and byte by byte against the document in `extended_headers.rs`).
+//! nbdkit `--no-sr` refuses structured replies: simple ones it is.
 //! Then a raid5 of nbdkit legs rebuilds a new leg sparsely: the sources'
 //! block status says where they are holes, and those stripes are zeroed
 //! on the new leg, not computed.
@@ -35,11 +36,18 @@ struct Nbdkit {
 
 impl Nbdkit {
     fn memory(size: &str) -> Nbdkit {
+        Nbdkit::start(&[], size)
+    }
+
+    /// `flags` before the plugin (`--no-sr`: no structured replies).
+    fn start(flags: &[&str], size: &str) -> Nbdkit {
         require("nbdkit");
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("nbdkit.sock");
         let child = Command::new("nbdkit")
-            .args(["-f", "--exit-with-parent", "-U"])
+            .args(["-f", "--exit-with-parent"])
+            .args(flags)
+            .arg("-U")
             .arg(&socket)
             .args(["memory", size])
             .stderr(Stdio::null())
@@ -71,8 +79,9 @@ fn pattern(at: u64, len: usize) -> Vec<u8> {
 }
 
 /// Writes, reads across holes and data (one request per piece, several
-/// chunks each), an unaligned small read and block status.
-fn exercise(leg: &NbdLeg) {
+/// chunks each), an unaligned small read and block status (without
+/// `base:allocation`: all allocated, as any device that cannot tell).
+fn exercise(leg: &NbdLeg, base_allocation: bool) {
     let size = leg.size();
     assert!(size >= 16 << 20);
     let data = pattern(1 << 20, 256 << 10);
@@ -94,6 +103,10 @@ fn exercise(leg: &NbdLeg) {
     let mut status = Vec::new();
     leg.block_status(0, 16 << 20, &mut status).expect("block status");
     assert_eq!(status.iter().map(|e| e.len).sum::<u64>(), 16 << 20, "block status covers the range: {status:?}");
+    if !base_allocation {
+        assert!(status.iter().all(|e| e.allocation == 0), "{status:?}");
+        return;
+    }
     let zero_at = |at: u64| {
         let mut start = 0;
         for e in &status {
@@ -106,7 +119,10 @@ fn exercise(leg: &NbdLeg) {
     };
     assert!(zero_at(0) && zero_at(4 << 20) && zero_at(15 << 20), "unwritten ranges read as zeroes: {status:?}");
     assert!(!zero_at(1 << 20) && !zero_at((1 << 20) + (200 << 10)) && !zero_at(9 << 20), "written ranges are data: {status:?}");
+    write_zeroes_and_trim(leg);
+}
 
+fn write_zeroes_and_trim(leg: &NbdLeg) {
     leg.write_zeroes(1 << 20, 64 << 10, false).expect("write zeroes");
     let mut back = vec![1u8; 64 << 10];
     leg.read_at(&mut back, 1 << 20).expect("read zeroed");
@@ -129,7 +145,7 @@ fn our_own_server_gives_extended_headers_and_block_status() {
     let link = leg.link();
     assert!(link.connected);
     assert_eq!(link.features, "extended-headers, structured-replies, base:allocation");
-    exercise(&leg);
+    exercise(&leg, true);
 }
 
 #[test]
@@ -139,7 +155,16 @@ fn nbdkit_gives_structured_replies_and_block_status() {
     // nbdkit 1.32 refuses NBD_OPT_EXTENDED_HEADERS; a newer one takes it.
     let features = leg.link().features;
     assert!(features.ends_with("structured-replies, base:allocation"), "{features}");
-    exercise(&leg);
+    exercise(&leg, true);
+}
+
+#[test]
+fn nbdkit_without_structured_replies_gets_simple_ones() {
+    let server = Nbdkit::start(&["--no-sr"], "64M");
+    let leg = leg(&server.uri());
+    assert_eq!(leg.link().features, "simple-replies");
+    exercise(&leg, false);
+    write_zeroes_and_trim(&leg);
 }
 
 #[test]
