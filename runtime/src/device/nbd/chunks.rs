@@ -169,10 +169,10 @@ impl Assembly {
     /// read: its type fits the command, its length the cap.
     pub fn check_header(&self, h: &ChunkHeader) -> Result<(), ChunkError> {
         let kind = kind_name(h.kind);
-        if let Some(got) = h.offset {
-            if got != self.asked.offset {
-                return Err(ChunkError::HeaderOffset { got, asked: self.asked.offset });
-            }
+        if let Some(got) = h.offset
+            && got != self.asked.offset
+        {
+            return Err(ChunkError::HeaderOffset { got, asked: self.asked.offset });
         }
         let fits = match h.kind {
             REPLY_TYPE_OFFSET_DATA | REPLY_TYPE_OFFSET_HOLE => self.asked.command == CMD_READ,
@@ -285,7 +285,7 @@ impl Assembly {
         let kind = if extended { "BLOCK_STATUS_EXT" } else { "BLOCK_STATUS" };
         let malformed = |why| ChunkError::Malformed { kind, len: p.len() as u64, why };
         let (head, each) = if extended { (8, 16) } else { (4, 8) };
-        if p.len() < head + each || (p.len() - head) % each != 0 {
+        if p.len() < head + each || !(p.len() - head).is_multiple_of(each) {
             return Err(malformed("not a context id and whole descriptors, at least one"));
         }
         let context = be32(p, 0);

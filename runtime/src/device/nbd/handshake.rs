@@ -433,13 +433,12 @@ fn set_meta_context<S: Read + Write>(s: &mut S, export: &str) -> io::Result<Opti
         match read_option_reply(s, OPT_SET_META_CONTEXT)? {
             (REP_ACK, _) => return Ok(id),
             (r, _) if refused(r) => return Ok(None),
-            (REP_META_CONTEXT, d) if d.len() >= 4 => {
-                // Only the context asked for counts; a server naming
-                // others is ignored, as it would be by libnbd.
-                if &d[4..] == CONTEXT_BASE_ALLOCATION.as_bytes() {
-                    id = Some(u32::from_be_bytes([d[0], d[1], d[2], d[3]]));
-                }
+            // Only the context asked for counts; a server naming others
+            // is ignored, as it would be by libnbd.
+            (REP_META_CONTEXT, d) if d.len() >= 4 && &d[4..] == CONTEXT_BASE_ALLOCATION.as_bytes() => {
+                id = Some(u32::from_be_bytes([d[0], d[1], d[2], d[3]]));
             }
+            (REP_META_CONTEXT, d) if d.len() >= 4 => {}
             (REP_META_CONTEXT, d) => return Err(protocol(format!("NBD_REP_META_CONTEXT of {} bytes (an id is 4)", d.len()))),
             _ => {} // other informational replies: ignore, as the protocol allows
         }
