@@ -39,8 +39,9 @@ impl Nbdkit {
         Nbdkit::start(&[], size)
     }
 
-    /// `flags` before the plugin (`--no-sr`: no structured replies).
-    fn start(flags: &[&str], size: &str) -> Nbdkit {
+    /// `flags` before the plugin (`--no-sr`: no structured replies, a
+    /// `--filter`), `memory` and its words (`args`: the size first).
+    fn start(flags: &[&str], args: &str) -> Nbdkit {
         require("nbdkit");
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("nbdkit.sock");
@@ -49,7 +50,8 @@ impl Nbdkit {
             .args(flags)
             .arg("-U")
             .arg(&socket)
-            .args(["memory", size])
+            .arg("memory")
+            .args(args.split(' '))
             .stderr(Stdio::null())
             .spawn()
             .expect("start nbdkit");
@@ -202,4 +204,21 @@ fn a_new_remote_leg_of_a_mostly_empty_array_is_rebuilt_sparsely() {
     let mut expected = vec![0u8; size as usize];
     expected[8 << 20..14 << 20].copy_from_slice(&written);
     assert!(all == expected, "the rebuilt leg holds its share");
+}
+
+#[test]
+fn a_read_not_aligned_to_the_servers_minimum_is_widened_to_its_blocks() {
+    // nbdkit refusing any request not aligned to 4 KiB, or over 256 KiB.
+    let policy = ["--filter=blocksize-policy"];
+    let server = Nbdkit::start(&policy, "64M blocksize-minimum=4096 blocksize-maximum=262144 blocksize-error-policy=error");
+    let leg = leg(&server.uri());
+    let data = pattern(8192, 1 << 20);
+    leg.write_at(&data, 8192, false).expect("an aligned write of 1 MiB, split at the maximum");
+    let mut small = [0u8; 100];
+    leg.read_at(&mut small, 8192 + 4000).expect("an unaligned read");
+    assert_eq!(&small[..], &data[4000..4100]);
+    let mut across = vec![0u8; 300 << 10];
+    leg.read_at(&mut across, 8192 + 5).expect("an unaligned read over the maximum");
+    assert!(across[..] == data[5..5 + (300 << 10)]);
+    assert!(leg.write_at(&[1u8; 512], 512, false).is_err(), "unaligned writes are sent as they are, and this server refuses them");
 }

@@ -248,6 +248,18 @@ impl NbdLeg {
         Ok(())
     }
 
+    /// `buf` from `offset`, in requests of at most the largest piece.
+    fn read_pieces(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.each_piece(offset, buf.len() as u64, |at, n, from| match self.call(CMD_READ, 0, at, n, None)? {
+            // The reply reader checked the length: exactly `n`.
+            Payload::Data(data) if data.len() as u64 == n => {
+                buf[from..from + data.len()].copy_from_slice(&data);
+                Ok(())
+            }
+            _ => Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: a READ of {n} bytes at {at} answered without its data", self.uri))),
+        })
+    }
+
     /// The most one block status request asks about: fits a compact
     /// header's 32 bits, and bounds the extents one reply may list.
     const MAX_STATUS_ASK: u64 = 1 << 30;
@@ -271,14 +283,22 @@ impl BlockDevice for NbdLeg {
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         super::check_range(self, offset, buf.len() as u64)?;
-        self.each_piece(offset, buf.len() as u64, |at, n, from| match self.call(CMD_READ, 0, at, n, None)? {
-            // The reply reader checked the length: exactly `n`.
-            Payload::Data(data) if data.len() as u64 == n => {
-                buf[from..from + data.len()].copy_from_slice(&data);
-                Ok(())
-            }
-            _ => Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: a READ of {n} bytes at {at} answered without its data", self.uri))),
-        })
+        let len = buf.len() as u64;
+        let min = self.export.block_sizes.map_or(1, |(min, _, _)| u64::from(min));
+        if min > 1 && (!offset.is_multiple_of(min) || !len.is_multiple_of(min)) {
+            // A server may refuse a read not aligned to its minimum block
+            // (nbdkit's blocksize-policy does): read its whole blocks and
+            // keep the part asked for. Writes are not widened: that would
+            // be a read-modify-write racing other writers of the block.
+            let start = offset - offset % min;
+            let end = (offset + len).div_ceil(min).saturating_mul(min).min(self.size());
+            let mut whole = vec![0u8; (end - start) as usize];
+            self.read_pieces(&mut whole, start)?;
+            let from = (offset - start) as usize;
+            buf.copy_from_slice(&whole[from..from + buf.len()]);
+            return Ok(());
+        }
+        self.read_pieces(buf, offset)
     }
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
         super::check_range(self, offset, buf.len() as u64)?;
