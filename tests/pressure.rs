@@ -243,11 +243,6 @@ fn a_client_that_does_not_finish_its_handshake_is_closed_in_time() {
     assert!(closed_within(&mut stalled, Duration::from_secs(5)), "a stalled handshake was not closed");
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(800), "closed after {took:?}, before its timeout");
-    // The server logs after it closes: give the line a moment to land.
-    let logged = Instant::now();
-    while !s.log().contains("did not finish its handshake within 1s") && logged.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     assert!(s.log().contains("did not finish its handshake within 1s"), "{}", s.log());
     // The timeout is for handshakes: a client past its handshake stays.
     served.round_trip(0, 7);
