@@ -72,7 +72,7 @@ fn a_flush_on_one_connection_makes_every_connections_writes_durable() {
     });
     let uri = NbdUri::parse(&format!("nbd+unix:///mc?socket={}", socket.display())).expect("uri");
     let connect = || {
-        let (stream, export, _) = handshake::connect(&uri, Duration::from_secs(5)).expect("connect");
+        let (stream, export, _) = handshake::connect_asking(&uri, Duration::from_secs(5), handshake::Ask::SimpleOnly).expect("connect");
         assert_ne!(export.flags & (1 << 8), 0, "multi-conn is advertised");
         stream
     };

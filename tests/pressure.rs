@@ -60,7 +60,7 @@ struct Client<S: Wire> {
 
 impl<S: Wire> Client<S> {
     fn new(mut s: S) -> Client<S> {
-        wasmraid::device::nbd::handshake::negotiate(&mut s, "dev").expect("handshake");
+        wasmraid::device::nbd::handshake::negotiate(&mut s, "dev", wasmraid::device::nbd::handshake::Ask::SimpleOnly).expect("handshake");
         Client { s, cookie: 1 }
     }
 
@@ -305,11 +305,27 @@ fn handshake_then_hold(mut s: TcpStream, size: u64) -> TcpStream {
     s.write_all(&hello).unwrap();
     let mut flags = [0u8; 4];
     s.read_exact(&mut flags).unwrap();
-    let mut head = [0u8; 16];
-    s.read_exact(&mut head).unwrap();
-    assert_eq!(u32::from_be_bytes(head[8..12].try_into().unwrap()), OPT_GO);
-    let mut data = vec![0u8; u32::from_be_bytes(head[12..16].try_into().unwrap()) as usize];
-    s.read_exact(&mut data).unwrap();
+    let reply_to = |option: u32, kind: u32, payload: &[u8]| {
+        let mut r = REPLY_MAGIC.to_be_bytes().to_vec();
+        r.extend_from_slice(&option.to_be_bytes());
+        r.extend_from_slice(&kind.to_be_bytes());
+        r.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        r.extend_from_slice(payload);
+        r
+    };
+    // The client haggles for extensions first: refuse them all, as an
+    // old server would.
+    loop {
+        let mut head = [0u8; 16];
+        s.read_exact(&mut head).unwrap();
+        let option = u32::from_be_bytes(head[8..12].try_into().unwrap());
+        let mut data = vec![0u8; u32::from_be_bytes(head[12..16].try_into().unwrap()) as usize];
+        s.read_exact(&mut data).unwrap();
+        if option == OPT_GO {
+            break;
+        }
+        s.write_all(&reply_to(option, REP_ERR_UNSUP, &[])).unwrap();
+    }
     let reply = |kind: u32, payload: &[u8]| {
         let mut r = REPLY_MAGIC.to_be_bytes().to_vec();
         r.extend_from_slice(&OPT_GO.to_be_bytes());

@@ -113,6 +113,7 @@ impl BlockDevice for FaultLeg {
             last_error: String::new(),
             latency_us: 0,
             tls: None,
+            features: String::new(),
         })
     }
 }

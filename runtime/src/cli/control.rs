@@ -108,7 +108,13 @@ fn print_array(a: &serde_json::Value, indent: &str) {
         }
         if let Some(link) = l["link"].as_object() {
             if link["connected"].as_bool() == Some(true) {
-                err.push_str(&format!("  [link up, {}, {} us, {} reconnect(s)]", tls_text(&link["tls"]), link["latency_us"], link["reconnects"]));
+                err.push_str(&format!(
+                    "  [link up, {} ({}), {} us, {} reconnect(s)]",
+                    tls_text(&link["tls"]),
+                    link["features"].as_str().unwrap_or("?"),
+                    link["latency_us"],
+                    link["reconnects"]
+                ));
             } else {
                 err.push_str(&format!("  [link DOWN for {} s: {}]", link["down_for_secs"], link["last_error"].as_str().unwrap_or("")));
             }

@@ -165,6 +165,10 @@ pub struct LinkState {
     /// The connection's TLS: protocol and the identity the server's
     /// certificate proved (None: plaintext).
     pub tls: Option<crate::tls::Session>,
+    /// What the protocol haggling settled, e.g. "extended-headers,
+    /// structured-replies, base:allocation" (NBD), so an operator sees
+    /// whether block status and large requests are in use.
+    pub features: String,
 }
 
 /// An I/O error naming the device and the range.

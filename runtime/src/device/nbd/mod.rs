@@ -18,14 +18,16 @@
 //! cannot progress is a lost link like any other (reconnect, resend, fail
 //! the leg only past the deadline).
 
+pub mod chunks;
 pub mod handshake;
 pub mod reply;
 mod tls_stream;
 pub mod uri;
 
-use super::{BlockDevice, LinkState};
+use super::{BlockDevice, LinkState, status};
 use crate::frontend::nbd::proto::*;
-use handshake::Stream;
+use chunks::{Asked, Payload, Refusal, Replies};
+use handshake::{Features, Stream};
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::io::{self, IoSlice, Write};
@@ -73,6 +75,8 @@ struct State {
     closing: bool,
     /// What the live connection's TLS proved (None: plaintext).
     tls: Option<crate::tls::Session>,
+    /// What the live (or last) connection negotiated.
+    features: Features,
 }
 
 /// One connection's transmission phase.
@@ -83,19 +87,23 @@ struct Conn {
     /// A send failed part-way (set under the writer lock).
     cut: AtomicBool,
     shutdown: Stream,
+    /// Request and reply forms, and the block status context, of this
+    /// connection (a reconnect may land on a server that offers less).
+    features: Features,
 }
 
 struct Slot {
     state: Mutex<SlotState>,
     done: Condvar,
-    /// Bytes of data a successful reply carries (reads).
-    read_len: usize,
+    /// What the request asked, to check the reply against.
+    asked: Asked,
 }
 
 enum SlotState {
     Waiting,
-    /// The server's answer: data for reads, or its error number.
-    Answered(Result<Vec<u8>, u32>),
+    /// The server's answer: data for reads, status for block status, or
+    /// its error.
+    Answered(Result<Payload, Refusal>),
     /// The connection broke before the answer.
     Lost,
 }
@@ -106,12 +114,12 @@ impl NbdLeg {
         let (stream, export, tls) = handshake::connect(&uri, options.timeout).map_err(|e| io::Error::new(e.kind(), format!("cannot open leg {uri}: {e}")))?;
         let shared = Arc::new(Shared {
             uri: uri.clone(),
-            state: Mutex::new(State { conn: None, down_since: None, reconnects: 0, last_error: String::new(), closing: false, tls }),
+            state: Mutex::new(State { conn: None, down_since: None, reconnects: 0, last_error: String::new(), closing: false, tls, features: export.features }),
             changed: Condvar::new(),
             cookies: AtomicU64::new(1),
             latency_ns: AtomicU64::new(0),
         });
-        let conn = Conn::start(stream, &shared, options.timeout)?;
+        let conn = Conn::start(stream, &shared, options.timeout, export.features)?;
         shared.state.lock().conn = Some(conn);
         let supervisor = shared.clone();
         std::thread::Builder::new().name("wasmraid-nbd-leg".into()).spawn(move || supervise(supervisor, options, export))?;
@@ -123,10 +131,9 @@ impl NbdLeg {
     }
 
     /// Send one request and wait for its answer, across reconnections.
-    fn call(&self, command: u16, flags: u16, offset: u64, len: u32, payload: Option<&[u8]>) -> io::Result<Vec<u8>> {
+    fn call(&self, command: u16, flags: u16, offset: u64, len: u64, payload: Option<&[u8]>) -> io::Result<Payload> {
         let started = Instant::now();
         let deadline = started + self.options.timeout;
-        let read_len = if command == CMD_READ { len as usize } else { 0 };
         loop {
             // A server that drops the connection on this very request would
             // otherwise be retried forever.
@@ -134,8 +141,14 @@ impl NbdLeg {
                 return Err(self.timed_out(command, offset, len, "retrying across reconnections"));
             }
             let conn = self.shared.connection(deadline).ok_or_else(|| self.timed_out(command, offset, len, "waiting for the link to come back"))?;
+            let context = conn.features.base_allocation;
+            if command == CMD_BLOCK_STATUS && context.is_none() {
+                // Reconnected to a server that no longer offers it.
+                return Err(io::Error::new(io::ErrorKind::Unsupported, format!("{}: the server no longer offers base:allocation", self.uri)));
+            }
             let cookie = self.shared.cookies.fetch_add(1, Ordering::Relaxed);
-            let slot = Arc::new(Slot { state: Mutex::new(SlotState::Waiting), done: Condvar::new(), read_len });
+            let asked = Asked { command, offset, len, context };
+            let slot = Arc::new(Slot { state: Mutex::new(SlotState::Waiting), done: Condvar::new(), asked });
             conn.pending.lock().insert(cookie, slot.clone());
             if conn.broken.load(Ordering::Acquire) {
                 conn.pending.lock().remove(&cookie);
@@ -161,7 +174,7 @@ impl NbdLeg {
                     self.shared.record_latency(started.elapsed());
                     return Ok(data);
                 }
-                SlotState::Answered(Err(ESHUTDOWN)) => {
+                SlotState::Answered(Err(Refusal { errno: ESHUTDOWN, .. })) => {
                     // A graceful stop (SIGTERM, a service restart) is a
                     // lost link, not a failed request: resend once the
                     // server is back, until the deadline.
@@ -169,14 +182,16 @@ impl NbdLeg {
                     conn.fail(&self.shared, "the server is shutting down (NBD_ESHUTDOWN)");
                     continue;
                 }
-                SlotState::Answered(Err(errno)) => {
+                SlotState::Answered(Err(Refusal { errno, message })) => {
+                    let errno = i32::try_from(errno).unwrap_or(EIO as i32);
                     return Err(io::Error::new(
-                        io::Error::from_raw_os_error(errno as i32).kind(),
+                        io::Error::from_raw_os_error(errno).kind(),
                         format!(
-                            "{}: the server failed {} of {len} bytes at {offset}: {}",
+                            "{}: the server failed {} of {len} bytes at {offset}: {}{}{message}",
                             self.uri,
                             command_name(command),
-                            io::Error::from_raw_os_error(errno as i32)
+                            io::Error::from_raw_os_error(errno),
+                            if message.is_empty() { "" } else { ": " }
                         ),
                     ));
                 }
@@ -185,7 +200,7 @@ impl NbdLeg {
         }
     }
 
-    fn timed_out(&self, command: u16, offset: u64, len: u32, doing: &str) -> io::Error {
+    fn timed_out(&self, command: u16, offset: u64, len: u64, doing: &str) -> io::Error {
         let last = self.shared.state.lock().last_error.clone();
         io::Error::new(
             io::ErrorKind::TimedOut,
@@ -202,6 +217,7 @@ impl NbdLeg {
             last_error: s.last_error.clone(),
             latency_us: self.shared.latency_ns.load(Ordering::Relaxed) / 1000,
             tls: s.tls.clone(),
+            features: s.features.describe(),
         }
     }
 
@@ -212,22 +228,41 @@ impl NbdLeg {
     /// Requests carry at most this many bytes (large ones are split).
     const MAX_CHUNK: u64 = 4 << 20;
 
-    /// The largest request: ours, or the server's maximum when smaller.
+    /// The largest request: ours, or the server's maximum when smaller
+    /// (`handshake` keeps it a multiple of the server's minimum, and ours
+    /// is a multiple of any minimum, so pieces of an aligned request stay
+    /// aligned).
     fn max_piece(&self) -> u64 {
-        let server = self.export.block_sizes.map_or(u64::MAX, |(_, _, max)| u64::from(max).max(4096));
-        Self::MAX_CHUNK.min(server)
+        let server = self.export.block_sizes.map_or(u64::MAX, |(_, _, max)| u64::from(max));
+        Self::MAX_CHUNK.min(server).max(1)
     }
 
-    fn each_piece(&self, offset: u64, len: u64, mut f: impl FnMut(u64, u32, usize) -> io::Result<()>) -> io::Result<()> {
+    fn each_piece(&self, offset: u64, len: u64, mut f: impl FnMut(u64, u64, usize) -> io::Result<()>) -> io::Result<()> {
         let max = self.max_piece();
         let mut done = 0u64;
         while done < len {
             let n = (len - done).min(max);
-            f(offset + done, n as u32, done as usize)?;
+            f(offset + done, n, done as usize)?;
             done += n;
         }
         Ok(())
     }
+
+    /// `buf` from `offset`, in requests of at most the largest piece.
+    fn read_pieces(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.each_piece(offset, buf.len() as u64, |at, n, from| match self.call(CMD_READ, 0, at, n, None)? {
+            // The reply reader checked the length: exactly `n`.
+            Payload::Data(data) if data.len() as u64 == n => {
+                buf[from..from + data.len()].copy_from_slice(&data);
+                Ok(())
+            }
+            _ => Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: a READ of {n} bytes at {at} answered without its data", self.uri))),
+        })
+    }
+
+    /// The most one block status request asks about: fits a compact
+    /// header's 32 bits, and bounds the extents one reply may list.
+    const MAX_STATUS_ASK: u64 = 1 << 30;
 }
 
 impl Drop for NbdLeg {
@@ -248,11 +283,22 @@ impl BlockDevice for NbdLeg {
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         super::check_range(self, offset, buf.len() as u64)?;
-        self.each_piece(offset, buf.len() as u64, |at, n, from| {
-            let data = self.call(CMD_READ, 0, at, n, None)?;
-            buf[from..from + n as usize].copy_from_slice(&data);
-            Ok(())
-        })
+        let len = buf.len() as u64;
+        let min = self.export.block_sizes.map_or(1, |(min, _, _)| u64::from(min));
+        if min > 1 && (!offset.is_multiple_of(min) || !len.is_multiple_of(min)) {
+            // A server may refuse a read not aligned to its minimum block
+            // (nbdkit's blocksize-policy does): read its whole blocks and
+            // keep the part asked for. Writes are not widened: that would
+            // be a read-modify-write racing other writers of the block.
+            let start = offset - offset % min;
+            let end = (offset + len).div_ceil(min).saturating_mul(min).min(self.size());
+            let mut whole = vec![0u8; (end - start) as usize];
+            self.read_pieces(&mut whole, start)?;
+            let from = (offset - start) as usize;
+            buf.copy_from_slice(&whole[from..from + buf.len()]);
+            return Ok(());
+        }
+        self.read_pieces(buf, offset)
     }
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
         super::check_range(self, offset, buf.len() as u64)?;
@@ -297,6 +343,34 @@ impl BlockDevice for NbdLeg {
     fn link(&self) -> Option<LinkState> {
         Some(NbdLeg::link(self))
     }
+    /// `base:allocation` by `NBD_CMD_BLOCK_STATUS`, asked again from where
+    /// each answer ends (a server may answer less than asked). A server
+    /// without it: allocated, as any device that cannot tell.
+    fn block_status(&self, offset: u64, len: u64, out: &mut Vec<status::StatusExtent>) -> io::Result<()> {
+        super::check_range(self, offset, len)?;
+        if self.shared.state.lock().features.base_allocation.is_none() {
+            status::push(out, status::StatusExtent { len, allocation: 0, health: 0 });
+            return Ok(());
+        }
+        let end = offset + len;
+        let mut at = offset;
+        while at < end {
+            let ask = (end - at).min(Self::MAX_STATUS_ASK);
+            let Payload::Status(extents) = self.call(CMD_BLOCK_STATUS, 0, at, ask, None)? else {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: a BLOCK_STATUS at {at} answered without status", self.uri)));
+            };
+            let before = at;
+            for (n, flags) in extents {
+                // The reply reader clipped them to the request.
+                status::push(out, status::StatusExtent { len: n, allocation: flags & (status::HOLE | status::ZERO), health: 0 });
+                at += n;
+            }
+            if at == before {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: a BLOCK_STATUS at {at} described no bytes", self.uri)));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Shared {
@@ -326,7 +400,7 @@ impl Shared {
 impl Conn {
     /// `send_timeout`: how long one write may make no progress before the
     /// link counts as lost.
-    fn start(stream: Stream, shared: &Arc<Shared>, send_timeout: Duration) -> io::Result<Arc<Conn>> {
+    fn start(stream: Stream, shared: &Arc<Shared>, send_timeout: Duration, features: Features) -> io::Result<Arc<Conn>> {
         stream.set_send_timeout(send_timeout)?;
         let reader = stream.try_clone()?;
         let shutdown = stream.try_clone()?;
@@ -336,6 +410,7 @@ impl Conn {
             broken: AtomicBool::new(false),
             cut: AtomicBool::new(false),
             shutdown,
+            features,
         });
         let (c, s) = (conn.clone(), shared.clone());
         std::thread::Builder::new().name("wasmraid-nbd-reply".into()).spawn(move || {
@@ -348,14 +423,8 @@ impl Conn {
     /// Send one request, giving up at `deadline`: a caller stuck behind a
     /// send that does not progress waits no longer than its own deadline.
     #[allow(clippy::too_many_arguments)]
-    fn send(&self, command: u16, flags: u16, cookie: u64, offset: u64, len: u32, payload: Option<&[u8]>, deadline: Instant) -> io::Result<()> {
-        let mut h = [0u8; REQUEST_HEADER];
-        h[..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
-        h[4..6].copy_from_slice(&flags.to_be_bytes());
-        h[6..8].copy_from_slice(&command.to_be_bytes());
-        h[8..16].copy_from_slice(&cookie.to_be_bytes());
-        h[16..24].copy_from_slice(&offset.to_be_bytes());
-        h[24..28].copy_from_slice(&len.to_be_bytes());
+    fn send(&self, command: u16, flags: u16, cookie: u64, offset: u64, len: u64, payload: Option<&[u8]>, deadline: Instant) -> io::Result<()> {
+        let h = request_header(self.features.replies, command, flags, cookie, offset, len)?;
         let Some(mut w) = self.writer.try_lock_until(deadline) else {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "another request's send made no progress until this one's deadline"));
         };
@@ -364,7 +433,7 @@ impl Conn {
         if self.cut.load(Ordering::Acquire) {
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "an earlier send was cut"));
         }
-        let sent = write_all_vectored(&mut w, &h, payload.unwrap_or(&[]), deadline);
+        let sent = write_all_vectored(&mut w, h.as_slice(), payload.unwrap_or(&[]), deadline);
         if sent.is_err() {
             self.cut.store(true, Ordering::Release);
         }
@@ -380,10 +449,11 @@ impl Conn {
     /// Match replies to slots until the connection fails; returns why.
     fn read_replies(&self, mut r: Stream) -> io::Error {
         let mut r = io::BufReader::with_capacity(256 << 10, &mut r);
+        let mut reader = reply::Reader::new(self.features.replies);
         loop {
             // The slot stays registered until its whole reply is read: if
             // the link breaks mid-reply, the request is resent.
-            let reply = match reply::read(&mut r, |cookie| self.pending.lock().get(&cookie).map(|s| s.read_len)) {
+            let reply = match reader.next(&mut r, |cookie| self.pending.lock().get(&cookie).map(|s| s.asked)) {
                 Ok(reply) => reply,
                 Err(e) => return e,
             };
@@ -420,6 +490,27 @@ impl Conn {
         }
         shared.changed.notify_all();
     }
+}
+
+/// A request header: 28 bytes, or 32 with extended headers (a 64-bit
+/// length; a write's is its payload's, as `NBD_CMD_FLAG_PAYLOAD_LEN` says).
+fn request_header(replies: Replies, command: u16, flags: u16, cookie: u64, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+    let extended = replies == Replies::Extended;
+    let flags = if extended && command == CMD_WRITE { flags | CMD_FLAG_PAYLOAD_LEN } else { flags };
+    let mut h = Vec::with_capacity(EXTENDED_REQUEST_HEADER);
+    h.extend_from_slice(&if extended { EXTENDED_REQUEST_MAGIC } else { REQUEST_MAGIC }.to_be_bytes());
+    h.extend_from_slice(&flags.to_be_bytes());
+    h.extend_from_slice(&command.to_be_bytes());
+    h.extend_from_slice(&cookie.to_be_bytes());
+    h.extend_from_slice(&offset.to_be_bytes());
+    if extended {
+        h.extend_from_slice(&len.to_be_bytes());
+    } else {
+        let len = u32::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("a {} of {len} bytes needs extended headers", command_name(command))))?;
+        h.extend_from_slice(&len.to_be_bytes());
+    }
+    Ok(h)
 }
 
 /// Write all of it; a server that takes a trickle keeps it going only until
@@ -462,7 +553,7 @@ fn supervise(shared: Arc<Shared>, options: NbdOptions, export: handshake::Export
             Ok((_, e, _)) if e.size < export.size => {
                 note_failure(&shared, &format!("the export shrank to {} bytes (was {})", e.size, export.size));
             }
-            Ok((stream, _, tls)) => match Conn::start(stream, &shared, options.timeout) {
+            Ok((stream, e, tls)) => match Conn::start(stream, &shared, options.timeout, e.features) {
                 Ok(conn) => {
                     let mut s = shared.state.lock();
                     if s.closing {
@@ -473,6 +564,7 @@ fn supervise(shared: Arc<Shared>, options: NbdOptions, export: handshake::Export
                     s.reconnects += 1;
                     s.conn = Some(conn);
                     s.tls = tls;
+                    s.features = e.features;
                     tracing::warn!(leg = %shared.uri, "link back after {down:.1?} (reconnect #{})", s.reconnects);
                     shared.changed.notify_all();
                     backoff = Duration::from_millis(50);
