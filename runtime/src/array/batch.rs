@@ -36,11 +36,8 @@ impl Array {
     pub(super) fn leg_read_all(&self, reads: &mut [LegRead<'_>]) -> Vec<bool> {
         let mut ok = vec![false; reads.len()];
         let alive: Vec<bool> = reads.iter().map(|r| self.legs.get(r.leg as usize).is_some_and(|l| l.is_alive())).collect();
-        let direct: Vec<Option<Direct>> = reads
-            .iter()
-            .zip(&alive)
-            .map(|(r, &live)| if live { self.direct(r.leg, r.chunk, r.within, r.buf.as_ptr(), r.buf.len()) } else { None })
-            .collect();
+        let direct: Vec<Option<Direct>> =
+            reads.iter().zip(&alive).map(|(r, &live)| if live { self.direct(r.leg, r.chunk, r.within, r.buf.as_ptr(), r.buf.len()) } else { None }).collect();
         if direct.iter().filter(|d| d.is_some()).count() > 1 {
             let started = std::time::Instant::now();
             let which: Vec<usize> = (0..reads.len()).filter(|&i| direct[i].is_some()).collect();

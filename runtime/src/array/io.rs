@@ -1,13 +1,13 @@
 //! The array's read, write, flush, discard and write-zeroes paths.
 
+use super::batch::LegRead;
+use super::scratch::{self, Scratch};
 use super::{Array, ArrayError, Counters};
 use crate::device::BlockDevice;
 use crate::layout::Role;
 use crate::layout::map::StripeView;
 use crate::layout::proven::ProvenLayout;
 use crate::parity::{EncodeMatrix, encode, encode_accumulate};
-use super::batch::LegRead;
-use super::scratch::{self, Scratch};
 
 /// At most this many whole stripes of one request are encoded and written
 /// together (their parity is held in scratch buffers meanwhile).
@@ -436,7 +436,13 @@ impl Array {
     /// then every stripe's data and parity written together, all under
     /// their locks (taken in one order, see `locks.rs`). The regions stay
     /// pending while the caller holds the guards.
-    fn write_full_stripes(&self, layout: &ProvenLayout, stripes: std::ops::Range<u64>, src: &[u8], fua: bool) -> Result<Vec<super::intent::WriteGuard<'_>>, ArrayError> {
+    fn write_full_stripes(
+        &self,
+        layout: &ProvenLayout,
+        stripes: std::ops::Range<u64>,
+        src: &[u8],
+        fua: bool,
+    ) -> Result<Vec<super::intent::WriteGuard<'_>>, ArrayError> {
         let cb = self.chunk_bytes as usize;
         let d = layout.descriptor.data_chunks as usize;
         let mut intents = Vec::new();

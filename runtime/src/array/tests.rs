@@ -290,14 +290,17 @@ fn a_staged_write_that_fails_on_a_leg_fails_the_leg_and_the_plain_write_finishes
         let data = vec![0xa0 + victim as u8; 4096];
         let mut w = a.stage_write(at, 4096, false).expect("a healthy raid5 stages a 4 KiB write");
         let mut writes = 0;
-        let done = run_blocking(|r| w.advance(&data, r), |op| {
-            if op.write {
-                writes += 1;
-                (writes == 1 + victim).then_some(-libc::EIO)
-            } else {
-                None
-            }
-        });
+        let done = run_blocking(
+            |r| w.advance(&data, r),
+            |op| {
+                if op.write {
+                    writes += 1;
+                    (writes == 1 + victim).then_some(-libc::EIO)
+                } else {
+                    None
+                }
+            },
+        );
         drop(w);
         assert!(!done, "a failed leg write abandons the staged write");
         assert_eq!(a.dead_legs(), 1, "the leg that failed the write is failed at once");

@@ -166,7 +166,11 @@ async fn serve_tag(q: &UblkQueue<'_>, io: &TagIo, mut buf: TagBuf, device: &dyn 
                 work = Work::Deliver;
             }
         }
-        if work == Work::Serve && request.op == libublk::sys::UBLK_IO_OP_READ && request.len <= DELIVER_INLINE_MAX && read_staged(q, io, &mut buf, &request, device).await? {
+        if work == Work::Serve
+            && request.op == libublk::sys::UBLK_IO_OP_READ
+            && request.len <= DELIVER_INLINE_MAX
+            && read_staged(q, io, &mut buf, &request, device).await?
+        {
             continue;
         }
         if request.op == libublk::sys::UBLK_IO_OP_WRITE && request.len <= DELIVER_INLINE_MAX && write_staged(q, io, &mut buf, &request, device).await {
