@@ -11,7 +11,7 @@ fi
 # Real peers the tests talk to; libclang-dev for libublk's bindgen; the VM
 # test bed's tools (tests/vm/run.sh); clang, lld, wasi-libc and the wasm32
 # compiler-rt for layouts written in C (scripts/toolchains.sh has the rest).
-packages=(${WASMRAID_APT_PACKAGES:-qemu-utils libnbd-bin nbdkit fio openssl libisal-dev libclang-dev qemu-system-x86 busybox-static nbd-client mdadm e2fsprogs cpio kmod xz-utils iproute2 clang lld wasi-libc libclang-rt-14-dev-wasm32})
+packages=(${WASMRAID_APT_PACKAGES:-qemu-utils libnbd-bin python3-libnbd nbdkit fio openssl libisal-dev libclang-dev qemu-system-x86 busybox-static nbd-client mdadm e2fsprogs cpio kmod xz-utils iproute2 clang lld wasi-libc libclang-rt-14-dev-wasm32})
 # Node for the JavaScript toolchain, from Debian unless one is installed.
 command -v npm >/dev/null || packages+=(nodejs npm)
 # A Python that can make virtual environments, for the Zig and Python toolchains.
@@ -39,4 +39,34 @@ if [ -n "$system_version" ] && [ "$utils_version" != "$system_version" ]; then
     sudo_cmd=""
     [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends --allow-downgrades "qemu-utils=$system_version"
+fi
+
+# A peer that speaks NBD extended headers, client and server: Debian 12's
+# qemu (7.2), nbdkit (1.32) and libnbd (1.14) predate them. qemu-utils
+# 10 from bookworm-backports links against the same libraries as 7.2, so
+# it is unpacked (never installed: qemu-system-x86 pins the installed
+# qemu-utils) into target/peers/qemu-bpo, through a private apt
+# configuration like the VM bed's. tests/nbd_client.rs and tests/clients.rs
+# use it and fail, naming this script, when it is missing.
+qemu_bpo="$(cd "$(dirname "$0")/.." && pwd)/target/peers/qemu-bpo"
+if [ ! -x "$qemu_bpo/usr/bin/qemu-nbd" ]; then
+    apt_dir="$(dirname "$qemu_bpo")/apt"
+    keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+    uri=$(apt-get indextargets --format '$(REPO_URI) $(LABEL) $(TARGET_OF)' 2>/dev/null | awk '$2 == "Debian" && $3 == "deb" { print $1; exit }' || true)
+    uri=${uri:-http://deb.debian.org/debian/}
+    rm -rf "$apt_dir" && mkdir -p "$apt_dir/sources.list.d" "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/debs"
+    printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nArchitectures: amd64\nSigned-By: %s\n' "$uri" "$keyring" \
+        > "$apt_dir/sources.list.d/bookworm-backports.sources"
+    o=(-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$apt_dir/sources.list.d" -o Dir::State::Lists="$apt_dir/lists"
+       -o Dir::Cache="$apt_dir/cache" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= -o APT::Sandbox::User=root)
+    echo "setup: fetching qemu-utils from bookworm-backports ($uri) into $qemu_bpo"
+    if apt-get "${o[@]}" update -qq >"$apt_dir/update.log" 2>&1 \
+        && ver=$(apt-cache "${o[@]}" madison qemu-utils | awk -F'|' '$3 ~ /backports/ { gsub(/ /, "", $2); print $2; exit }') \
+        && [ -n "$ver" ] \
+        && (cd "$apt_dir/debs" && apt-get "${o[@]}" download "qemu-utils=$ver" >"$apt_dir/download.log" 2>&1); then
+        rm -rf "$qemu_bpo" && mkdir -p "$qemu_bpo" && dpkg-deb -x "$apt_dir"/debs/qemu-utils_*.deb "$qemu_bpo"
+        "$qemu_bpo/usr/bin/qemu-nbd" --version | head -1
+    else
+        echo "setup: could not fetch qemu-utils from bookworm-backports (see $apt_dir/*.log); the extended-header tests will fail" >&2
+    fi
 fi

@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
-use wasmraid_tests::{Served, fio, require, run, verify_with_failures};
+use wasmraid_tests::{Served, fio, qemu_bpo, require, run, verify_with_failures};
 
 fn qemu_io(uri: &str, commands: &[&str]) -> (bool, String) {
     require("qemu-io");
@@ -87,6 +87,80 @@ fn qemu_img_convert_compare_and_nbdcopy() {
     let (ok, text) = run(Command::new("nbdcopy").arg(s.uri()).arg(&back));
     assert!(ok, "{text}");
     assert!(std::fs::read(&back).unwrap() == data, "nbdcopy read back different bytes");
+}
+
+/// qemu 10 (bookworm-backports) asks for extended headers; its trace
+/// shows what the server answered.
+const EXTENDED_ACK: &str = "Received option reply 11 (extended headers), type 1 (ack)";
+
+#[test]
+fn qemu_10_speaks_extended_headers_to_wasmraid() {
+    let s = Served::layout("raid6", 6, "16M", "", "64K");
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image.raw");
+    let data: Vec<u8> = (0..32u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&image, &data).unwrap();
+    let qemu_img = qemu_bpo("qemu-img");
+    let traced = |cmd: &mut Command| {
+        let (ok, text) = run(cmd);
+        assert!(ok, "{text}");
+        assert!(text.contains(EXTENDED_ACK), "qemu did not settle on extended headers: {text}");
+        text
+    };
+    traced(Command::new(&qemu_img).args(["--trace", "nbd_*", "convert", "-n", "-f", "raw", "-O", "raw"]).arg(&image).arg(s.uri()));
+    let text = traced(Command::new(&qemu_img).args(["--trace", "nbd_*", "compare", "-f", "raw", "-F", "raw"]).arg(&image).arg(s.uri()));
+    assert!(text.contains("identical"), "{text}");
+    // qemu-io: a pattern written and read back at an unaligned offset,
+    // then write-zeroes and discard, over extended headers.
+    let text = traced(
+        Command::new(qemu_bpo("qemu-io"))
+            .args(["--trace", "nbd_*", "-f", "raw"])
+            .args(["-c", "write -P 0x5a 1000448 3M", "-c", "read -P 0x5a 1000448 3M", "-c", "write -z 8M 1M", "-c", "read -P 0 8M 1M", "-c", "discard 12M 1M"])
+            .arg(s.uri()),
+    );
+    assert!(!text.contains("Pattern verification failed"), "{text}");
+    // qemu-img map reads base:allocation: the discarded range (whole
+    // stripes: 256 KiB each) is zero.
+    let (ok, map) = run(Command::new(&qemu_img).args(["map", "--output=json", "-f", "raw"]).arg(s.uri()));
+    assert!(ok && map.contains("\"zero\": true"), "{map}");
+}
+
+/// nbdsh (libnbd's Python shell): structured replies, base:allocation,
+/// writes, reads, zeroes, flush and block status through libnbd's API.
+#[test]
+fn nbdsh_writes_reads_zeroes_and_maps_a_raid5() {
+    require("nbdsh");
+    let s = Served::layout("raid5", 4, "16M", "", "64K");
+    let script = format!(
+        r#"
+h.add_meta_context("base:allocation")
+h.connect_uri("{uri}")
+assert h.get_structured_replies_negotiated()
+assert h.can_meta_context("base:allocation")
+data = bytes(range(256)) * 256
+h.pwrite(data, 1048576)
+assert h.pread(65536, 1048576) == data
+h.zero(65536, 1048576)
+assert h.pread(65536, 1048576) == bytes(65536)
+h.pwrite(data, 2097152, nbd.CMD_FLAG_FUA)
+h.flush()
+found = []
+def extents(meta, offset, entries, err):
+    found.append((meta, offset, list(entries)))
+    return 0
+h.block_status(4 << 20, 0, extents)
+assert found and found[0][0] == "base:allocation", found
+flags = found[0][2][1::2]
+assert 0 in flags, found
+print("nbdsh ok", found[0][2][:8])
+"#,
+        uri = s.uri()
+    );
+    // nbdsh runs the `python3` it finds first; Debian's has libnbd's module
+    // (python3-libnbd), a pyenv one before it on PATH does not.
+    let path = format!("/usr/bin:{}", std::env::var("PATH").unwrap_or_default());
+    let (ok, out) = run(Command::new("nbdsh").env("PATH", path).args(["-c", &script]));
+    assert!(ok && out.contains("nbdsh ok"), "{out}");
 }
 
 fn each_leg(n: usize) -> Vec<Vec<usize>> {

@@ -158,8 +158,19 @@ fn extended_headers_carry_64_bit_lengths_and_every_reply_is_extended() {
     expected[64 << 10..128 << 10].copy_from_slice(&middle);
     assert!(got == expected, "holes and data chunks together are the range's bytes");
     assert!(holes > 0, "the unwritten parts come as holes");
-    // A write without the payload flag breaks the protocol: the connection ends.
-    request(&mut c, 0, 1, 14, 0, 512, &[0; 512]);
+    // A write without NBD_CMD_FLAG_PAYLOAD_LEN still carries its data (its
+    // payload and effect lengths are the same; qemu 10 sends writes so).
+    let unflagged: Vec<u8> = (0..512u32).map(|i| (i % 249) as u8 | 2).collect();
+    request(&mut c, 0, 1, 14, 0, 512, &unflagged);
+    assert_eq!(chunk(&mut c).1, 0, "the unflagged write is done");
+    request(&mut c, 0, 0, 21, 0, 512, &[]);
+    let (_, kind, _, _, payload) = chunk(&mut c);
+    assert!(kind == 1 && payload[8..] == unflagged[..], "the unflagged write reads back");
+    // A compact request's magic where an extended header belongs breaks
+    // the protocol: the connection ends.
+    let mut compact = 0x2560_9513u32.to_be_bytes().to_vec();
+    compact.extend_from_slice(&[0u8; 28]);
+    c.write_all(&compact).expect("send");
     let mut rest = Vec::new();
     let _ = c.read_to_end(&mut rest);
     assert!(rest.is_empty(), "no reply to a malformed request: {} bytes", rest.len());

@@ -59,6 +59,16 @@ pub fn require(tool: &str) {
     assert!(found, "{tool} is not installed: run ./scripts/setup.sh (it installs qemu-utils, libnbd-bin, nbdkit, fio)");
 }
 
+/// A tool of qemu-utils from bookworm-backports (qemu 10: NBD extended
+/// headers as client and server), which `scripts/setup.sh` unpacks into
+/// `target/peers/qemu-bpo`. Fails loudly (never skips) when it is missing.
+pub fn qemu_bpo(tool: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root");
+    let bin = root.join("target/peers/qemu-bpo/usr/bin").join(tool);
+    assert!(bin.exists(), "{} is missing: run ./scripts/setup.sh (it unpacks qemu-utils from bookworm-backports there)", bin.display());
+    bin
+}
+
 /// A `wasmraid serve` process on a Unix socket, in its own folder.
 pub struct Served {
     pub child: std::process::Child,

@@ -3,7 +3,9 @@
 //! `base:allocation`, and nbdkit, which on this Debian 12 host (1.32)
 //! offers structured replies and `base:allocation` but predates extended
 //! headers: the extended form is tested against wasmraid's own server
-//! only (and byte by byte against the document in `extended_headers.rs`).
+//! and qemu-nbd 10 (bookworm-backports, unpacked by `scripts/setup.sh`),
+//! a real server that offers them (and byte by byte against the document
+//! in `extended_headers.rs`).
 //! nbdkit `--no-sr` refuses structured replies: simple ones it is.
 //! Then a raid5 of nbdkit legs rebuilds a new leg sparsely: the sources'
 //! block status says where they are holes, and those stripes are zeroed
@@ -20,7 +22,7 @@ use wasmraid::device::mem::MemLeg;
 use wasmraid::device::nbd::{NbdLeg, NbdOptions, NbdUri};
 use wasmraid::device::status::ZERO;
 use wasmraid::frontend::nbd::{Exports, Listen, NbdLimits, NbdServer};
-use wasmraid_tests::{require, sandbox};
+use wasmraid_tests::{qemu_bpo, require, sandbox};
 
 fn leg(uri: &str) -> NbdLeg {
     let options = NbdOptions { timeout: Duration::from_secs(20), ..NbdOptions::default() };
@@ -158,6 +160,31 @@ fn nbdkit_gives_structured_replies_and_block_status() {
     let features = leg.link().features;
     assert!(features.ends_with("structured-replies, base:allocation"), "{features}");
     exercise(&leg, true);
+}
+
+#[test]
+fn qemu_nbd_10_gives_extended_headers_and_block_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (image, socket) = (dir.path().join("image.raw"), dir.path().join("qemu.sock"));
+    std::fs::File::create(&image).and_then(|f| f.set_len(64 << 20)).expect("a sparse 64 MiB image");
+    let mut child = Command::new(qemu_bpo("qemu-nbd"))
+        .args(["-f", "raw", "--discard=unmap", "-k"])
+        .arg(&socket)
+        .arg(&image)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start qemu-nbd");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "qemu-nbd did not create its socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let leg = leg(&format!("nbd+unix:///?socket={}", socket.display()));
+    assert_eq!(leg.link().features, "extended-headers, structured-replies, base:allocation");
+    exercise(&leg, true);
+    drop(leg);
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[test]

@@ -125,8 +125,6 @@ pub enum RequestError {
     TooLong { command: &'static str, length: u64 },
     #[error("bad extended request magic {0:#010x} (expected 0x21e41c71)")]
     ExtendedMagic(u32),
-    #[error("a {0} request without NBD_CMD_FLAG_PAYLOAD_LEN (extended headers require it for writes)")]
-    PayloadLenMissing(&'static str),
 }
 
 pub fn command_name(c: u16) -> &'static str {
@@ -177,19 +175,16 @@ pub fn decode_extended_request(h: &[u8; EXTENDED_REQUEST_HEADER]) -> Result<Requ
         return Err(RequestError::ExtendedMagic(magic));
     }
     let r = Request { flags: be16(4), command: be16(6), cookie: be64(8), offset: be64(16), length: be64(24) };
-    if r.command == CMD_WRITE && r.flags & CMD_FLAG_PAYLOAD_LEN == 0 {
-        return Err(RequestError::PayloadLenMissing(command_name(r.command)));
-    }
     bounded(r)
 }
 
-/// The bytes of payload that follow a request header.
+/// The bytes of payload that follow a request header. A write always
+/// carries its length of data; with extended headers any command that
+/// sets `CMD_FLAG_PAYLOAD_LEN` carries one too. A write need not set the
+/// flag (its payload and effect lengths are the same): qemu 10, whose
+/// author wrote the extension, sends its writes without it.
 pub fn payload_len(r: &Request, extended: bool) -> u64 {
-    match extended {
-        true if r.flags & CMD_FLAG_PAYLOAD_LEN != 0 => r.length,
-        false if r.command == CMD_WRITE => r.length,
-        _ => 0,
-    }
+    if r.command == CMD_WRITE || (extended && r.flags & CMD_FLAG_PAYLOAD_LEN != 0) { r.length } else { 0 }
 }
 
 /// A simple reply header.
@@ -327,7 +322,9 @@ mod tests {
         assert_eq!((r.length, payload_len(&r, true)), (1 << 40, 0));
         let w = decode_extended_request(&extended(CMD_WRITE, CMD_FLAG_PAYLOAD_LEN, 512)).unwrap();
         assert_eq!(payload_len(&w, true), 512);
-        assert!(matches!(decode_extended_request(&extended(CMD_WRITE, 0, 512)), Err(RequestError::PayloadLenMissing(_))));
+        // A write without the flag carries its data all the same.
+        let plain = decode_extended_request(&extended(CMD_WRITE, 0, 512)).unwrap();
+        assert_eq!(payload_len(&plain, true), 512);
         assert!(matches!(decode_extended_request(&extended(CMD_READ, 0, 1 << 33)), Err(RequestError::TooLong { .. })));
         assert!(matches!(decode_extended_request(&extended(CMD_FLUSH, CMD_FLAG_PAYLOAD_LEN, 1 << 33)), Err(RequestError::TooLong { .. })));
         let h = chunk_header(true, REPLY_FLAG_DONE, REPLY_TYPE_NONE, &r, 0);
