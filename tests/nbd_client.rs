@@ -11,7 +11,7 @@
 //! block status says where they are holes, and those stripes are zeroed
 //! on the new leg, not computed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -29,40 +29,27 @@ fn leg(uri: &str) -> NbdLeg {
     NbdLeg::open(NbdUri::parse(uri).expect("uri"), options).expect("open the leg")
 }
 
-/// `nbdkit memory SIZE` on a Unix socket of its own (never a TCP port).
-struct Nbdkit {
+/// A server process on a Unix socket of its own (never a TCP port),
+/// killed when dropped.
+struct Server {
     child: Child,
     socket: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-impl Nbdkit {
-    fn memory(size: &str) -> Nbdkit {
-        Nbdkit::start(&[], size)
-    }
-
-    /// `flags` before the plugin (`--no-sr`: no structured replies, a
-    /// `--filter`), `memory` and its words (`args`: the size first).
-    fn start(flags: &[&str], args: &str) -> Nbdkit {
-        require("nbdkit");
+impl Server {
+    /// `command(dir, socket)`: the server's command line, given a folder of
+    /// its own and the Unix socket it must create; waited for until it has.
+    fn start(what: &str, command: impl FnOnce(&Path, &Path) -> Command) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("nbdkit.sock");
-        let child = Command::new("nbdkit")
-            .args(["-f", "--exit-with-parent"])
-            .args(flags)
-            .arg("-U")
-            .arg(&socket)
-            .arg("memory")
-            .args(args.split(' '))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nbdkit");
+        let socket = dir.path().join("server.sock");
+        let child = command(dir.path(), &socket).stderr(Stdio::null()).spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
         let deadline = Instant::now() + Duration::from_secs(10);
         while !socket.exists() {
-            assert!(Instant::now() < deadline, "nbdkit did not create its socket");
+            assert!(Instant::now() < deadline, "{what} did not create its socket");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Nbdkit { child, socket, _dir: dir }
+        Server { child, socket, _dir: dir }
     }
 
     fn uri(&self) -> String {
@@ -70,10 +57,30 @@ impl Nbdkit {
     }
 }
 
-impl Drop for Nbdkit {
+impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `nbdkit memory SIZE`.
+struct Nbdkit;
+
+impl Nbdkit {
+    fn memory(size: &str) -> Server {
+        Nbdkit::start(&[], size)
+    }
+
+    /// `flags` before the plugin (`--no-sr`: no structured replies, a
+    /// `--filter`), `memory` and its words (`args`: the size first).
+    fn start(flags: &[&str], args: &str) -> Server {
+        require("nbdkit");
+        Server::start("nbdkit", |_, socket| {
+            let mut c = Command::new("nbdkit");
+            c.args(["-f", "--exit-with-parent"]).args(flags).arg("-U").arg(socket).arg("memory").args(args.split(' '));
+            c
+        })
     }
 }
 
@@ -164,27 +171,16 @@ fn nbdkit_gives_structured_replies_and_block_status() {
 
 #[test]
 fn qemu_nbd_10_gives_extended_headers_and_block_status() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (image, socket) = (dir.path().join("image.raw"), dir.path().join("qemu.sock"));
-    std::fs::File::create(&image).and_then(|f| f.set_len(64 << 20)).expect("a sparse 64 MiB image");
-    let mut child = Command::new(qemu_bpo("qemu-nbd"))
-        .args(["-f", "raw", "--discard=unmap", "-k"])
-        .arg(&socket)
-        .arg(&image)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start qemu-nbd");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "qemu-nbd did not create its socket");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let leg = leg(&format!("nbd+unix:///?socket={}", socket.display()));
+    let server = Server::start("qemu-nbd", |dir, socket| {
+        let image = dir.join("image.raw");
+        std::fs::File::create(&image).and_then(|f| f.set_len(64 << 20)).expect("a sparse 64 MiB image");
+        let mut c = Command::new(qemu_bpo("qemu-nbd"));
+        c.args(["-f", "raw", "--discard=unmap", "-k"]).arg(socket).arg(image);
+        c
+    });
+    let leg = leg(&server.uri());
     assert_eq!(leg.link().features, "extended-headers, structured-replies, base:allocation");
     exercise(&leg, true);
-    drop(leg);
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
@@ -198,8 +194,8 @@ fn nbdkit_without_structured_replies_gets_simple_ones() {
 
 #[test]
 fn a_new_remote_leg_of_a_mostly_empty_array_is_rebuilt_sparsely() {
-    let servers: Vec<Nbdkit> = (0..5).map(|_| Nbdkit::memory("64M")).collect();
-    let open = |s: &Nbdkit| Arc::new(leg(&s.uri())) as Arc<dyn BlockDevice>;
+    let servers: Vec<Server> = (0..5).map(|_| Nbdkit::memory("64M")).collect();
+    let open = |s: &Server| Arc::new(leg(&s.uri())) as Arc<dyn BlockDevice>;
     let legs: Vec<Arc<dyn BlockDevice>> = servers[..4].iter().map(open).collect();
     let o = CreateOptions {
         name: "remote".into(),
