@@ -230,7 +230,7 @@ fn a_new_remote_leg_of_a_mostly_empty_array_is_rebuilt_sparsely() {
 }
 
 #[test]
-fn a_read_not_aligned_to_the_servers_minimum_is_widened_to_its_blocks() {
+fn requests_not_aligned_to_the_servers_minimum_are_widened_to_its_blocks() {
     // nbdkit refusing any request not aligned to 4 KiB, or over 256 KiB.
     let policy = ["--filter=blocksize-policy"];
     let server = Nbdkit::start(&policy, "64M blocksize-minimum=4096 blocksize-maximum=262144 blocksize-error-policy=error");
@@ -243,5 +243,38 @@ fn a_read_not_aligned_to_the_servers_minimum_is_widened_to_its_blocks() {
     let mut across = vec![0u8; 300 << 10];
     leg.read_at(&mut across, 8192 + 5).expect("an unaligned read over the maximum");
     assert!(across[..] == data[5..5 + (300 << 10)]);
-    assert!(leg.write_at(&[1u8; 512], 512, false).is_err(), "unaligned writes are sent as they are, and this server refuses them");
+    // Writes, zeroes and discards not aligned to its blocks: whole blocks
+    // read, patched and written back (zeroes: requests for the whole
+    // blocks inside), each served by a server that refuses anything else.
+    let mut expected = vec![0u8; 2 << 20];
+    expected[8192..8192 + (1 << 20)].copy_from_slice(&data);
+    let odd = pattern(7, 10_000);
+    leg.write_at(&odd, 8192 + 3, true).expect("an unaligned FUA write");
+    expected[8192 + 3..8192 + 3 + odd.len()].copy_from_slice(&odd);
+    leg.write_zeroes(8192 + 20_000, 30_000, false).expect("unaligned zeroes over whole blocks");
+    expected[8192 + 20_000..8192 + 50_000].fill(0);
+    leg.write_zeroes(8192 + 60_000, 100, false).expect("unaligned zeroes inside one block");
+    expected[8192 + 60_000..8192 + 60_100].fill(0);
+    leg.discard(8192 + 70_001, 9_000).expect("an unaligned discard (a hint: its whole blocks only)");
+    let mut back = vec![0u8; 2 << 20];
+    leg.read_at(&mut back[..70_000 + 8192], 0).expect("read back");
+    assert!(back[..78_192] == expected[..78_192], "unaligned writes and zeroes landed, and nothing around them moved");
+    // Two threads writing 512-byte pieces that share the server's blocks:
+    // the read-modify-writes must not undo each other.
+    std::thread::scope(|t| {
+        for half in 0..2u8 {
+            let leg = &leg;
+            t.spawn(move || {
+                for i in 0..32u64 {
+                    let sector = 2 * i + u64::from(half);
+                    leg.write_at(&[half + 1; 512], (1 << 20) + sector * 512, false).expect("a 512-byte write");
+                }
+            });
+        }
+    });
+    let mut shared = vec![0u8; 32 << 10];
+    leg.read_at(&mut shared, 1 << 20).expect("read back");
+    for (sector, bytes) in shared.chunks(512).enumerate() {
+        assert!(bytes.iter().all(|&b| b == 1 + (sector % 2) as u8), "sector {sector} lost a concurrent neighbour's write");
+    }
 }

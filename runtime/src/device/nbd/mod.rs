@@ -57,6 +57,10 @@ pub struct NbdLeg {
     export: handshake::Export,
     options: NbdOptions,
     shared: Arc<Shared>,
+    /// Serializes the read-modify-writes of writes not aligned to the
+    /// server's minimum block (see `write_at`), as a file leg does for
+    /// O_DIRECT.
+    unaligned: Mutex<()>,
 }
 
 struct Shared {
@@ -123,7 +127,7 @@ impl NbdLeg {
         shared.state.lock().conn = Some(conn);
         let supervisor = shared.clone();
         std::thread::Builder::new().name("wasmraid-nbd-leg".into()).spawn(move || supervise(supervisor, options, export))?;
-        Ok(NbdLeg { uri, export, options, shared })
+        Ok(NbdLeg { uri, export, options, shared, unaligned: Mutex::new(()) })
     }
 
     pub fn uri(&self) -> &NbdUri {
@@ -260,6 +264,40 @@ impl NbdLeg {
         })
     }
 
+    /// `buf` at `offset`, in requests of at most the largest piece.
+    fn write_pieces(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
+        let native_fua = fua && self.has(TFLAG_SEND_FUA);
+        self.each_piece(offset, buf.len() as u64, |at, n, from| {
+            self.call(CMD_WRITE, if native_fua { CMD_FLAG_FUA } else { 0 }, at, n, Some(&buf[from..from + n as usize])).map(drop)
+        })?;
+        if fua && !native_fua { self.flush() } else { Ok(()) }
+    }
+
+    /// The server's whole blocks [start, end) around `len` bytes at
+    /// `offset`, when these are not already aligned to its minimum block
+    /// (None: send as they are).
+    fn widened(&self, offset: u64, len: u64) -> Option<(u64, u64)> {
+        let min = self.min_block();
+        if min <= 1 || (offset.is_multiple_of(min) && len.is_multiple_of(min)) {
+            return None;
+        }
+        let start = offset - offset % min;
+        let end = (offset + len).div_ceil(min).saturating_mul(min).min(self.size());
+        Some((start, end))
+    }
+
+    /// The server's whole blocks [start, end) inside `len` bytes at
+    /// `offset` (start >= end: none).
+    fn inner_blocks(&self, offset: u64, len: u64) -> (u64, u64) {
+        let min = self.min_block();
+        (offset.div_ceil(min).saturating_mul(min), (offset + len) / min * min)
+    }
+
+    /// The server's minimum block (1 when it said none).
+    fn min_block(&self) -> u64 {
+        self.export.block_sizes.map_or(1, |(min, _, _)| u64::from(min)).max(1)
+    }
+
     /// The most one block status request asks about: fits a compact
     /// header's 32 bits, and bounds the extents one reply may list.
     const MAX_STATUS_ASK: u64 = 1 << 30;
@@ -283,51 +321,68 @@ impl BlockDevice for NbdLeg {
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         super::check_range(self, offset, buf.len() as u64)?;
-        let len = buf.len() as u64;
-        let min = self.export.block_sizes.map_or(1, |(min, _, _)| u64::from(min));
-        if min > 1 && (!offset.is_multiple_of(min) || !len.is_multiple_of(min)) {
-            // A server may refuse a read not aligned to its minimum block
-            // (nbdkit's blocksize-policy does): read its whole blocks and
-            // keep the part asked for. Writes are not widened: that would
-            // be a read-modify-write racing other writers of the block.
-            let start = offset - offset % min;
-            let end = (offset + len).div_ceil(min).saturating_mul(min).min(self.size());
-            let mut whole = vec![0u8; (end - start) as usize];
-            self.read_pieces(&mut whole, start)?;
-            let from = (offset - start) as usize;
-            buf.copy_from_slice(&whole[from..from + buf.len()]);
-            return Ok(());
-        }
-        self.read_pieces(buf, offset)
+        let Some((start, end)) = self.widened(offset, buf.len() as u64) else {
+            return self.read_pieces(buf, offset);
+        };
+        // A server may refuse a read not aligned to its minimum block
+        // (nbdkit's blocksize-policy does): read its whole blocks and keep
+        // the part asked for.
+        let mut whole = vec![0u8; (end - start) as usize];
+        self.read_pieces(&mut whole, start)?;
+        let from = (offset - start) as usize;
+        buf.copy_from_slice(&whole[from..from + buf.len()]);
+        Ok(())
     }
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
         super::check_range(self, offset, buf.len() as u64)?;
-        let native_fua = fua && self.has(TFLAG_SEND_FUA);
-        self.each_piece(offset, buf.len() as u64, |at, n, from| {
-            self.call(CMD_WRITE, if native_fua { CMD_FLAG_FUA } else { 0 }, at, n, Some(&buf[from..from + n as usize])).map(drop)
+        let Some((start, end)) = self.widened(offset, buf.len() as u64) else {
+            return self.write_pieces(buf, offset, fua);
+        };
+        // The server's whole blocks around it, read, patched and written
+        // back; two such writes sharing a block must not interleave.
+        let _serial = self.unaligned.lock();
+        let mut whole = vec![0u8; (end - start) as usize];
+        self.read_pieces(&mut whole, start).map_err(|e| {
+            io::Error::new(e.kind(), format!("{}: a write of {} bytes at {offset} (reading the server's blocks around it): {e}", self.uri, buf.len()))
         })?;
-        if fua && !native_fua { self.flush() } else { Ok(()) }
+        let from = (offset - start) as usize;
+        whole[from..from + buf.len()].copy_from_slice(buf);
+        self.write_pieces(&whole, start, fua)
     }
     fn flush(&self) -> io::Result<()> {
         if self.has(TFLAG_SEND_FLUSH) { self.call(CMD_FLUSH, 0, 0, 0, None).map(drop) } else { Ok(()) }
     }
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         super::check_range(self, offset, len)?;
-        if !self.has(TFLAG_SEND_TRIM) {
-            return Ok(()); // a hint the server cannot take
+        // A hint: only the server's whole blocks inside the range are
+        // sent, and nothing to a server that cannot take it.
+        let (start, end) = self.inner_blocks(offset, len);
+        if !self.has(TFLAG_SEND_TRIM) || start >= end {
+            return Ok(());
         }
-        self.each_piece(offset, len, |at, n, _| self.call(CMD_TRIM, 0, at, n, None).map(drop))
+        self.each_piece(start, end - start, |at, n, _| self.call(CMD_TRIM, 0, at, n, None).map(drop))
     }
     fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> io::Result<()> {
         super::check_range(self, offset, len)?;
-        if self.has(TFLAG_SEND_WRITE_ZEROES) {
-            let flags = if fua && self.has(TFLAG_SEND_FUA) { CMD_FLAG_FUA } else { 0 };
-            self.each_piece(offset, len, |at, n, _| self.call(CMD_WRITE_ZEROES, flags | CMD_FLAG_NO_HOLE, at, n, None).map(drop))?;
-            if fua && flags == 0 { self.flush() } else { Ok(()) }
-        } else {
+        // The server's whole blocks inside the range are zeroed by request;
+        // the partial blocks at its ends, if any, are written (`write_at`
+        // widens them).
+        let (inner_start, inner_end) = self.inner_blocks(offset, len);
+        if !self.has(TFLAG_SEND_WRITE_ZEROES) || inner_start >= inner_end {
             let zeroes = vec![0u8; len.min(self.max_piece()) as usize];
-            self.each_piece(offset, len, |at, n, _| self.write_at(&zeroes[..n as usize], at, fua))
+            return self.each_piece(offset, len, |at, n, _| self.write_at(&zeroes[..n as usize], at, fua));
         }
+        let zeroes = vec![0u8; self.min_block() as usize];
+        for (at, n) in [(offset, inner_start - offset), (inner_end, offset + len - inner_end)] {
+            if n > 0 {
+                self.write_at(&zeroes[..n as usize], at, fua)?;
+            }
+        }
+        // NO_HOLE: a leg keeps the space its array counts on, so a thin
+        // server cannot refuse a later write of this range for lack of it.
+        let flags = if fua && self.has(TFLAG_SEND_FUA) { CMD_FLAG_FUA } else { 0 };
+        self.each_piece(inner_start, inner_end - inner_start, |at, n, _| self.call(CMD_WRITE_ZEROES, flags | CMD_FLAG_NO_HOLE, at, n, None).map(drop))?;
+        if fua && flags == 0 { self.flush() } else { Ok(()) }
     }
     fn describe(&self) -> String {
         self.uri.to_string()
