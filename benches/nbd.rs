@@ -1,7 +1,8 @@
 //! The NBD export against nbdkit's file plugin and qemu-nbd, same client
 //! (fio's nbd engine), all on tmpfs: a 4-leg raid0 for wasmraid, one file of
 //! the same total size for the others. 4k random read at iodepth 32 (IOPS)
-//! and 1 MiB sequential read (MB/s). Bar: wasmraid >= 1.0x the faster peer.
+//! and 1 MiB sequential read at iodepth 8 (MB/s). Bar: wasmraid >= 1.0x the faster peer.
+//! `WASMRAID_BENCH_ROUNDS` (default 3) sets the rounds.
 
 mod peers;
 
@@ -21,33 +22,39 @@ fn main() {
 
     let workloads: [(&str, Vec<&str>, bool); 2] = [
         ("4k random read, iodepth 32", vec!["--rw=randread", "--bs=4k", "--iodepth=32", "--time_based", "--runtime=4", "--size=1G"], true),
-        ("1 MiB sequential read, iodepth 4", vec!["--rw=read", "--bs=1M", "--iodepth=4", "--time_based", "--runtime=4", "--size=1G"], false),
+        ("1 MiB sequential read, iodepth 8", vec!["--rw=read", "--bs=1M", "--iodepth=8", "--time_based", "--runtime=4", "--size=1G"], false),
     ];
-    println!("== NBD export on tmpfs, fio nbd engine over a Unix socket, median of 3 runs");
+    let rounds = std::env::var("WASMRAID_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3usize).max(1);
+    let servers = ["wasmraid", "nbdkit file", "qemu-nbd"];
+    println!("== NBD export on tmpfs, fio nbd engine over a Unix socket; {rounds} rounds, the servers alternated within each; medians");
     for (name, args, iops) in &workloads {
-        let mut results: Vec<(&str, f64)> = Vec::new();
-        for server in ["wasmraid", "nbdkit file", "qemu-nbd"] {
-            let mut runs = Vec::new();
-            for _ in 0..3 {
-                let s = match server {
+        let mut runs: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+        // The server's own CPU (user + system) per GB it served: what it
+        // costs, whoever is the bottleneck (here fio's one thread).
+        let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+        for _ in 0..rounds {
+            for (i, server) in servers.iter().enumerate() {
+                let s = match *server {
                     "wasmraid" => peers::wasmraid(dir.path(), &serve_args),
                     "nbdkit file" => peers::nbdkit(dir.path(), &single),
                     _ => peers::qemu_nbd(dir.path(), &single),
                 };
-                let (i, bw) = peers::fio(&s.uri, args, false);
-                runs.push(if *iops { i } else { bw / 1e6 });
+                let before = peers::cpu_seconds(s.pid());
+                let job = peers::fio_job(&s.uri, args, false);
+                let used = peers::cpu_seconds(s.pid()) - before;
+                let (n, bw, bytes) = (job["iops"].as_f64().unwrap_or(0.0), job["bw_bytes"].as_f64().unwrap_or(0.0), job["io_bytes"].as_f64().unwrap_or(0.0));
+                runs[i].push(if *iops { n } else { bw / 1e6 });
+                cpu[i].push(if bytes > 0.0 { used / (bytes / 1e9) } else { 0.0 });
             }
-            results.push((server, peers::median(&runs)));
         }
         let unit = if *iops { "IOPS" } else { "MB/s" };
-        let best_peer = results[1..].iter().map(|r| r.1).fold(0.0, f64::max);
+        let medians: Vec<f64> = runs.iter().map(|r| peers::median(r)).collect();
+        let best_peer = medians[1..].iter().copied().fold(0.0, f64::max);
         println!("{name}");
-        for (server, v) in &results {
-            if *server == "wasmraid" {
-                println!("  {server:<12} {v:>12.0} {unit}   {:.2}x the faster peer (bar >= 1.00)", v / best_peer);
-            } else {
-                println!("  {server:<12} {v:>12.0} {unit}");
-            }
+        for (i, server) in servers.iter().enumerate() {
+            let every = runs[i].iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" ");
+            let ratio = if i == 0 { format!("   {:.2}x the faster peer (bar >= 1.00)", medians[0] / best_peer) } else { String::new() };
+            println!("  {server:<12} {:>12.0} {unit}{ratio}   (rounds: {every}); server CPU {:.2} s per GB", medians[i], peers::median(&cpu[i]));
         }
     }
 }

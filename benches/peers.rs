@@ -59,6 +59,10 @@ fn wait_for(path: &Path, child: &mut Child, what: &str) {
 }
 
 impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stop the server cleanly (`wasmraid stop`), so that an array with a
     /// bitmap is left clean rather than resynced at the next start.
     pub fn stop(mut self, dir: &Path) {
@@ -126,6 +130,13 @@ pub fn qemu_nbd(dir: &Path, file: &Path) -> Server {
 /// Run fio's nbd engine; returns (IOPS, bytes/s) of the job's reads or
 /// writes.
 pub fn fio(uri: &str, args: &[&str], write: bool) -> (f64, f64) {
+    let job = fio_job(uri, args, write);
+    (job["iops"].as_f64().unwrap_or(0.0), job["bw_bytes"].as_f64().unwrap_or(0.0))
+}
+
+/// Run fio's nbd engine; returns its JSON report of the job's reads or
+/// writes (`iops`, `bw_bytes`, `io_bytes`, latencies).
+pub fn fio_job(uri: &str, args: &[&str], write: bool) -> serde_json::Value {
     require("fio");
     let out =
         Command::new("fio").args(["--name=bench", "--ioengine=nbd", &format!("--uri={uri}"), "--output-format=json"]).args(args).output().expect("run fio");
@@ -133,9 +144,22 @@ pub fn fio(uri: &str, args: &[&str], write: bool) -> (f64, f64) {
     // fio's nbd engine prints a line before the JSON document.
     let text = String::from_utf8_lossy(&out.stdout);
     let json: serde_json::Value = serde_json::from_str(&text[text.find('{').unwrap_or(0)..]).expect("fio json");
-    let job = &json["jobs"][0][if write { "write" } else { "read" }];
     assert_eq!(json["jobs"][0]["error"].as_i64(), Some(0), "fio reported an error");
-    (job["iops"].as_f64().unwrap_or(0.0), job["bw_bytes"].as_f64().unwrap_or(0.0))
+    json["jobs"][0][if write { "write" } else { "read" }].clone()
+}
+
+/// CPU time (user + system, seconds) a process has used so far, from
+/// /proc/PID/stat; 0 when it cannot be read.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    let ticks: f64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<f64>().ok()).sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    ticks / if hz > 0 { hz as f64 } else { 100.0 }
 }
 
 /// A file of `size` bytes filled with non-zero data.
