@@ -104,7 +104,7 @@ fn nbdinfo_1_22_negotiates_extended_headers_with_a_raid6() {
     }
     assert_eq!(export["block_size_preferred"].as_u64(), Some(256 << 10), "the preferred block size is the stripe: {out}");
     let (min, max) = (export["block_size_minimum"].as_u64(), export["block_size_maximum"].as_u64());
-    assert!(matches!((min, max), (Some(min), Some(max)) if min >= 1 && min <= 4096 && max >= 256 << 10), "block sizes: {out}");
+    assert!(matches!((min, max), (Some(min), Some(max)) if (1..=4096).contains(&min) && max >= 256 << 10), "block sizes: {out}");
 
     // The server advertises extended headers (libnbd asks with NBD_OPT_EXTENDED_HEADERS).
     let (ok, out, err) = output(libnbd_trixie("nbdinfo").args(["--has", "extended-headers"]).arg(&uri));
