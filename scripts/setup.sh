@@ -70,3 +70,46 @@ if [ ! -x "$qemu_bpo/usr/bin/qemu-nbd" ]; then
         echo "setup: could not fetch qemu-utils from bookworm-backports (see $apt_dir/*.log); the extended-header tests will fail" >&2
     fi
 fi
+
+# A libnbd that speaks NBD extended headers (nbdinfo, nbdcopy, nbdsh):
+# Debian 12's libnbd (1.14) predates them and bookworm-backports has none
+# newer. Trixie's libnbd 1.22 needs trixie's glibc, so libnbd-bin,
+# python3-libnbd and the libraries and Python they depend on are unpacked
+# (never installed) into target/peers/libnbd-trixie, through a private apt
+# configuration for trixie, and run through trixie's own loader with
+# --library-path (not LD_LIBRARY_PATH, which would reach the host programs
+# they start). Only packages named lib*, python3* and zlib1g are followed:
+# the rest of the closure (debconf, dpkg, tzdata, ...) is for installing,
+# not for running. tests/lib.rs's libnbd_trixie() runs them and fails,
+# naming this script, when they are missing.
+libnbd_trixie="$(cd "$(dirname "$0")/.." && pwd)/target/peers/libnbd-trixie"
+trixie_loader="$libnbd_trixie/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+if [ ! -x "$libnbd_trixie/usr/bin/nbdinfo" ] || [ ! -x "$trixie_loader" ] || [ ! -e "$libnbd_trixie/usr/lib/python3/dist-packages/nbd.py" ]; then
+    apt_dir="$(dirname "$libnbd_trixie")/apt-trixie"
+    keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+    uri=$(apt-get indextargets --format '$(REPO_URI) $(LABEL) $(TARGET_OF)' 2>/dev/null | awk '$2 == "Debian" && $3 == "deb" { print $1; exit }' || true)
+    uri=${uri:-http://deb.debian.org/debian/}
+    rm -rf "$apt_dir" && mkdir -p "$apt_dir/sources.list.d" "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/debs"
+    printf 'Types: deb\nURIs: %s\nSuites: trixie\nComponents: main\nArchitectures: amd64\nSigned-By: %s\n' "$uri" "$keyring" \
+        > "$apt_dir/sources.list.d/trixie.sources"
+    # Dir::State::status=/dev/null: what the host has installed plays no part.
+    o=(-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$apt_dir/sources.list.d" -o Dir::State::Lists="$apt_dir/lists"
+       -o Dir::State::status=/dev/null -o Dir::Cache="$apt_dir/cache" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=
+       -o APT::Sandbox::User=root)
+    echo "setup: fetching libnbd from trixie ($uri) into $libnbd_trixie"
+    if apt-get "${o[@]}" update -qq >"$apt_dir/update.log" 2>&1 \
+        && closure=$(apt-cache "${o[@]}" depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces --no-enhances \
+            libnbd-bin python3-libnbd | grep -E '^(lib|python3|zlib1g)' | sort -u) \
+        && [ -n "$closure" ] \
+        && (cd "$apt_dir/debs" && apt-get "${o[@]}" download $closure >"$apt_dir/download.log" 2>&1); then
+        rm -rf "$libnbd_trixie" && mkdir -p "$libnbd_trixie"
+        for deb in "$apt_dir"/debs/*.deb; do dpkg-deb -x "$deb" "$libnbd_trixie"; done
+        # The version, and a sign that the loader finds every library.
+        "$trixie_loader" --library-path "$libnbd_trixie/usr/lib/x86_64-linux-gnu" "$libnbd_trixie/usr/bin/nbdinfo" --version | head -1 \
+            && PYTHONHOME="$libnbd_trixie/usr" "$trixie_loader" --library-path "$libnbd_trixie/usr/lib/x86_64-linux-gnu" \
+                "$libnbd_trixie/usr/bin/python3" -c 'import nbd; print("nbdsh (python3-libnbd)", nbd.NBD().get_version())' \
+            || echo "setup: trixie's libnbd in $libnbd_trixie does not run; the extended-header libnbd tests will fail" >&2
+    else
+        echo "setup: could not fetch libnbd from trixie (see $apt_dir/*.log); the extended-header libnbd tests will fail" >&2
+    fi
+fi

@@ -69,6 +69,31 @@ pub fn qemu_bpo(tool: &str) -> std::path::PathBuf {
     bin
 }
 
+/// A tool of trixie's libnbd 1.22 (`nbdinfo`, `nbdcopy`, `nbddump`, or
+/// `nbdsh`: NBD extended headers as a client), which `scripts/setup.sh`
+/// unpacks with the libraries it needs into `target/peers/libnbd-trixie`.
+/// It needs trixie's glibc, so it runs through trixie's own loader with
+/// `--library-path`: the programs it starts (nbdinfo runs `file` to name
+/// the content) get the host's libraries, as LD_LIBRARY_PATH would not
+/// let them. Fails loudly (never skips) when it is missing.
+pub fn libnbd_trixie(tool: &str) -> std::process::Command {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").join("target/peers/libnbd-trixie");
+    let libs = root.join("usr/lib/x86_64-linux-gnu");
+    let loader = libs.join("ld-linux-x86-64.so.2");
+    // nbdsh is a shell script running `python3 -mnbd`: trixie's python3,
+    // which finds its library (and libnbd's module) from PYTHONHOME.
+    let bin = root.join("usr/bin").join(if tool == "nbdsh" { "python3" } else { tool });
+    for path in [&loader, &bin] {
+        assert!(path.exists(), "{} is missing: run ./scripts/setup.sh (it unpacks libnbd 1.22 from trixie there)", path.display());
+    }
+    let mut cmd = std::process::Command::new(loader);
+    cmd.arg("--library-path").arg(&libs).arg("--argv0").arg(tool).arg(bin);
+    if tool == "nbdsh" {
+        cmd.args(["-m", "nbd"]).env("PYTHONHOME", root.join("usr")).env("PYTHONNOUSERSITE", "1").env_remove("PYTHONPATH");
+    }
+    cmd
+}
+
 /// A `wasmraid serve` process on a Unix socket, in its own folder.
 pub struct Served {
     pub child: std::process::Child,
