@@ -11,6 +11,7 @@ mod handshake;
 pub mod limits;
 pub mod proto;
 mod server;
+mod socket;
 mod splice;
 mod tls_wire;
 mod transmission;

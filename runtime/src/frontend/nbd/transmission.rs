@@ -24,12 +24,14 @@
 use super::handshake::Negotiated;
 use super::limits::NbdLimits;
 use super::proto::*;
+use super::socket;
 use super::splice::{self, Pipe};
 use super::{Export, NbdError};
 use crate::device::BlockDevice;
 use crate::device::status::{self, StatusExtent};
 use parking_lot::Mutex;
 use std::io::IoSlice;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -70,15 +72,11 @@ pub trait Stream: Send + Sync + 'static {
         Ok(())
     }
     fn ready(&self, interest: tokio::io::Interest) -> impl std::future::Future<Output = std::io::Result<tokio::io::Ready>> + Send;
-    /// Whether `try_splice` moves bytes (a plain socket), or the bytes
-    /// must pass through user space (TLS encrypts them there).
-    fn can_splice(&self) -> bool {
-        false
-    }
-    /// Move bytes from `pipe` into the socket without copying them:
-    /// `WouldBlock` when it is full.
-    fn try_splice(&self, _pipe: &mut Pipe) -> std::io::Result<usize> {
-        Err(std::io::ErrorKind::Unsupported.into())
+    /// A plain socket's descriptor, for the workers' own I/O (`socket.rs`)
+    /// and spliced reads; None when the bytes must pass through user space
+    /// (TLS encrypts them there) and the runtime's calls above are used.
+    fn raw_fd(&self) -> Option<RawFd> {
+        None
     }
 }
 
@@ -92,12 +90,8 @@ impl Stream for tokio::net::TcpStream {
     fn ready(&self, interest: tokio::io::Interest) -> impl std::future::Future<Output = std::io::Result<tokio::io::Ready>> + Send {
         tokio::net::TcpStream::ready(self, interest)
     }
-    fn can_splice(&self) -> bool {
-        true
-    }
-    fn try_splice(&self, pipe: &mut Pipe) -> std::io::Result<usize> {
-        // Through try_io, so a full socket clears tokio's readiness.
-        self.try_io(tokio::io::Interest::WRITABLE, || pipe.drain_into(std::os::fd::AsRawFd::as_raw_fd(self)))
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(self))
     }
 }
 
@@ -111,12 +105,8 @@ impl Stream for tokio::net::UnixStream {
     fn ready(&self, interest: tokio::io::Interest) -> impl std::future::Future<Output = std::io::Result<tokio::io::Ready>> + Send {
         tokio::net::UnixStream::ready(self, interest)
     }
-    fn can_splice(&self) -> bool {
-        true
-    }
-    fn try_splice(&self, pipe: &mut Pipe) -> std::io::Result<usize> {
-        // Through try_io, so a full socket clears tokio's readiness.
-        self.try_io(tokio::io::Interest::WRITABLE, || pipe.drain_into(std::os::fd::AsRawFd::as_raw_fd(self)))
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(self))
     }
 }
 
@@ -136,10 +126,15 @@ impl Inbox {
     /// Read what the socket holds into the drained buffer (allocated
     /// first if the connection was idle): the bytes read, 0 at EOF.
     fn refill<S: Stream>(&mut self, stream: &S) -> std::io::Result<usize> {
+        self.refill_with(|buf| stream.try_read(buf))
+    }
+
+    /// `refill`, reading with `read`.
+    fn refill_with(&mut self, read: impl FnOnce(&mut [u8]) -> std::io::Result<usize>) -> std::io::Result<usize> {
         if self.buf.is_empty() {
             self.buf = vec![0; READ_BUFFER];
         }
-        let n = stream.try_read(&mut self.buf)?;
+        let n = read(&mut self.buf)?;
         (self.start, self.end) = (0, n);
         Ok(n)
     }
@@ -359,11 +354,30 @@ impl<S: Stream> Conn<S> {
     /// Wait until the socket is ready for `interest`, at most `limit`:
     /// false when the time ran out.
     fn wait(&self, interest: tokio::io::Interest, limit: Duration) -> std::io::Result<bool> {
+        if let Some(fd) = self.stream.raw_fd() {
+            return socket::wait(fd, interest.is_writable(), limit);
+        }
         // The timer is made inside block_on: it needs the runtime's context.
         match self.runtime.block_on(async { tokio::time::timeout(limit, self.stream.ready(interest)).await }) {
             Ok(Ok(_)) => Ok(true),
             Ok(Err(e)) => Err(e),
             Err(_) => Ok(false),
+        }
+    }
+
+    /// Read what the socket holds, without waiting.
+    fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.stream.raw_fd() {
+            Some(fd) => socket::recv(fd, buf),
+            None => self.stream.try_read(buf),
+        }
+    }
+
+    /// Write what the socket takes, without waiting.
+    fn send(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        match self.stream.raw_fd() {
+            Some(fd) => socket::send(fd, bufs),
+            None => self.stream.try_write_vectored(bufs),
         }
     }
 
@@ -384,7 +398,7 @@ impl<S: Stream> Conn<S> {
             // Large payloads go straight into `out`; headers through the
             // read-ahead buffer.
             let direct = out.len() - filled >= READ_BUFFER;
-            let got = if direct { self.stream.try_read(&mut out[filled..]) } else { inbox.refill(&self.stream) };
+            let got = if direct { self.recv(&mut out[filled..]) } else { inbox.refill_with(|buf| self.recv(buf)) };
             match got {
                 Ok(0) if filled == 0 => return Ok(Fill::Eof),
                 Ok(0) => return Err(NbdError::Io(std::io::ErrorKind::UnexpectedEof.into())),
@@ -484,9 +498,10 @@ impl<S: Stream> Conn<S> {
     /// one pipe). None: nothing was sent, serve it the plain way.
     fn reply_read_spliced(&self, r: Request) -> Option<Result<(), NbdError>> {
         let device = &*self.export.device;
-        if r.length < SPLICE_READ_MIN || !self.stream.can_splice() || r.offset.checked_add(r.length).is_none_or(|end| end > device.size()) {
+        if r.length < SPLICE_READ_MIN || r.offset.checked_add(r.length).is_none_or(|end| end > device.size()) {
             return None;
         }
+        let fd = self.stream.raw_fd()?;
         let mut extents = Vec::new();
         if !device.read_extents(r.offset, r.length, 0, &mut extents) {
             return None;
@@ -518,7 +533,7 @@ impl<S: Stream> Conn<S> {
                     // leg, or decodes around it).
                     return (i > 0).then(|| self.reply_rest(r, at));
                 }
-                if let Err(e) = self.reply_piped(pipe) {
+                if let Err(e) = self.reply_piped(pipe, fd) {
                     return Some(Err(e));
                 }
                 at += len;
@@ -646,11 +661,11 @@ impl<S: Stream> Conn<S> {
     }
 
     /// Send what `pipe` holds (one reply, or one chunk of it).
-    fn reply_piped(&self, pipe: &mut Pipe) -> Result<(), NbdError> {
+    fn reply_piped(&self, pipe: &mut Pipe, fd: RawFd) -> Result<(), NbdError> {
         let _turn = self.outbox.lock();
         let started = Instant::now();
         while pipe.held() > 0 {
-            match self.stream.try_splice(pipe) {
+            match pipe.drain_into(fd) {
                 Ok(0) => return Err(NbdError::Io(std::io::ErrorKind::WriteZero.into())),
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -677,7 +692,7 @@ impl<S: Stream> Conn<S> {
                     flushed = true;
                 })
             } else {
-                match self.stream.try_write_vectored(&[IoSlice::new(h), IoSlice::new(d)]) {
+                match self.send(&[IoSlice::new(h), IoSlice::new(d)]) {
                     Ok(0) => return Err(NbdError::Io(std::io::ErrorKind::WriteZero.into())),
                     Ok(n) => {
                         let from_header = n.min(h.len());
