@@ -9,6 +9,7 @@
 
 mod handshake;
 pub mod limits;
+mod payload;
 pub mod proto;
 mod server;
 mod socket;

@@ -23,6 +23,7 @@
 
 use super::handshake::Negotiated;
 use super::limits::NbdLimits;
+use super::payload::Payload;
 use super::proto::*;
 use super::socket;
 use super::splice::{self, Pipe};
@@ -159,7 +160,7 @@ enum Fill {
 
 /// What reading the next request found.
 enum Next {
-    Request(Request, Option<Vec<u8>>),
+    Request(Request, Option<Payload>),
     /// EOF or DISC.
     End,
     /// Nothing arrived for `LINGER`.
@@ -448,7 +449,7 @@ impl<S: Stream> Conn<S> {
         let payload_bytes = payload_len(&request, extended);
         let payload = if payload_bytes > 0 || request.command == CMD_WRITE {
             // The decoders bound a payload's length (MAX_REQUEST).
-            let mut data = vec![0u8; payload_bytes as usize];
+            let mut data = Payload::new(payload_bytes as usize);
             if !matches!(self.read_exact(inbox, &mut data, None)?, Fill::Full) {
                 return Err(NbdError::Io(std::io::ErrorKind::UnexpectedEof.into()));
             }
@@ -720,7 +721,7 @@ impl<S: Stream> Conn<S> {
 }
 
 /// Serve one request: (NBD error, data for a read).
-fn serve_one(device: &dyn BlockDevice, r: Request, payload: Option<Vec<u8>>) -> (u32, Option<Vec<u8>>) {
+fn serve_one(device: &dyn BlockDevice, r: Request, payload: Option<Payload>) -> (u32, Option<Vec<u8>>) {
     let fua = r.flags & CMD_FLAG_FUA != 0;
     let in_range = r.offset.checked_add(r.length).is_some_and(|end| end <= device.size());
     let result = match r.command {
