@@ -33,6 +33,7 @@ fn nbdinfo_sees_the_export() {
     assert_eq!(export["can_flush"], true);
     assert_eq!(export["can_fua"], true);
     assert_eq!(export["can_multi_conn"], true);
+    assert_eq!(export["can_cache"], true);
     let (ok, text) = run(Command::new("nbdinfo").arg("--list").arg(format!("nbd+unix://?socket={}", s.socket.display())));
     assert!(ok && text.contains("export=\"dev\""), "{text}");
 }
@@ -144,6 +145,9 @@ h.zero(65536, 1048576)
 assert h.pread(65536, 1048576) == bytes(65536)
 h.pwrite(data, 2097152, nbd.CMD_FLAG_FUA)
 h.flush()
+assert h.can_cache()
+h.cache(8 << 20, 0)
+h.cache(1 << 20, (48 << 20) - (1 << 20))
 found = []
 def extents(meta, offset, entries, err):
     found.append((meta, offset, list(entries)))

@@ -64,7 +64,14 @@ pub enum Wire {
 }
 
 pub fn transmission_flags() -> u16 {
-    TFLAG_HAS_FLAGS | TFLAG_SEND_FLUSH | TFLAG_SEND_FUA | TFLAG_SEND_TRIM | TFLAG_SEND_WRITE_ZEROES | TFLAG_SEND_FAST_ZERO | TFLAG_CAN_MULTI_CONN
+    TFLAG_HAS_FLAGS
+        | TFLAG_SEND_FLUSH
+        | TFLAG_SEND_FUA
+        | TFLAG_SEND_TRIM
+        | TFLAG_SEND_WRITE_ZEROES
+        | TFLAG_SEND_FAST_ZERO
+        | TFLAG_SEND_CACHE
+        | TFLAG_CAN_MULTI_CONN
 }
 
 /// Send the greeting and read the client's flags: whether it skips the

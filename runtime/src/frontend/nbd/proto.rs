@@ -53,6 +53,7 @@ pub const TFLAG_SEND_FUA: u16 = 1 << 3;
 pub const TFLAG_SEND_TRIM: u16 = 1 << 5;
 pub const TFLAG_SEND_WRITE_ZEROES: u16 = 1 << 6;
 pub const TFLAG_CAN_MULTI_CONN: u16 = 1 << 8;
+pub const TFLAG_SEND_CACHE: u16 = 1 << 10;
 pub const TFLAG_SEND_FAST_ZERO: u16 = 1 << 11;
 
 // Commands and command flags.
@@ -61,6 +62,7 @@ pub const CMD_WRITE: u16 = 1;
 pub const CMD_DISC: u16 = 2;
 pub const CMD_FLUSH: u16 = 3;
 pub const CMD_TRIM: u16 = 4;
+pub const CMD_CACHE: u16 = 5;
 pub const CMD_WRITE_ZEROES: u16 = 6;
 pub const CMD_BLOCK_STATUS: u16 = 7;
 pub const CMD_FLAG_FUA: u16 = 1;
@@ -134,7 +136,7 @@ pub fn command_name(c: u16) -> &'static str {
         CMD_DISC => "DISC",
         CMD_FLUSH => "FLUSH",
         CMD_TRIM => "TRIM",
-        5 => "CACHE",
+        CMD_CACHE => "CACHE",
         CMD_WRITE_ZEROES => "WRITE_ZEROES",
         CMD_BLOCK_STATUS => "BLOCK_STATUS",
         _ => "unknown",

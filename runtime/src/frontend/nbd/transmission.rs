@@ -738,11 +738,43 @@ fn serve_one(device: &dyn BlockDevice, r: Request, payload: Option<Payload>) -> 
         CMD_TRIM => device.discard(r.offset, r.length),
         CMD_WRITE_ZEROES if r.flags & CMD_FLAG_FAST_ZERO != 0 && !device.zeroes_fast(r.offset, r.length) => return (ENOTSUP, None),
         CMD_WRITE_ZEROES => device.write_zeroes(r.offset, r.length, fua),
+        CMD_CACHE => {
+            read_ahead(device, r.offset, r.length);
+            Ok(())
+        }
         _ => return (EINVAL, None),
     };
     match result {
         Ok(()) => (0, None),
         Err(e) => (errno(&e, r), None),
+    }
+}
+
+/// How much of one CACHE request is read ahead (the rest of a larger one is
+/// a hint not taken), and in what pieces the device is asked where it lies.
+const CACHE_MAX: u64 = 1 << 30;
+const CACHE_PIECE: u64 = 32 << 20;
+
+/// `NBD_CMD_CACHE`: the kernel reads ahead (POSIX_FADV_WILLNEED) the files
+/// holding the range where the device maps it to them as they are; what
+/// it cannot map (a failed leg's share, a remote leg) is a hint not taken.
+/// A hint either way: its answer is success.
+fn read_ahead(device: &dyn BlockDevice, offset: u64, len: u64) {
+    let end = offset.saturating_add(len.min(CACHE_MAX));
+    let mut at = offset;
+    let mut extents = Vec::new();
+    while at < end {
+        let n = (end - at).min(CACHE_PIECE);
+        extents.clear();
+        if device.read_extents(at, n, 0, &mut extents) {
+            for e in &extents {
+                // SAFETY: the extent's Arc keeps the file open for the call.
+                unsafe {
+                    libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&*e.file), e.offset as libc::off_t, libc::off_t::from(e.len), libc::POSIX_FADV_WILLNEED)
+                };
+            }
+        }
+        at += n;
     }
 }
 
