@@ -3,6 +3,7 @@
 mod algo;
 mod control;
 mod demo;
+mod docs;
 mod guest_tools;
 mod meta;
 mod serve;
@@ -162,6 +163,10 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         run_dir: Option<PathBuf>,
     },
+    /// Write the man pages (wasmraid.1 and one per command) into DIR.
+    Man { dir: PathBuf },
+    /// Print a shell's completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
@@ -340,5 +345,7 @@ fn dispatch(command: Command, sandbox: &SandboxArgs) -> anyhow::Result<std::proc
             control::leg(&run_dir, &name, wasmraid::control::Request::LegReadd { array, device: control::absolute(&device)? }, wait)
         }
         Command::Stop { name, run_dir } => control::stop(&run_dir, &name, Duration::from_secs(60)),
+        Command::Man { dir } => docs::man_pages(&dir),
+        Command::Completions { shell } => docs::completions(shell),
     }
 }

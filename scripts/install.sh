@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install wasmraid: the binary, a man page per command and the shell
+# completions, all generated from the program itself.
+#
+#   scripts/install.sh [PREFIX]     (default /usr/local; DESTDIR is honoured;
+#                                    WASMRAID_BIN=PATH installs that binary
+#                                    instead of building one)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+prefix="${1:-/usr/local}"
+root="${DESTDIR:-}$prefix"
+bin="${WASMRAID_BIN:-}"
+if [ -z "$bin" ]; then
+    cargo build --release -p wasmraid
+    bin=target/release/wasmraid
+fi
+install -D -m 0755 "$bin" "$root/bin/wasmraid"
+man_dir="$root/share/man/man1"
+mkdir -p "$man_dir"
+"$bin" man "$man_dir"
+install -d "$root/share/bash-completion/completions" "$root/share/zsh/site-functions" "$root/share/fish/vendor_completions.d"
+"$bin" completions bash > "$root/share/bash-completion/completions/wasmraid"
+"$bin" completions zsh > "$root/share/zsh/site-functions/_wasmraid"
+"$bin" completions fish > "$root/share/fish/vendor_completions.d/wasmraid.fish"
+echo "installed wasmraid into $root (man wasmraid; completions for bash, zsh and fish)"
