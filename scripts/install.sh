@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install wasmraid: the binary, a man page per command and the shell
-# completions, all generated from the program itself.
+# completions (all generated from the program itself), and the systemd
+# unit template wasmraid@.service.
 #
 #   scripts/install.sh [PREFIX]     (default /usr/local; DESTDIR is honoured;
 #                                    WASMRAID_BIN=PATH installs that binary
@@ -22,4 +23,8 @@ install -d "$root/share/bash-completion/completions" "$root/share/zsh/site-funct
 "$bin" completions bash > "$root/share/bash-completion/completions/wasmraid"
 "$bin" completions zsh > "$root/share/zsh/site-functions/_wasmraid"
 "$bin" completions fish > "$root/share/fish/vendor_completions.d/wasmraid.fish"
+# The unit names the binary by its installed path.
+unit_dir="$root/lib/systemd/system"
+install -d "$unit_dir"
+sed "s|/usr/local/bin/wasmraid|$prefix/bin/wasmraid|g" systemd/wasmraid@.service > "$unit_dir/wasmraid@.service"
 echo "installed wasmraid into $root (man wasmraid; completions for bash, zsh and fish)"

@@ -79,8 +79,23 @@ fn install_script_puts_binary_pages_and_completions_in_place() {
     assert!(usr.join("share/bash-completion/completions/wasmraid").exists());
     assert!(usr.join("share/zsh/site-functions/_wasmraid").exists());
     assert!(usr.join("share/fish/vendor_completions.d/wasmraid.fish").exists());
+    let unit = std::fs::read_to_string(usr.join("lib/systemd/system/wasmraid@.service")).expect("the unit template");
+    assert!(unit.contains("Type=notify") && unit.contains("ExecStart=/usr/bin/wasmraid assemble %i"), "{unit}");
     // man finds the page by name under the installed tree.
     let out = Command::new("man").args(["-P", "cat", "-M"]).arg(usr.join("share/man")).arg("wasmraid-serve").output().expect("run man");
     let shown = String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(out.status.success() && shown.contains("wasmraid serve"), "{shown}{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn systemd_accepts_the_unit_template() {
+    require("systemd-analyze");
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let unit = std::fs::read_to_string(root.join("systemd/wasmraid@.service")).unwrap();
+    // Pointed at this build's binary, as install.sh points it at its own.
+    let unit = unit.replace("/usr/local/bin/wasmraid", &wasmraid_bin().display().to_string());
+    std::fs::write(dir.path().join("wasmraid@.service"), unit).unwrap();
+    let (ok, text) = run(Command::new("systemd-analyze").args(["verify", "--man=no", "./wasmraid@data.service"]).current_dir(dir.path()));
+    assert!(ok && text.trim().is_empty(), "systemd-analyze verify: {text}");
 }

@@ -7,6 +7,7 @@ mod docs;
 mod guest_tools;
 mod meta;
 mod serve;
+mod systemd;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

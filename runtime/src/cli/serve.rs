@@ -165,7 +165,10 @@ pub fn serve_table(name: &str, table: Table, sandbox: Arc<wasmraid::sandbox::San
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("wasmraid").build()?;
     let served = runtime.block_on(wasmraid::serve::run(name.to_string(), Arc::new(table), sandbox, frontends, run_dir, |served, socket| {
         eprintln!("wasmraid: serving {} ({}) on {}; control {}", served.name, format_size(served.table.size()), served.listening.join(", "), socket.display());
+        super::systemd::ready(&format!("serving {} ({}) on {}", served.name, format_size(served.table.size()), served.listening.join(", ")));
+        super::systemd::start_watchdog();
     }));
+    super::systemd::stopping();
     // Everything is flushed and shut down by now: do not wait for blocking
     // tasks still parked on a device (dropping the runtime would).
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
