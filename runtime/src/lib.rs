@@ -17,6 +17,7 @@ pub mod fd_limit;
 pub mod frontend;
 pub mod layout;
 pub mod meta;
+pub mod metrics;
 pub mod parity;
 pub mod sandbox;
 pub mod serve;

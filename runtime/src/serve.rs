@@ -82,6 +82,8 @@ pub struct Frontends {
     /// STARTTLS for every NBD listener (None: plaintext only).
     pub nbd_tls: Option<crate::tls::ServerTls>,
     pub ublk: Option<UblkConfig>,
+    /// Where Prometheus scrapes `/metrics` (`metrics.rs`), if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// What the block layer should know of a table: a single array's chunk and
@@ -152,6 +154,15 @@ pub async fn run(
     let served =
         Arc::new(Served { name: name.clone(), table: table.clone(), sandbox, listening, nbd: nbd_view, ublk: ublk_started.clone(), stop: Notify::new() });
     let control_task = tokio::spawn(control::server::run(listener, served.clone()));
+    let metrics_task = match frontends.metrics {
+        Some(addr) => {
+            let metrics = tokio::net::TcpListener::bind(addr).await.map_err(|error| ServeError::Listen { what: format!("metrics {addr}"), error })?;
+            let source = served.clone();
+            served_metrics_note(addr);
+            Some(tokio::spawn(crate::metrics::serve(metrics, Arc::new(move || source.status()))))
+        }
+        None => None,
+    };
     // The array daemon, every 200 ms: mark idle arrays clean (md's safe
     // mode), clear idle bitmap regions (md's daemon_sleep), re-add legs
     // whose link came back, and start what an array needs (resume an
@@ -234,6 +245,9 @@ pub async fn run(
     }
     control_task.abort();
     daemon.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     let _ = std::fs::remove_file(&socket);
     for listen in &listens {
         if let Listen::Unix(p) = listen {
@@ -252,6 +266,13 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Metrics name the legs and their errors: say so when others can read them.
+fn served_metrics_note(addr: std::net::SocketAddr) {
+    if !addr.ip().is_loopback() {
+        tracing::warn!("metrics on {addr} are readable by anyone who can reach it (no authentication)");
+    }
 }
 
 /// An export other machines can reach is only as safe as its TLS: say so

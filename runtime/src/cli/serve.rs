@@ -74,6 +74,9 @@ pub struct ListenArgs {
     /// Serve the device to the local kernel as /dev/ublkbN (needs the ublk_drv module).
     #[arg(long)]
     ublk: bool,
+    /// Serve Prometheus metrics (GET /metrics) on this TCP address, e.g. 127.0.0.1:9273.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// The N of /dev/ublkbN (default: the kernel picks one).
     #[arg(long, value_name = "N", requires = "ublk")]
     ublk_id: Option<u32>,
@@ -154,7 +157,7 @@ impl ListenArgs {
         }
         let dir = CertDir::new(self.tls_certificates.clone().unwrap_or_else(|| wasmraid::tls::default_dir("wasmraid")));
         let nbd_tls = ServerTls::load(self.tls, dir, self.tls_verify_peer).context("--tls")?;
-        Ok(Frontends { nbd, nbd_limits, nbd_tls, ublk })
+        Ok(Frontends { nbd, nbd_limits, nbd_tls, ublk, metrics: self.metrics })
     }
 }
 
