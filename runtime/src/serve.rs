@@ -27,6 +27,8 @@ pub struct Served {
     /// The ublk device, when served through one.
     pub ublk: Option<ublk::Started>,
     pub stop: Notify,
+    /// Every change the watcher sees (`control::events`), for `monitor`.
+    pub events: tokio::sync::broadcast::Sender<control::events::Event>,
 }
 
 impl Served {
@@ -151,9 +153,34 @@ pub async fn run(
         }
         None => (None, None),
     };
-    let served =
-        Arc::new(Served { name: name.clone(), table: table.clone(), sandbox, listening, nbd: nbd_view, ublk: ublk_started.clone(), stop: Notify::new() });
+    let served = Arc::new(Served {
+        name: name.clone(),
+        table: table.clone(),
+        sandbox,
+        listening,
+        nbd: nbd_view,
+        ublk: ublk_started.clone(),
+        stop: Notify::new(),
+        events: tokio::sync::broadcast::channel(control::events::BACKLOG).0,
+    });
     let control_task = tokio::spawn(control::server::run(listener, served.clone()));
+    let watcher = {
+        let served = served.clone();
+        tokio::spawn(async move {
+            let mut watcher = control::events::Watcher::default();
+            loop {
+                let s = served.clone();
+                // Status may wait briefly on an array's locks.
+                if let Ok(status) = tokio::task::spawn_blocking(move || s.status()).await {
+                    for event in watcher.changes(&status) {
+                        tracing::info!(event = %event.event, array = %event.array, component = ?event.component, "event");
+                        let _ = served.events.send(event);
+                    }
+                }
+                tokio::time::sleep(control::events::WATCH_EVERY).await;
+            }
+        })
+    };
     let metrics_task = match frontends.metrics {
         Some(addr) => {
             let metrics = tokio::net::TcpListener::bind(addr).await.map_err(|error| ServeError::Listen { what: format!("metrics {addr}"), error })?;
@@ -245,6 +272,7 @@ pub async fn run(
     }
     control_task.abort();
     daemon.abort();
+    watcher.abort();
     if let Some(t) = metrics_task {
         t.abort();
     }

@@ -6,6 +6,7 @@ mod demo;
 mod docs;
 mod guest_tools;
 mod meta;
+mod monitor;
 mod serve;
 mod systemd;
 
@@ -161,6 +162,21 @@ enum Command {
     /// Stop serving a device (flushes, removes its sockets).
     Stop {
         name: String,
+        #[arg(long, value_name = "DIR")]
+        run_dir: Option<PathBuf>,
+    },
+    /// Report events as they happen (md's Fail, DegradedArray, SpareActive, Rebuild*, ...), like mdadm --monitor.
+    Monitor {
+        name: String,
+        /// Run this for each event, with md's arguments: EVENT DEVICE [COMPONENT].
+        #[arg(long, value_name = "CMD")]
+        program: Option<String>,
+        /// One JSON object per event.
+        #[arg(long)]
+        json: bool,
+        /// Start with a TestMessage per array (md's --test).
+        #[arg(long)]
+        test: bool,
         #[arg(long, value_name = "DIR")]
         run_dir: Option<PathBuf>,
     },
@@ -346,6 +362,7 @@ fn dispatch(command: Command, sandbox: &SandboxArgs) -> anyhow::Result<std::proc
             control::leg(&run_dir, &name, wasmraid::control::Request::LegReadd { array, device: control::absolute(&device)? }, wait)
         }
         Command::Stop { name, run_dir } => control::stop(&run_dir, &name, Duration::from_secs(60)),
+        Command::Monitor { name, program, json, test, run_dir } => monitor::run(&run_dir, &name, program.as_deref(), json, test),
         Command::Man { dir } => docs::man_pages(&dir),
         Command::Completions { shell } => docs::completions(shell),
     }

@@ -47,6 +47,15 @@ pub fn stop(socket: &Path, timeout: Duration) -> Result<(Response, bool), Client
     }
 }
 
+/// Subscribe to the server's events: the stream to read them from, one
+/// JSON line (`events::Event`) each, until the server goes.
+pub fn subscribe(socket: &Path, test: bool) -> Result<(Response, BufReader<UnixStream>), ClientError> {
+    let (response, reader) = send(socket, &Request::Subscribe { test }, Duration::from_secs(10))?;
+    // Events come when they come.
+    let _ = reader.get_ref().set_read_timeout(None);
+    Ok((response, reader))
+}
+
 fn send(socket: &Path, request: &Request, timeout: Duration) -> Result<(Response, BufReader<UnixStream>), ClientError> {
     let path = socket.display().to_string();
     let io = |error| ClientError::Io { path: path.clone(), error };

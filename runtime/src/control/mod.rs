@@ -3,6 +3,7 @@
 //! in a directory only its user can write (`run_dir.rs`).
 
 pub mod client;
+pub mod events;
 pub mod run_dir;
 pub mod server;
 pub mod status;
@@ -56,6 +57,12 @@ pub enum Request {
         device: String,
     },
     Stop,
+    /// Stay connected and receive every event (`events.rs`) as a JSON
+    /// line, after one `TestMessage` per array when `test` is set.
+    Subscribe {
+        #[serde(default)]
+        test: bool,
+    },
 }
 
 /// A control answer: `ok` with a result, or an error message.

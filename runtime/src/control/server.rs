@@ -30,6 +30,10 @@ pub async fn run(listener: UnixListener, served: Arc<Served>) {
             let mut lines = BufReader::new(rd).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 let response = match serde_json::from_str::<Request>(&line) {
+                    Ok(Request::Subscribe { test }) => {
+                        subscribed(&served, &mut wr, test).await;
+                        break;
+                    }
                     Ok(request) => handle(&served, request).await,
                     Err(e) => failure(format!("cannot read the request: {e}")),
                 };
@@ -41,6 +45,51 @@ pub async fn run(listener: UnixListener, served: Arc<Served>) {
             }
         });
     }
+}
+
+/// Hold a subscriber's connection: an answer, its test messages, then
+/// every event as a JSON line, until it hangs up or the server stops.
+async fn subscribed(served: &Arc<Served>, wr: &mut tokio::net::unix::OwnedWriteHalf, test: bool) {
+    use super::events::{Event, test_messages};
+    let mut events = served.events.subscribe();
+    let mut first = Vec::new();
+    if test {
+        let s = served.clone();
+        if let Ok(status) = tokio::task::spawn_blocking(move || s.status()).await {
+            first = test_messages(&status);
+        }
+    }
+    if wr.write_all(line(&success(serde_json::json!({"subscribed": true}))).as_bytes()).await.is_err() {
+        return;
+    }
+    for e in first {
+        if wr.write_all(line(&e).as_bytes()).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        let event = match events.recv().await {
+            Ok(e) => e,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => Event {
+                event: "EventsMissed".into(),
+                device: served.name.clone(),
+                array: String::new(),
+                component: None,
+                detail: Some(format!("{n} events came faster than this subscriber read them")),
+            },
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        if wr.write_all(line(&event).as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A JSON line of anything serializable.
+fn line<T: serde::Serialize>(v: &T) -> String {
+    let mut out = serde_json::to_string(v).unwrap_or_else(|_| "{}".into());
+    out.push('\n');
+    out
 }
 
 /// Open a leg device named by the operator.
@@ -116,6 +165,8 @@ fn find_array(served: &Served, name: Option<&str>) -> Result<Arc<Array>, String>
 async fn handle(served: &Arc<Served>, request: Request) -> Response {
     match request {
         Request::Status => success(served.status()),
+        // Kept by the connection loop, which holds the socket (`subscribed`).
+        Request::Subscribe { .. } => failure("a subscription is its own connection".into()),
         Request::Stop => {
             served.stop.notify_one();
             success(serde_json::json!({"stopping": served.name}))
