@@ -142,31 +142,54 @@ pub async fn serve(listener: tokio::net::TcpListener, status: Arc<dyn Fn() -> Va
     }
 }
 
+/// What a request head asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Not all of the head yet (no blank line): read more.
+    Incomplete,
+    /// Over `REQUEST_MAX` without its end.
+    TooLarge,
+    Metrics,
+    NotFound,
+    NotAllowed,
+}
+
+/// Route the bytes of a request read so far (untrusted: any bytes).
+pub fn route(head: &[u8]) -> Route {
+    if !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        return if head.len() > REQUEST_MAX { Route::TooLarge } else { Route::Incomplete };
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or(&[]);
+    let mut words = line.split(|&b| b == b' ');
+    match (words.next(), words.next()) {
+        (Some(b"GET"), Some(b"/metrics")) => Route::Metrics,
+        (Some(b"GET"), Some(_)) => Route::NotFound,
+        _ => Route::NotAllowed,
+    }
+}
+
 /// One request: the head read (bounded), then one answer, then close.
 async fn answer(mut stream: tokio::net::TcpStream, status: Arc<dyn Fn() -> Value + Send + Sync>) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+    loop {
+        match route(&head) {
+            Route::Incomplete => {}
+            Route::TooLarge => return reply(&mut stream, "431 Request Header Fields Too Large", "text/plain", "request head over 8 KiB\n").await,
+            Route::Metrics => {
+                // The status document may wait briefly on the array's
+                // locks: build it off the runtime's threads.
+                let body = tokio::task::spawn_blocking(move || render(&status())).await.unwrap_or_default();
+                return reply(&mut stream, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &body).await;
+            }
+            Route::NotFound => return reply(&mut stream, "404 Not Found", "text/plain", "try /metrics\n").await,
+            Route::NotAllowed => return reply(&mut stream, "405 Method Not Allowed", "text/plain", "GET /metrics only\n").await,
+        }
         let n = stream.read(&mut buf).await?;
         if n == 0 {
             return Ok(());
         }
         head.extend_from_slice(&buf[..n]);
-        if head.len() > REQUEST_MAX {
-            return reply(&mut stream, "431 Request Header Fields Too Large", "text/plain", "request head over 8 KiB\n").await;
-        }
-    }
-    let line = head.split(|&b| b == b'\r').next().unwrap_or(&[]);
-    let mut words = line.split(|&b| b == b' ');
-    match (words.next(), words.next()) {
-        (Some(b"GET"), Some(b"/metrics")) => {
-            // The status document may wait briefly on the array's locks:
-            // build it off the runtime's threads.
-            let body = tokio::task::spawn_blocking(move || render(&status())).await.unwrap_or_default();
-            reply(&mut stream, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &body).await
-        }
-        (Some(b"GET"), Some(_)) => reply(&mut stream, "404 Not Found", "text/plain", "try /metrics\n").await,
-        _ => reply(&mut stream, "405 Method Not Allowed", "text/plain", "GET /metrics only\n").await,
     }
 }
 
@@ -180,6 +203,15 @@ async fn reply(stream: &mut tokio::net::TcpStream, code: &str, kind: &str, body:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_heads_are_routed_and_bounded() {
+        assert_eq!(route(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"), Route::Incomplete);
+        assert_eq!(route(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), Route::Metrics);
+        assert_eq!(route(b"GET / HTTP/1.0\r\n\r\n"), Route::NotFound);
+        assert_eq!(route(b"POST /metrics HTTP/1.1\r\n\r\n"), Route::NotAllowed);
+        assert_eq!(route(&vec![b'a'; REQUEST_MAX + 1]), Route::TooLarge);
+    }
 
     #[test]
     fn a_status_document_becomes_labelled_metrics() {
