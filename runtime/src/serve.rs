@@ -53,6 +53,16 @@ impl Served {
     }
 }
 
+impl Served {
+    /// What the event watcher compares (`control::events`).
+    pub fn watched(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "arrays": self.table.arrays.iter().map(|a| control::status::watched(a)).collect::<Vec<_>>(),
+        })
+    }
+}
+
 /// What `status` shows of the NBD server.
 pub struct NbdView {
     pub tls: Option<crate::tls::ServerTls>,
@@ -170,8 +180,7 @@ pub async fn run(
             let mut watcher = control::events::Watcher::default();
             loop {
                 let s = served.clone();
-                // Status may wait briefly on an array's locks.
-                if let Ok(status) = tokio::task::spawn_blocking(move || s.status()).await {
+                if let Ok(status) = tokio::task::spawn_blocking(move || s.watched()).await {
                     for event in watcher.changes(&status) {
                         tracing::info!(event = %event.event, array = %event.array, component = ?event.component, "event");
                         let _ = served.events.send(event);
