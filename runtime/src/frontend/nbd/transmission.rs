@@ -522,7 +522,8 @@ impl<S: Stream> Conn<S> {
             // Room for the header, and for extents that start mid-page.
             let room = pipe.capacity.saturating_sub(64 << 10).max(4096);
             let runs = splice::runs(extents, room);
-            if !structured && runs.len() != 1 {
+            // One pipe-full for a simple reply; none at all, nothing to send.
+            if runs.is_empty() || (!structured && runs.len() != 1) {
                 return None;
             }
             let mut at = r.offset;
