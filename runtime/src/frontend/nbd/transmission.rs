@@ -485,22 +485,13 @@ impl<S: Stream> Conn<S> {
 
     /// A read, answered as one `OFFSET_DATA` chunk or an error chunk.
     fn reply_read_chunked(&self, r: Request) -> Result<(), NbdError> {
-        let extended = self.chosen.extended;
         if let Some(pieces) = self.holes_in(r) {
             return self.reply_read_sparse(r, &pieces);
         }
         if let Some(sent) = self.reply_read_spliced(r) {
             return sent;
         }
-        let (error, data) = serve_one(&*self.export.device, r, None);
-        match data {
-            Some(data) if error == 0 => {
-                let mut head = chunk_header(extended, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, &r, 8 + data.len() as u32);
-                head.extend_from_slice(&r.offset.to_be_bytes());
-                self.reply(&head, &data)
-            }
-            _ => self.reply(&error_chunk(extended, error.max(EIO), &r, "the read failed"), &[]),
-        }
+        self.reply_read_from(r, r.offset)
     }
 
     /// A large read whose bytes lie in files as they are, spliced from
@@ -543,7 +534,7 @@ impl<S: Stream> Conn<S> {
                     // A leg that did not read: nothing of this piece went
                     // out; the plain path serves the rest (and fails the
                     // leg, or decodes around it).
-                    return (i > 0).then(|| self.reply_rest(r, at));
+                    return (i > 0).then(|| self.reply_read_from(r, at));
                 }
                 if let Err(e) = self.reply_piped(pipe, fd) {
                     return Some(Err(e));
@@ -555,9 +546,9 @@ impl<S: Stream> Conn<S> {
         .flatten()
     }
 
-    /// The rest of a chunked read from `at`, the plain way, as its last
-    /// chunk.
-    fn reply_rest(&self, r: Request, at: u64) -> Result<(), NbdError> {
+    /// A chunked read from `at` to its end (all of it, or what a spliced
+    /// read left), the plain way, as its last chunk.
+    fn reply_read_from(&self, r: Request, at: u64) -> Result<(), NbdError> {
         let extended = self.chosen.extended;
         let rest = Request { offset: at, length: r.offset + r.length - at, ..r };
         let (error, data) = serve_one(&*self.export.device, rest, None);
@@ -675,48 +666,45 @@ impl<S: Stream> Conn<S> {
     /// Send what `pipe` holds (one reply, or one chunk of it).
     fn reply_piped(&self, pipe: &mut Pipe, fd: RawFd) -> Result<(), NbdError> {
         let _turn = self.outbox.lock();
-        let started = Instant::now();
-        while pipe.held() > 0 {
-            match pipe.drain_into(fd) {
-                Ok(0) => return Err(NbdError::Io(std::io::ErrorKind::WriteZero.into())),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    let left = self.limits.reply_stall.saturating_sub(started.elapsed());
-                    if !self.wait(tokio::io::Interest::WRITABLE, left)? {
-                        return Err(NbdError::Protocol(format!("the client took no reply bytes for {:?}", self.limits.reply_stall)));
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
+        self.send_until(|| {
+            if pipe.held() == 0 {
+                return Ok(true);
             }
-        }
-        Ok(())
+            match pipe.drain_into(fd)? {
+                0 => Err(std::io::ErrorKind::WriteZero.into()),
+                _ => Ok(false),
+            }
+        })
     }
 
     fn reply(&self, header: &[u8], data: &[u8]) -> Result<(), NbdError> {
         let _turn = self.outbox.lock();
         let (mut h, mut d) = (header, data);
-        let started = Instant::now();
-        let mut flushed = false;
-        while !flushed {
-            let wrote = if h.is_empty() && d.is_empty() {
-                self.stream.try_flush().map(|()| {
-                    flushed = true;
-                })
-            } else {
-                match self.send(&[IoSlice::new(h), IoSlice::new(d)]) {
-                    Ok(0) => return Err(NbdError::Io(std::io::ErrorKind::WriteZero.into())),
-                    Ok(n) => {
-                        let from_header = n.min(h.len());
-                        h = &h[from_header..];
-                        d = &d[n - from_header..];
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
+        self.send_until(|| {
+            if h.is_empty() && d.is_empty() {
+                return self.stream.try_flush().map(|()| true);
+            }
+            match self.send(&[IoSlice::new(h), IoSlice::new(d)])? {
+                0 => Err(std::io::ErrorKind::WriteZero.into()),
+                n => {
+                    let from_header = n.min(h.len());
+                    h = &h[from_header..];
+                    d = &d[n - from_header..];
+                    Ok(false)
                 }
-            };
-            match wrote {
-                Ok(()) => {}
+            }
+        })
+    }
+
+    /// Call `step` (one non-blocking write: true once all is out) until
+    /// done, waiting for room in between; a client that takes no bytes
+    /// for `reply_stall` is given up on. The caller holds the outbox.
+    fn send_until(&self, mut step: impl FnMut() -> std::io::Result<bool>) -> Result<(), NbdError> {
+        let started = Instant::now();
+        loop {
+            match step() {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     let left = self.limits.reply_stall.saturating_sub(started.elapsed());
                     if !self.wait(tokio::io::Interest::WRITABLE, left)? {
@@ -727,7 +715,6 @@ impl<S: Stream> Conn<S> {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(())
     }
 }
 
