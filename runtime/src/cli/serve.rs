@@ -167,8 +167,9 @@ pub fn serve_table(name: &str, table: Table, sandbox: Arc<wasmraid::sandbox::San
     let frontends = listen.frontends()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("wasmraid").build()?;
     let served = runtime.block_on(wasmraid::serve::run(name.to_string(), Arc::new(table), sandbox, frontends, run_dir, |served, socket| {
-        eprintln!("wasmraid: serving {} ({}) on {}; control {}", served.name, format_size(served.table.size()), served.listening.join(", "), socket.display());
-        super::systemd::ready(&format!("serving {} ({}) on {}", served.name, format_size(served.table.size()), served.listening.join(", ")));
+        let serving = format!("serving {} ({}) on {}", served.name, format_size(served.table.size()), served.listening.join(", "));
+        eprintln!("wasmraid: {serving}; control {}", socket.display());
+        super::systemd::ready(&serving);
         super::systemd::start_watchdog();
     }));
     super::systemd::stopping();

@@ -55,7 +55,7 @@ async fn subscribed(served: &Arc<Served>, wr: &mut tokio::net::unix::OwnedWriteH
     let mut first = Vec::new();
     if test {
         let s = served.clone();
-        if let Ok(status) = tokio::task::spawn_blocking(move || s.status()).await {
+        if let Ok(status) = tokio::task::spawn_blocking(move || s.watched()).await {
             first = test_messages(&status);
         }
     }
