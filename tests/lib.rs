@@ -349,3 +349,35 @@ impl wasmraid::device::BlockDevice for BadRange {
         format!("{} (bad {:?})", self.inner.describe(), self.range)
     }
 }
+
+/// `nbdinfo --map` output: (offset, length, flags) per extent line.
+pub fn parse_map(out: &str) -> Vec<(u64, u64, u32)> {
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The flags covering byte `at` of a map.
+pub fn flags_at(m: &[(u64, u64, u32)], at: u64) -> Option<u32> {
+    m.iter().find(|(o, l, _)| *o <= at && at < o + l).map(|e| e.2)
+}
+
+/// A parity array with one leg failed, as block status shows it:
+/// `wasmraid:health` says every stripe has less redundancy and a part of
+/// the data (that leg's data chunks, under a quarter here) needs decoding;
+/// `base:allocation` (`allocation`) calls what is decoded data, never a
+/// hole. Returns the array's size as the health extents cover it.
+pub fn assert_one_failed_leg(health: &[(u64, u64, u32)], allocation: &[(u64, u64, u32)]) -> u64 {
+    let decoded: u64 = health.iter().filter(|e| e.2 & 2 != 0).map(|e| e.1).sum();
+    let reduced: u64 = health.iter().filter(|e| e.2 & 4 != 0).map(|e| e.1).sum();
+    let size: u64 = health.iter().map(|e| e.1).sum();
+    assert_eq!(reduced, size, "a failed leg lessens every stripe's redundancy: {health:?}");
+    assert!(decoded > 0 && decoded * 4 < size, "a failed leg's data chunks, and only those, need decoding: {decoded} of {size}");
+    for e in health.iter().filter(|e| e.2 & 2 != 0) {
+        assert_eq!(flags_at(allocation, e.0), Some(0), "a decoded range is data: {e:?}");
+    }
+    size
+}
