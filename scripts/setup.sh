@@ -41,6 +41,9 @@ if [ -n "$system_version" ] && [ "$utils_version" != "$system_version" ]; then
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends --allow-downgrades "qemu-utils=$system_version"
 fi
 
+# private_apt: a suite of Debian read and fetched without touching the host.
+source "$(dirname "$0")/private-apt.sh"
+
 # A peer that speaks NBD extended headers, client and server: Debian 12's
 # qemu (7.2), nbdkit (1.32) and libnbd (1.14) predate them. qemu-utils
 # 10 from bookworm-backports links against the same libraries as 7.2, so
@@ -51,16 +54,8 @@ fi
 qemu_bpo="$(cd "$(dirname "$0")/.." && pwd)/target/peers/qemu-bpo"
 if [ ! -x "$qemu_bpo/usr/bin/qemu-nbd" ]; then
     apt_dir="$(dirname "$qemu_bpo")/apt"
-    keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-    uri=$(apt-get indextargets --format '$(REPO_URI) $(LABEL) $(TARGET_OF)' 2>/dev/null | awk '$2 == "Debian" && $3 == "deb" { print $1; exit }' || true)
-    uri=${uri:-http://deb.debian.org/debian/}
-    rm -rf "$apt_dir" && mkdir -p "$apt_dir/sources.list.d" "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/debs"
-    printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nArchitectures: amd64\nSigned-By: %s\n' "$uri" "$keyring" \
-        > "$apt_dir/sources.list.d/bookworm-backports.sources"
-    o=(-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$apt_dir/sources.list.d" -o Dir::State::Lists="$apt_dir/lists"
-       -o Dir::Cache="$apt_dir/cache" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= -o APT::Sandbox::User=root)
-    echo "setup: fetching qemu-utils from bookworm-backports ($uri) into $qemu_bpo"
-    if apt-get "${o[@]}" update -qq >"$apt_dir/update.log" 2>&1 \
+    echo "setup: fetching qemu-utils from bookworm-backports into $qemu_bpo"
+    if private_apt "$apt_dir" bookworm-backports && apt-get "${o[@]}" update -qq >"$apt_dir/update.log" 2>&1 \
         && ver=$(apt-cache "${o[@]}" madison qemu-utils | awk -F'|' '$3 ~ /backports/ { gsub(/ /, "", $2); print $2; exit }') \
         && [ -n "$ver" ] \
         && (cd "$apt_dir/debs" && apt-get "${o[@]}" download "qemu-utils=$ver" >"$apt_dir/download.log" 2>&1); then
@@ -86,18 +81,8 @@ libnbd_trixie="$(cd "$(dirname "$0")/.." && pwd)/target/peers/libnbd-trixie"
 trixie_loader="$libnbd_trixie/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
 if [ ! -x "$libnbd_trixie/usr/bin/nbdinfo" ] || [ ! -x "$trixie_loader" ] || [ ! -e "$libnbd_trixie/usr/lib/python3/dist-packages/nbd.py" ]; then
     apt_dir="$(dirname "$libnbd_trixie")/apt-trixie"
-    keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-    uri=$(apt-get indextargets --format '$(REPO_URI) $(LABEL) $(TARGET_OF)' 2>/dev/null | awk '$2 == "Debian" && $3 == "deb" { print $1; exit }' || true)
-    uri=${uri:-http://deb.debian.org/debian/}
-    rm -rf "$apt_dir" && mkdir -p "$apt_dir/sources.list.d" "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/debs"
-    printf 'Types: deb\nURIs: %s\nSuites: trixie\nComponents: main\nArchitectures: amd64\nSigned-By: %s\n' "$uri" "$keyring" \
-        > "$apt_dir/sources.list.d/trixie.sources"
-    # Dir::State::status=/dev/null: what the host has installed plays no part.
-    o=(-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$apt_dir/sources.list.d" -o Dir::State::Lists="$apt_dir/lists"
-       -o Dir::State::status=/dev/null -o Dir::Cache="$apt_dir/cache" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=
-       -o APT::Sandbox::User=root)
-    echo "setup: fetching libnbd from trixie ($uri) into $libnbd_trixie"
-    if apt-get "${o[@]}" update -qq >"$apt_dir/update.log" 2>&1 \
+    echo "setup: fetching libnbd from trixie into $libnbd_trixie"
+    if private_apt "$apt_dir" trixie && apt-get "${o[@]}" update -qq >"$apt_dir/update.log" 2>&1 \
         && closure=$(apt-cache "${o[@]}" depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces --no-enhances \
             libnbd-bin python3-libnbd | grep -E '^(lib|python3|zlib1g)' | sort -u) \
         && [ -n "$closure" ] \

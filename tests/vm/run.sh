@@ -84,16 +84,10 @@ fetch_612() {
 # linux-binary-<ver> (usr/lib/modules/<ver>/vmlinuz), the modules in
 # linux-modules-<ver> (usr/lib/modules/<ver>/kernel/**/*.ko.xz, no
 # modules.builtin); all three are fetched when they exist.
+source "$repo/scripts/private-apt.sh"
 fetch_7() {
-    local apt="$cache/apt" uri keyring=/usr/share/keyrings/debian-archive-keyring.gpg ver p pkgs=()
-    uri=$(apt-get indextargets --format '$(REPO_URI) $(LABEL) $(TARGET_OF)' 2>/dev/null | awk '$2 == "Debian" && $3 == "deb" { print $1; exit }' || true)
-    if [ -z "$uri" ]; then uri=http://deb.debian.org/debian/; say "no Debian source in the host's apt configuration; using $uri"; fi
-    [ -f "$keyring" ] || die "no $keyring (package debian-archive-keyring): cannot check trixie-backports' signature"
-    rm -rf "$apt" && mkdir -p "$apt/sources.list.d" "$apt/lists/partial" "$apt/cache/archives/partial"
-    printf 'Types: deb\nURIs: %s\nSuites: trixie-backports\nComponents: main\nArchitectures: amd64\nSigned-By: %s\n' "$uri" "$keyring" \
-        > "$apt/sources.list.d/trixie-backports.sources"
-    local o=(-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$apt/sources.list.d" -o Dir::State::Lists="$apt/lists"
-             -o Dir::Cache="$apt/cache" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= -o APT::Sandbox::User=root)
+    local apt="$cache/apt" ver p pkgs=()
+    private_apt "$apt" trixie-backports || die "cannot set up apt for trixie-backports"
     say "reading trixie-backports from $uri"
     apt-get "${o[@]}" update -qq >"$apt/update.log" 2>&1 || die "apt-get update of trixie-backports ($uri) failed: $(tail -3 "$apt/update.log")"
     ver=$(apt-cache "${o[@]}" search --names-only '^linux-image-7\.[0-9.]+\+deb[0-9]+-cloud-amd64$' | awk '{print $1}' \
