@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install wasmraid: the binary, a man page per command and the shell
-# completions (all generated from the program itself), and the systemd
-# unit template wasmraid@.service.
+# completions (all generated from the program itself), the systemd unit
+# template wasmraid@.service and an example config file.
 #
 #   scripts/install.sh [PREFIX]     (default /usr/local; DESTDIR is honoured;
 #                                    WASMRAID_BIN=PATH installs that binary
@@ -27,4 +27,6 @@ install -d "$root/share/bash-completion/completions" "$root/share/zsh/site-funct
 unit_dir="$root/lib/systemd/system"
 install -d "$unit_dir"
 sed "s|/usr/local/bin/wasmraid|$prefix/bin/wasmraid|g" systemd/wasmraid@.service > "$unit_dir/wasmraid@.service"
+# An example config file (the real one is /etc/wasmraid/wasmraid.conf).
+install -D -m 0644 docs/wasmraid.conf.example "$root/share/doc/wasmraid/wasmraid.conf.example"
 echo "installed wasmraid into $root (man wasmraid; completions for bash, zsh and fish)"

@@ -11,7 +11,7 @@ fi
 # Real peers the tests talk to; libclang-dev for libublk's bindgen; the VM
 # test bed's tools (tests/vm/run.sh); clang, lld, wasi-libc and the wasm32
 # compiler-rt for layouts written in C (scripts/toolchains.sh has the rest).
-packages=(${WASMRAID_APT_PACKAGES:-qemu-utils libnbd-bin python3-libnbd nbdkit fio openssl libisal-dev libclang-dev qemu-system-x86 busybox-static nbd-client mdadm e2fsprogs cpio kmod xz-utils iproute2 clang lld wasi-libc libclang-rt-14-dev-wasm32 man-db python3-prometheus-client})
+packages=(${WASMRAID_APT_PACKAGES:-qemu-utils libnbd-bin python3-libnbd nbdkit fio openssl libisal-dev libclang-dev qemu-system-x86 busybox-static nbd-client mdadm e2fsprogs cpio kmod xz-utils iproute2 clang lld wasi-libc libclang-rt-14-dev-wasm32 man-db python3-prometheus-client systemd})
 # Node for the JavaScript toolchain, from Debian unless one is installed.
 command -v npm >/dev/null || packages+=(nodejs npm)
 # A Python that can make virtual environments, for the Zig and Python toolchains.

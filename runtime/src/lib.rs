@@ -11,6 +11,7 @@
 pub mod accept;
 pub mod array;
 pub mod builtins;
+pub mod config;
 pub mod control;
 pub mod device;
 pub mod fd_limit;

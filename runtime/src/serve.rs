@@ -22,6 +22,9 @@ pub struct Served {
     pub table: Arc<Table>,
     pub sandbox: Arc<Sandbox>,
     pub listening: Vec<String>,
+    /// Its NBD listeners and metrics address, as given (`detail --scan`).
+    pub listens: Vec<Listen>,
+    pub metrics: Option<std::net::SocketAddr>,
     /// The NBD server's TLS and its clients, when served over NBD.
     pub nbd: Option<NbdView>,
     /// The ublk device, when served through one.
@@ -43,7 +46,10 @@ impl Served {
                 "tls_verify_peer": n.tls.as_ref().is_some_and(|t| t.verify_peer),
                 "tls_certificates": n.tls.as_ref().map(|t| t.dir.dir.display().to_string()),
                 "clients": n.clients.list(),
+                "listen": self.listens.iter().filter_map(|l| match l { Listen::Tcp(a) => Some(a.to_string()), Listen::Unix(_) => None }).collect::<Vec<_>>(),
+                "listen_unix": self.listens.iter().filter_map(|l| match l { Listen::Unix(p) => Some(p.display().to_string()), Listen::Tcp(_) => None }).collect::<Vec<_>>(),
             })),
+            "metrics": self.metrics.map(|a| a.to_string()),
             "ublk": self.ublk.as_ref().map(|u| serde_json::json!({
                 "id": u.id, "device": u.path, "queues": u.queues, "depth": u.depth, "recovered": u.recovered,
                 "state": ublk::state(u.id),
@@ -159,6 +165,7 @@ pub async fn run(
                 let _ = std::fs::remove_file(&socket);
             })?;
             listening.push(started.path.clone());
+            claim_ublk(&run_dir, &name, started.id);
             (Some(started), Some(thread))
         }
         None => (None, None),
@@ -168,6 +175,8 @@ pub async fn run(
         table: table.clone(),
         sandbox,
         listening,
+        listens: listens.clone(),
+        metrics: frontends.metrics,
         nbd: nbd_view,
         ublk: ublk_started.clone(),
         stop: Notify::new(),
@@ -286,6 +295,9 @@ pub async fn run(
         t.abort();
     }
     let _ = std::fs::remove_file(&socket);
+    if ublk_started.is_some() {
+        let _ = std::fs::remove_file(ublk_claim_path(&run_dir, &name));
+    }
     for listen in &listens {
         if let Listen::Unix(p) = listen {
             let _ = std::fs::remove_file(p);
@@ -303,6 +315,27 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Where a daemon records the ublk device it serves, in its run
+/// directory: left behind when it dies, so the next daemon of the same
+/// name (a systemd restart) knows a quiesced device with that id is its
+/// own to take back, and no other device's.
+fn ublk_claim_path(run_dir: &std::path::Path, name: &str) -> PathBuf {
+    run_dir.join(format!("{name}.ublk"))
+}
+
+fn claim_ublk(run_dir: &std::path::Path, name: &str, id: u32) {
+    if let Err(e) = std::fs::write(ublk_claim_path(run_dir, name), format!("{id}\n")) {
+        tracing::warn!("cannot record that {name} serves /dev/ublkb{id} (a restart will not take it back by itself): {e}");
+    }
+}
+
+/// The ublk device a dead daemon of `name` left, when its record says
+/// `id` and the kernel holds that device quiesced (its server gone).
+pub fn ublk_left_by_dead_server(run_dir: &std::path::Path, name: &str, id: u32) -> bool {
+    let recorded = std::fs::read_to_string(ublk_claim_path(run_dir, name)).ok().and_then(|t| t.trim().parse::<u32>().ok());
+    recorded == Some(id) && ublk::state(id).as_deref() == Some("QUIESCED")
 }
 
 /// Metrics name the legs and their errors: say so when others can read them.

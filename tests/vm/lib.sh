@@ -23,12 +23,13 @@ start_server() {
     echo $! > "/tmp/$name.pid"
     wait_live "$name"
 }
+# wait_live NAME [ID]: until /dev/ublkbID (default 0) is live for NAME.
 wait_live() {
     i=0
-    while ! { [ -b /dev/ublkb0 ] && wasmraid status "$1" --run-dir "$RUN" 2>/dev/null | grep -q "LIVE"; }; do
+    while ! { [ -b "/dev/ublkb${2:-0}" ] && wasmraid status "$1" --run-dir "$RUN" 2>/dev/null | grep -q "LIVE"; }; do
         kill -0 "$(cat "/tmp/$1.pid")" 2>/dev/null || { cat "/tmp/$1.serve.log"; fail "$1: the server exited"; }
         i=$((i + 1))
-        [ $i -lt 240 ] || { cat "/tmp/$1.serve.log"; fail "$1: /dev/ublkb0 not live after 120 s"; }
+        [ $i -lt 240 ] || { cat "/tmp/$1.serve.log"; fail "$1: /dev/ublkb${2:-0} not live after 120 s"; }
         sleep 0.5
     done
 }

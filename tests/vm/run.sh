@@ -207,6 +207,10 @@ for i in $(seq 0 13); do # vda..vdn: 14 legs (the pyramid layout wants 14)
     truncate -s 128M "$disks/leg$i.img"
     drives+=(-drive "file=$disks/leg$i.img,format=raw,if=virtio,cache=unsafe")
 done
+# vdo: a small system disk that survives a reboot (a reboot-* scenario
+# keeps its config file there).
+truncate -s 64M "$disks/system.img"
+drives+=(-drive "file=$disks/system.img,format=raw,if=virtio,cache=unsafe")
 log="$cache/last-run-$kernel.log"
 ln -sfn "last-run-$kernel.log" "$cache/last-run.log"
 list=$(IFS=,; echo "${scenarios[*]}")
@@ -219,10 +223,10 @@ for v in PERF_SECONDS PERF_ROUNDS; do
 done
 say "booting $kver (WASMRAID_VM_KERNEL=$kernel) with ${#scenarios[@]} scenario(s); console log in $log"
 start=$(date +%s)
-boot() {
+boot() { # [scenarios (comma separated)] [boot number] [append: add to the log]
     timeout "${WASMRAID_VM_TIMEOUT:-1500}" qemu-system-x86_64 -name wasmraid-vm,debug-threads=on -accel tcg -cpu "${WASMRAID_VM_CPU:-max}" -smp "${WASMRAID_VM_SMP:-2}" -m 3G \
         -nographic -no-reboot -kernel "$vmlinuz" -initrd "$work/initrd.gz" \
-        -append "console=ttyS0 panic=-1 quiet wasmraid.scenarios=$list wasmraid.timeout=${WASMRAID_VM_SCENARIO_TIMEOUT:-900}$extra" "${drives[@]}" </dev/null 2>&1 | stdbuf -oL tr -d "\r" | tee "$log" | grep --line-buffered "WASMRAID-VM" >&2
+        -append "console=ttyS0 panic=-1 quiet wasmraid.scenarios=${1:-$list} wasmraid.boot=${2:-1} wasmraid.timeout=${WASMRAID_VM_SCENARIO_TIMEOUT:-900}$extra" "${drives[@]}" </dev/null 2>&1 | stdbuf -oL tr -d "\r" | tee ${3:+-a} "$log" | grep --line-buffered "WASMRAID-VM" >&2
     qemu_rc=${PIPESTATUS[0]}
 }
 set +e
@@ -234,6 +238,21 @@ if grep -q "Kernel panic" "$log" && ! grep -q "WASMRAID-VM SCENARIO" "$log"; the
     cp "$log" "$log.first-boot"
     say "the kernel died while booting ($(grep -m1 -o 'RIP: [^ ]*' "$log.first-boot" || echo 'see the log')); booting again (log kept in $log.first-boot)"
     boot
+fi
+# reboot-* scenarios: their first part passed, so boot the same disks
+# again and run their second (the init says which boot it is).
+again=()
+for s in "${scenarios[@]}"; do
+    case "$s" in reboot-*) grep -qE "WASMRAID-VM SCENARIO $s PASS" "$log" && again+=("$s") ;; esac
+done
+if ((${#again[@]})); then
+    say "rebooting for ${again[*]}"
+    echo "WASMRAID-VM REBOOT" >> "$log"
+    boot "$(IFS=,; echo "${again[*]}")" 2 append
+    if sed -n '/^WASMRAID-VM REBOOT/,$p' "$log" | grep -q "Kernel panic" && ! sed -n '/^WASMRAID-VM REBOOT/,$p' "$log" | grep -q "WASMRAID-VM SCENARIO"; then
+        say "the kernel died while booting again; once more"
+        boot "$(IFS=,; echo "${again[*]}")" 2 append
+    fi
 fi
 set -e
 elapsed=$(($(date +%s) - start))
@@ -255,6 +274,8 @@ echo "vm: kernel $kver: $(echo "$booted" | cut -d' ' -f4-)"
 printf '\n%-28s %-6s %s\n' scenario result seconds
 for s in "${scenarios[@]}"; do
     line=$(grep -oE "WASMRAID-VM SCENARIO $s (PASS|FAIL).*" "$log" | tail -1 || true)
+    # A reboot-* scenario passes only when both of its boots did.
+    case "$s" in reboot-*) [ "$(grep -cE "WASMRAID-VM SCENARIO $s PASS" "$log")" -ge 2 ] || line=$(echo "$line" | sed 's/ PASS / FAIL /; s/$/ (needs both boots)/') ;; esac
     if [ -z "$line" ]; then
         printf '%-28s %-6s %s\n' "$s" NONE "(never reported: crashed or timed out; see $log)"
         failed=1

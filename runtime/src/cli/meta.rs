@@ -96,14 +96,23 @@ pub fn create_cmd(a: CreateArgs, sandbox_args: &SandboxArgs) -> anyhow::Result<E
 
 #[derive(Args)]
 pub struct AssembleArgs {
-    /// The array's name (legs of other arrays are reported and left out).
-    name: String,
+    /// The array's name (legs of other arrays are reported and left out). With --scan and no
+    /// places: an array of the config file, or, with no name, every one of them.
+    name: Option<String>,
     /// The legs, comma separated.
     #[arg(long, value_delimiter = ',')]
     legs: Vec<PathBuf>,
-    /// Look for legs among these files, or the files in these directories.
-    #[arg(long, num_args = 1..)]
-    scan: Vec<PathBuf>,
+    /// Look for legs among these files, block devices, directories (their files and block
+    /// devices) or globs; `partitions` is every block device the kernel lists. With no place:
+    /// bring up what the config file names, like mdadm --assemble --scan.
+    #[arg(long, num_args = 0.., value_name = "PLACE")]
+    scan: Option<Vec<String>>,
+    /// The config file --scan reads (TOML: where legs are, and an [[array]] per array).
+    #[arg(long, value_name = "FILE", default_value = wasmraid::config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// Only legs of the array with this uuid (`wasmraid examine` prints it).
+    #[arg(long)]
+    uuid: Option<String>,
     /// Start even when dirty and degraded (the write hole), or when the
     /// legs' superblocks contradict each other (the freshest is trusted).
     #[arg(long)]
@@ -124,44 +133,116 @@ pub struct AssembleArgs {
     remote: RemoteArgs,
     #[command(flatten)]
     listen: ListenArgs,
+    /// The flags the command line gave (from clap's matches): with the
+    /// config file, serving flags belong in it.
+    #[arg(skip)]
+    pub given: Vec<String>,
 }
 
-fn scan(paths: &[PathBuf]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            if let Ok(entries) = std::fs::read_dir(p) {
-                let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
-                files.sort();
-                out.extend(files);
-            }
-        } else {
-            out.push(p.clone());
-        }
+/// What may accompany `--scan` with no places: the rest is the config file's.
+const WITH_CONFIG: [&str; 5] = ["name", "scan", "config", "force", "run_dir"];
+
+/// `assemble` as one config entry stands for it.
+#[derive(clap::Parser)]
+#[command(name = "assemble", no_binary_name = true)]
+struct FromConfig {
+    #[command(flatten)]
+    args: AssembleArgs,
+}
+
+/// The arguments of the config file's entry `name`, with this command
+/// line's `--force`, `--run-dir` and config file.
+fn from_config(config: &wasmraid::config::Config, a: &AssembleArgs, name: &str) -> anyhow::Result<AssembleArgs> {
+    let path = a.config.display().to_string();
+    let entry = config.array(name, &path)?;
+    let mut words = entry.serving_args();
+    if a.force {
+        words.push("--force".into());
     }
-    out
+    if let Some(dir) = &a.listen.run_dir {
+        words.extend(["--run-dir".into(), dir.display().to_string()]);
+    }
+    let mut args =
+        <FromConfig as clap::Parser>::try_parse_from(&words).map_err(|e| anyhow::anyhow!("{path}: array {name:?}: {}", e.to_string().trim_end()))?.args;
+    args.config = a.config.clone();
+    args.legs = entry.legs.iter().map(PathBuf::from).collect();
+    args.scan = Some(config.places(entry));
+    Ok(args)
+}
+
+/// A relative leg path made absolute (status names legs as opened, and
+/// `detail --scan` must name them for a daemon with another working
+/// directory); anything else (absolute paths, NBD URIs) as given.
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_relative() && p.exists() { std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()) } else { p.to_path_buf() }
 }
 
 pub fn assemble_cmd(a: AssembleArgs, sandbox_args: &SandboxArgs) -> anyhow::Result<ExitCode> {
+    let with_config = a.legs.is_empty() && a.scan.as_ref().is_some_and(Vec::is_empty);
+    let a = if with_config {
+        let stray: Vec<String> = a.given.iter().filter(|id| !WITH_CONFIG.contains(&id.as_str())).map(|id| format!("--{}", id.replace('_', "-"))).collect();
+        if !stray.is_empty() {
+            bail!(
+                "with --scan and no places, how an array is served comes from {}: put {} in its entry there (or give the legs or places to scan)",
+                a.config.display(),
+                stray.join(", ")
+            );
+        }
+        let config = wasmraid::config::Config::load(&a.config)?;
+        match &a.name {
+            None => {
+                let run_dir = a.listen.run_dir.clone().unwrap_or_else(wasmraid::control::default_run_dir);
+                return super::scan::assemble_all(&config, &a.config, &run_dir);
+            }
+            Some(name) => from_config(&config, &a, name)?,
+        }
+    } else {
+        a
+    };
+    let Some(name) = a.name.clone() else {
+        bail!("name the array to assemble, or give --scan alone to bring up every array of {}", a.config.display());
+    };
     let sandbox = sandbox_args.sandbox()?;
-    let mut paths = a.legs.clone();
-    paths.extend(scan(&a.scan));
-    if paths.is_empty() {
-        bail!("give the legs (--legs a,b,c) or where to look for them (--scan DIR)");
+    let explicit: Vec<PathBuf> = a.legs.iter().map(|p| absolute(p)).collect();
+    let places = a.scan.clone().unwrap_or_default();
+    let mut paths = explicit.clone();
+    paths.extend(wasmraid::config::candidates(&places));
+    // Status names legs as opened: absolute, so `detail --scan` can name them.
+    let paths: Vec<PathBuf> = paths.into_iter().map(|p| absolute(&p)).collect();
+    if paths.is_empty() && places.is_empty() {
+        bail!("give the legs (--legs a,b,c) or where to look for them (--scan PLACE...)");
     }
+    if paths.is_empty() {
+        bail!("no file or block device to look at in {}", places.join(", "));
+    }
+    // What a scan finds that is no leg of this array is no news.
+    let scanned = |device: &str| !explicit.iter().any(|p| p.to_string_lossy() == device);
     let devices: Vec<Arc<dyn BlockDevice>> = paths
         .iter()
         .filter_map(|p| match wasmraid::device::open_leg(&p.to_string_lossy(), OpenFlags { direct: a.direct, read_only: false, nbd: a.remote.options() }) {
             Ok(l) => Some(l),
+            Err(e) if scanned(&p.to_string_lossy()) => {
+                tracing::debug!("skipping {}: {e}", p.display());
+                None
+            }
             Err(e) => {
                 eprintln!("wasmraid: skipping {}: {e}", p.display());
                 None
             }
         })
         .collect();
-    let o = AssembleOptions { name: Some(a.name.clone()), force: a.force, daemon_sleep: Duration::from_secs_f64(a.daemon_sleep.max(0.0)) };
-    let assembled = assemble(devices, &sandbox, &o).with_context(|| format!("assembling {}", a.name))?;
+    let wanted = match &a.uuid {
+        Some(u) => uuid_text(&wasmraid::config::parse_uuid(u).map_err(anyhow::Error::msg).context("--uuid")?),
+        None => name.clone(),
+    };
+    let o = AssembleOptions { name: Some(wanted), force: a.force, daemon_sleep: Duration::from_secs_f64(a.daemon_sleep.max(0.0)) };
+    let assembled = assemble(devices, &sandbox, &o).with_context(|| format!("assembling {name}"))?;
     for r in &assembled.report {
+        let not_ours = r.slot.is_none() || r.reason.starts_with("foreign");
+        if not_ours && scanned(&r.device) {
+            tracing::debug!("{}: {}", r.device, r.reason);
+            continue;
+        }
         let verdict = if r.accepted { "accepted" } else { "REFUSED" };
         eprintln!("wasmraid: {}: {verdict}: {}", r.device, r.reason);
     }
@@ -176,8 +257,8 @@ pub fn assemble_cmd(a: AssembleArgs, sandbox_args: &SandboxArgs) -> anyhow::Resu
     if let Some(action) = array.start_needed_sync() {
         eprintln!("wasmraid: {} started", action.name());
     }
-    let table = Table::single(&a.name, array);
-    serve_table(&a.name, table, sandbox, &a.listen)
+    let table = Table::single(&name, array);
+    serve_table(&name, table, sandbox, &a.listen)
 }
 
 /// `wasmraid examine LEG`: a leg's metadata, like `mdadm --examine`.

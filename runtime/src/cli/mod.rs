@@ -7,16 +7,17 @@ mod docs;
 mod guest_tools;
 mod meta;
 mod monitor;
+mod scan;
 mod serve;
 mod systemd;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmraid::sandbox::{Sandbox, SandboxConfig};
 
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(name = "wasmraid", version, about = "Block devices laid out by sandboxed, proven WebAssembly components")]
 struct Cli {
     #[command(flatten)]
@@ -130,8 +131,18 @@ enum Command {
     },
     /// Write superblocks, the component and bitmaps onto legs (like mdadm --create).
     Create(meta::CreateArgs),
-    /// Find an array's legs by uuid, check them, and serve it (like mdadm --assemble).
+    /// Find an array's legs by uuid, check them, and serve it (like mdadm --assemble);
+    /// `--scan` alone brings up every array of the config file.
     Assemble(meta::AssembleArgs),
+    /// With --scan: a config file entry per array served now, to paste into
+    /// /etc/wasmraid/wasmraid.conf (like mdadm --detail --scan).
+    Detail {
+        /// Print the entries (the only form: `status NAME` details one device).
+        #[arg(long, required = true)]
+        scan: bool,
+        #[arg(long, value_name = "DIR")]
+        run_dir: Option<PathBuf>,
+    },
     /// The kernel's ublk devices: list them, delete one a dead server left.
     #[command(subcommand)]
     Ublk(UblkCommand),
@@ -277,7 +288,14 @@ enum LegCommand {
 }
 
 pub fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let (Command::Assemble(a), Some(m)) = (&mut cli.command, matches.subcommand_matches("assemble")) {
+        a.given = given_flags(m, "assemble");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WASMRAID_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
@@ -298,6 +316,19 @@ pub fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(1)
         }
     }
+}
+
+/// The flags of subcommand `sub` the command line gave (not defaults;
+/// the global sandbox flags are the top command's).
+fn given_flags(m: &clap::ArgMatches, sub: &str) -> Vec<String> {
+    let cli = Cli::command();
+    let Some(command) = cli.find_subcommand(sub) else { return Vec::new() };
+    command
+        .get_arguments()
+        .map(|a| a.get_id().as_str())
+        .filter(|id| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+        .map(str::to_string)
+        .collect()
 }
 
 fn dispatch(command: Command, sandbox: &SandboxArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -334,6 +365,7 @@ fn dispatch(command: Command, sandbox: &SandboxArgs) -> anyhow::Result<std::proc
         }
         Command::Create(args) => meta::create_cmd(args, sandbox),
         Command::Assemble(args) => meta::assemble_cmd(args, sandbox),
+        Command::Detail { scan: _, run_dir } => scan::detail_scan(&run_dir.unwrap_or_else(wasmraid::control::default_run_dir)),
         Command::Ublk(UblkCommand::List) => {
             for (id, state) in wasmraid::frontend::ublk::list() {
                 println!("/dev/ublkb{id} {state}");

@@ -123,24 +123,35 @@ pub struct ListenArgs {
     tls_verify_peer: bool,
     /// Directory of control sockets.
     #[arg(long, value_name = "DIR")]
-    run_dir: Option<PathBuf>,
+    pub run_dir: Option<PathBuf>,
 }
 
 impl ListenArgs {
-    fn frontends(&self) -> anyhow::Result<Frontends> {
+    fn frontends(&self, name: &str) -> anyhow::Result<Frontends> {
         let max_io = u32::try_from(parse_size(&self.max_io)?)
             .ok()
             .filter(|n| *n >= 4096 && n % 4096 == 0)
             .with_context(|| format!("--max-io {} must be a multiple of 4K below 4G", self.max_io))?;
         let mut nbd: Vec<Listen> = self.nbd.iter().map(|addr| Listen::Tcp(*addr)).chain(self.nbd_unix.iter().map(|p| Listen::Unix(p.clone()))).collect();
+        // A restart (systemd's Restart=on-failure) runs the same command
+        // line as the daemon that died: take its quiesced device back
+        // rather than fail to create one with the same id.
+        let run_dir = self.run_dir.clone().unwrap_or_else(wasmraid::control::default_run_dir);
+        let taken_back = match (self.ublk_id, self.recover) {
+            (Some(id), None) if wasmraid::serve::ublk_left_by_dead_server(&run_dir, name, id) => {
+                eprintln!("wasmraid: /dev/ublkb{id} was left by a server of {name} that died: taking it back (as --recover {id})");
+                Some(id)
+            }
+            _ => None,
+        };
         let ublk = (self.ublk || self.recover.is_some()).then(|| {
             let defaults = UblkConfig::default();
             UblkConfig {
-                id: self.ublk_id,
+                id: if taken_back.is_some() { None } else { self.ublk_id },
                 queues: self.queues.unwrap_or(defaults.queues),
                 depth: self.depth,
                 workers: self.ublk_threads,
-                recover: self.recover,
+                recover: self.recover.or(taken_back),
                 max_io_bytes: max_io,
                 pin_queues: self.ublk_pin_queues,
             }
@@ -164,7 +175,7 @@ impl ListenArgs {
 /// Serve a bound table until stopped.
 pub fn serve_table(name: &str, table: Table, sandbox: Arc<wasmraid::sandbox::Sandbox>, listen: &ListenArgs) -> anyhow::Result<ExitCode> {
     let run_dir = listen.run_dir.clone().unwrap_or_else(wasmraid::control::default_run_dir);
-    let frontends = listen.frontends()?;
+    let frontends = listen.frontends(name)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("wasmraid").build()?;
     let served = runtime.block_on(wasmraid::serve::run(name.to_string(), Arc::new(table), sandbox, frontends, run_dir, |served, socket| {
         let serving = format!("serving {} ({}) on {}", served.name, format_size(served.table.size()), served.listening.join(", "));

@@ -31,7 +31,7 @@ pub enum TlsError {
 }
 
 /// Whether an NBD server offers TLS (nbdkit's `--tls`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
     /// Plaintext only; `NBD_OPT_STARTTLS` is refused.
