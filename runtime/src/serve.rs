@@ -51,7 +51,7 @@ impl Served {
             })),
             "metrics": self.metrics.map(|a| a.to_string()),
             "ublk": self.ublk.as_ref().map(|u| serde_json::json!({
-                "id": u.id, "device": u.path, "queues": u.queues, "depth": u.depth, "recovered": u.recovered,
+                "id": u.id, "device": u.path, "queues": u.queues, "depth": u.depth, "recovered": u.recovered, "zero_copy": u.zero_copy,
                 "state": ublk::state(u.id),
             })),
             "arrays": self.table.arrays.iter().map(|a| control::status::array_status(a)).collect::<Vec<_>>(),

@@ -58,11 +58,12 @@ pub fn status(run_dir: &Option<PathBuf>, name: &str, json: bool) -> anyhow::Resu
     }
     if let Some(u) = r["ublk"].as_object() {
         println!(
-            "ublk {}: {}, {} queue(s) of depth {}{}",
+            "ublk {}: {}, {} queue(s) of depth {}, {}{}",
             u["device"].as_str().unwrap_or(""),
             u["state"].as_str().unwrap_or("state unknown"),
             u["queues"],
             u["depth"],
+            if u["zero_copy"].as_bool() == Some(true) { "zero copy reads" } else { "user copy" },
             if u["recovered"].as_bool() == Some(true) { ", recovered" } else { "" }
         );
     }

@@ -114,6 +114,8 @@ pub struct Started {
     pub queues: u16,
     pub depth: u16,
     pub recovered: bool,
+    /// Plain reads go into the request's pages with no copy (AUTO_BUF_REG).
+    pub zero_copy: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +175,7 @@ pub fn serve(
         .nr_queues(config.queues.max(1))
         .depth(config.depth.max(1))
         .io_buf_bytes(config.max_io_bytes)
-        .ctrl_flags(u64::from(sys::UBLK_F_USER_RECOVERY | sys::UBLK_F_USER_RECOVERY_REISSUE | sys::UBLK_F_USER_COPY))
+        .ctrl_flags(u64::from(sys::UBLK_F_USER_RECOVERY | sys::UBLK_F_USER_RECOVERY_REISSUE | sys::UBLK_F_USER_COPY) | zero_copy_flag())
         .dev_flags(flags)
         .build()
         .map_err(|e| {
@@ -189,7 +191,14 @@ pub fn serve(
     let params = limits.params(info.max_io_buf_bytes);
     let pool = pool::Pool::new(device.clone(), config.workers)?;
     let jobs = pool.submit();
-    let started = Started { id: info.dev_id, path: ctrl.get_bdev_path(), queues: info.nr_hw_queues, depth: info.queue_depth, recovered: recovering };
+    let started = Started {
+        id: info.dev_id,
+        path: ctrl.get_bdev_path(),
+        queues: info.nr_hw_queues,
+        depth: info.queue_depth,
+        recovered: recovering,
+        zero_copy: info.flags & u64::from(sys::UBLK_F_AUTO_BUF_REG) != 0,
+    };
     let queue_threads = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let threads = queue_threads.clone();
     let unpin_queues = !config.pin_queues;
@@ -218,6 +227,19 @@ pub fn serve(
     // in libublk's eyes, so delete it explicitly either way).
     let _ = ctrl.del_dev();
     result.map(|_| ()).map_err(driver("serving the device"))
+}
+
+/// `UBLK_F_AUTO_BUF_REG` when the kernel has it (6.16+) and
+/// `WASMRAID_UBLK_ZERO_COPY=0` does not turn it off: plain reads then go
+/// from the legs into the request's pages with no copy (`queue.rs`);
+/// everything else keeps user copy, which the kernel allows beside it. A
+/// recovered device keeps the flags it was made with.
+fn zero_copy_flag() -> u64 {
+    if std::env::var_os("WASMRAID_UBLK_ZERO_COPY").is_some_and(|v| v == "0") {
+        return 0;
+    }
+    let wanted = u64::from(sys::UBLK_F_AUTO_BUF_REG);
+    UblkCtrl::get_features().map_or(0, |features| features & wanted)
 }
 
 /// Let the scheduler place `threads` on any CPU this process may use.

@@ -1,8 +1,10 @@
 //! One ublk queue thread: a task per tag on libublk's executor, and a task
 //! that wakes the thread when the pool finishes a request.
 //!
-//! A plain read is served here: the legs are read on this queue's io_uring
-//! into the tag's buffer, a leg's chunks side by side, and the data is
+//! A plain read is served here. Where the kernel registers each request's
+//! pages with this ring (`UBLK_F_AUTO_BUF_REG`, Linux 6.16+), the legs are
+//! read straight into them: zero copy, as md's reads are. Otherwise the
+//! legs are read on this queue's io_uring into the tag's buffer, a leg's chunks side by side, and the data is
 //! copied to the request (user copy) by this thread when small, by a worker
 //! when large, so that the copy, the one cost md does not have, runs on
 //! another CPU while this thread goes on with other requests. A small
@@ -63,7 +65,11 @@ pub fn run(qid: u16, dev: &UblkDev, device: Arc<dyn BlockDevice>, jobs: Jobs) {
             return;
         }
     };
-    let fixed = register(&region, qid);
+    // With zero copy the ring's buffer table is libublk's, one slot per
+    // tag for the kernel to put requests in: the queue's own buffers are
+    // not registered then (only reads that are not zero copy use them).
+    let zero_copy = dev.dev_info.flags & u64::from(libublk::sys::UBLK_F_AUTO_BUF_REG) != 0;
+    let fixed = !zero_copy && register(&region, qid);
     let mut bufs: Vec<Option<TagBuf>> = bufs.into_iter().map(Some).collect();
     let executor = Rc::new(smol::LocalExecutor::new());
     let mut tags = Vec::new();
@@ -74,7 +80,7 @@ pub fn run(qid: u16, dev: &UblkDev, device: Arc<dyn BlockDevice>, jobs: Jobs) {
         };
         let (q, jobs, wake, device, copy) = (queue.clone(), jobs.clone(), wake.clone(), device.clone(), copy.clone());
         tags.push(executor.spawn(async move {
-            let tag_io = TagIo { tag, jobs, wake, copy, fixed };
+            let tag_io = TagIo { tag, jobs, wake, copy, fixed, zero_copy };
             match serve_tag(&q, &tag_io, buf, &*device).await {
                 Ok(()) | Err(UblkError::QueueIsDown) => {}
                 Err(e) => tracing::error!(queue = qid, tag, "ublk tag stopped: {}", super::describe(&e)),
@@ -134,6 +140,33 @@ struct TagIo {
     copy: Arc<UserCopy>,
     /// The queue's buffers are io_uring fixed buffer 0.
     fixed: bool,
+    /// The kernel registers each request's pages as this ring's fixed
+    /// buffer number `tag` (`UBLK_F_AUTO_BUF_REG`, Linux 6.16+).
+    zero_copy: bool,
+}
+
+impl TagIo {
+    /// What FETCH and COMMIT carry: nothing under user copy; under zero
+    /// copy where the kernel registers the next request's pages, with
+    /// FALLBACK so that a registration that fails leaves the request to
+    /// user copy (`UBLK_IO_F_NEED_REG_BUF`) instead of failing it.
+    fn desc(&self) -> BufDesc<'static> {
+        if self.zero_copy {
+            BufDesc::AutoReg(libublk::sys::ublk_auto_buf_reg {
+                index: self.tag,
+                flags: libublk::sys::UBLK_AUTO_BUF_REG_FALLBACK as u8,
+                reserved0: 0,
+                reserved1: 0,
+            })
+        } else {
+            BufDesc::Slice(&[])
+        }
+    }
+
+    /// This request's pages are the ring's fixed buffer `tag`.
+    fn registered(&self, request: &Request) -> bool {
+        self.zero_copy && request.flags & libublk::sys::UBLK_IO_F_NEED_REG_BUF == 0
+    }
 }
 
 /// Reads up to this size are delivered by the queue thread itself; larger
@@ -150,17 +183,25 @@ async fn serve_tag(q: &UblkQueue<'_>, io: &TagIo, mut buf: TagBuf, device: &dyn 
     let mut extents = Vec::new();
     let mut pieces = Vec::new();
     // User copy: the kernel is given no buffer and never copies.
-    q.submit_io_prep_cmd(tag, BufDesc::Slice(&[]), -1, None).await?;
+    q.submit_io_prep_cmd(tag, io.desc(), -1, None).await?;
     loop {
         let request = Request::from_desc(q.get_iod(tag));
         let mut work = Work::Serve;
         pieces.clear();
         if request.op == libublk::sys::UBLK_IO_OP_READ {
             extents.clear();
+            if io.registered(&request)
+                && device.read_extents(request.offset, request.len, 0, &mut extents)
+                && read_zero_copy(q, tag, request.len, &mut extents).await
+            {
+                q.submit_io_commit_cmd(tag, io.desc(), request.len as i32).await?;
+                continue;
+            }
+            extents.clear();
             if device.read_extents(request.offset, request.len, 0, &mut extents) && read_direct(q, &mut extents, &mut buf, io.fixed, &mut pieces).await {
                 if request.len <= DELIVER_INLINE_MAX {
                     let result = read_result(&request, deliver(&io.copy, tag, buf.as_slice(), &pieces));
-                    q.submit_io_commit_cmd(tag, BufDesc::Slice(&[]), result).await?;
+                    q.submit_io_commit_cmd(tag, io.desc(), result).await?;
                     continue;
                 }
                 work = Work::Deliver;
@@ -174,7 +215,7 @@ async fn serve_tag(q: &UblkQueue<'_>, io: &TagIo, mut buf: TagBuf, device: &dyn 
             continue;
         }
         if request.op == libublk::sys::UBLK_IO_OP_WRITE && request.len <= DELIVER_INLINE_MAX && write_staged(q, io, &mut buf, &request, device).await {
-            q.submit_io_commit_cmd(tag, BufDesc::Slice(&[]), request.len as i32).await?;
+            q.submit_io_commit_cmd(tag, io.desc(), request.len as i32).await?;
             continue;
         }
         let job = Job { request, tag, work, buf, pieces, copy: io.copy.clone(), reply: reply.clone(), wake: io.wake.clone() };
@@ -186,7 +227,7 @@ async fn serve_tag(q: &UblkQueue<'_>, io: &TagIo, mut buf: TagBuf, device: &dyn 
         };
         buf = back;
         pieces = back_pieces;
-        q.submit_io_commit_cmd(tag, BufDesc::Slice(&[]), result).await?;
+        q.submit_io_commit_cmd(tag, io.desc(), result).await?;
     }
 }
 
@@ -247,6 +288,58 @@ async fn read_direct(q: &UblkQueue<'_>, extents: &mut [Extent], buf: &mut TagBuf
     ok && in_request_order(pieces)
 }
 
+/// Read every extent at once on this queue's ring straight into the
+/// request's own pages, the ring's fixed buffer `tag` (for a buffer the
+/// kernel registered, a fixed read's address is the offset in it): no
+/// buffer of ours, no copy. Extents that follow each other both in one
+/// file and in the request are one read. False if any read fails or comes
+/// up short, or the extents do not cover the request: the caller then
+/// reads it again the copying way, which overwrites whatever landed and
+/// handles the error.
+async fn read_zero_copy(q: &UblkQueue<'_>, tag: u16, len: u64, extents: &mut [Extent]) -> bool {
+    extents.sort_unstable_by_key(|e| e.buf_offset);
+    let mut covered = 0usize;
+    // (first extent, bytes)
+    let mut runs: Vec<(usize, u64)> = Vec::new();
+    for (i, e) in extents.iter().enumerate() {
+        if e.buf_offset != covered {
+            return false;
+        }
+        covered += e.len as usize;
+        let follows = runs.last().is_some_and(|&(first, bytes)| {
+            let f = &extents[first];
+            Arc::ptr_eq(&f.file, &e.file) && f.offset + bytes == e.offset
+        });
+        if follows {
+            if let Some(run) = runs.last_mut() {
+                run.1 += u64::from(e.len);
+            }
+        } else {
+            runs.push((i, u64::from(e.len)));
+        }
+    }
+    if covered as u64 != len || runs.iter().any(|&(_, bytes)| bytes > u64::from(u32::MAX)) {
+        return false;
+    }
+    let pending: Vec<_> = runs
+        .iter()
+        .map(|&(first, bytes)| {
+            let e = &extents[first];
+            // No memory of ours is named: the address is an offset into the
+            // request's pages, which the kernel keeps registered until this
+            // tag's next COMMIT, sent only after every read is awaited.
+            let sqe =
+                io_uring::opcode::ReadFixed::new(io_uring::types::Fd(e.file.as_raw_fd()), e.buf_offset as *mut u8, bytes as u32, tag).offset(e.offset).build();
+            (q.ublk_submit_sqe(sqe), bytes)
+        })
+        .collect();
+    let mut ok = true;
+    for (read, bytes) in pending {
+        ok &= i64::from(read.await) == bytes as i64;
+    }
+    ok
+}
+
 /// A small write served here when the device can stage it (`device::staged`):
 /// its data fetched from the request (a copy, no I/O), then each stage's leg
 /// operations submitted on this queue's ring with every other request's, and
@@ -282,7 +375,7 @@ async fn read_staged(q: &UblkQueue<'_>, io: &TagIo, buf: &mut TagBuf, request: &
     drop(staged);
     let whole = [Piece { request_offset: 0, buf_offset: 0, len: request.len as usize }];
     let result = read_result(request, deliver(&io.copy, io.tag, buf.as_slice(), &whole));
-    q.submit_io_commit_cmd(io.tag, BufDesc::Slice(&[]), result).await?;
+    q.submit_io_commit_cmd(io.tag, io.desc(), result).await?;
     Ok(true)
 }
 
