@@ -1,5 +1,5 @@
 //! What `status` reports: dm-raid style health per array, the layout's name
-//! and hash, I/O counters.
+//! and hash, I/O counters, latency histograms (`latency.rs`).
 
 use crate::array::Array;
 use crate::array::health::Health;
@@ -15,6 +15,10 @@ pub struct LegStatus {
     pub reads: u64,
     pub writes: u64,
     pub errors: u64,
+    /// The leg's reads and writes timed where the array waited for them
+    /// (a remote leg's: its link's round trips included). Reads handed to
+    /// a frontend as extents (splice, ublk's ring) are counted, not timed.
+    pub latency: serde_json::Value,
     pub last_error: Option<String>,
     /// The distributed spare ordinal a dead leg's chunks were rebuilt into.
     pub spare: Option<u32>,
@@ -50,6 +54,9 @@ pub struct ArrayStatus {
     pub dm_status: String,
     pub legs: Vec<LegStatus>,
     pub counters: serde_json::Value,
+    /// Requests' time from start to answer, reads and writes, as the array
+    /// served them itself (reads handed out as extents are not timed).
+    pub latency: serde_json::Value,
 }
 
 /// The part of an array's status the event watcher compares
@@ -150,6 +157,7 @@ pub fn array_status(a: &Array) -> ArrayStatus {
                 reads: get(&l.reads),
                 writes: get(&l.writes),
                 errors: get(&l.errors),
+                latency: l.latency.snapshot(),
                 last_error: l.last_error(),
                 spare: a.spare_of(index),
                 recovery: l.recovery(),
@@ -170,5 +178,6 @@ pub fn array_status(a: &Array) -> ArrayStatus {
             "flushes": get(&c.flushes),
             "errors": get(&c.errors),
         }),
+        latency: a.latency.snapshot(),
     }
 }
