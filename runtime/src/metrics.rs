@@ -116,6 +116,8 @@ pub fn render(status: &Value) -> String {
     ];
     let array_latency =
         histogram(&mut r, "array_latency_seconds", "Requests' time from start to answer, by op (reads handed to the frontend as extents are not timed)");
+    let guest_calls = counter(&mut r, "array_guest_calls", "Guest calls made on the running layout's component, its proof included");
+    let map_cache = counter(&mut r, "array_map_cache_lookups", "Lookups of an aperiodic layout's map cache, by result (hit, miss)");
     let legs_failed = gauge(&mut r, "array_legs_failed", "Legs failed (dm-raid D)");
     let sync_progress = gauge(&mut r, "array_sync_progress_ratio", "Progress of the sync action in 0..1 (1 when idle)");
     let syncing = gauge(&mut r, "array_sync_action", "The sync action running (1 for the one named in the label)");
@@ -145,6 +147,13 @@ pub fn render(status: &Value) -> String {
         }
         for op in ["read", "write"] {
             array_latency.get_or_create(&labels(&[("device", device), ("array", array), ("op", op)])).fill(&a["latency"][op]);
+        }
+        guest_calls.get_or_create(&at).inc_by(num(&a["guest_calls"]));
+        if a["map_cache"].is_object() {
+            for result in ["hit", "miss"] {
+                let key = if result == "hit" { "hits" } else { "misses" };
+                map_cache.get_or_create(&labels(&[("device", device), ("array", array), ("result", result)])).inc_by(num(&a["map_cache"][key]));
+            }
         }
         let health = a["health"].as_str().unwrap_or("");
         legs_failed.get_or_create(&at).set(health.matches('D').count() as f64);
@@ -288,6 +297,7 @@ mod tests {
                 "name": "data", "health": "AAD", "sync_ratio": "50/200", "sync_action": "recover", "mismatch_cnt": 3,
                 "counters": {"reads": 7, "writes": 9, "read_bytes": 70, "written_bytes": 90},
                 "latency": {"read": {"count": 3, "sum_ns": 1_500_000, "le_us": [16, 32], "counts": [1, 0, 2]}},
+                "guest_calls": 11, "map_cache": {"hits": 40, "misses": 2},
                 "metadata": {"bitmap": {"clean": 10, "dirty": 2}},
                 "legs": [
                     {"index": 0, "health_char": "A", "reads": 4, "writes": 5, "errors": 0},
@@ -318,5 +328,7 @@ mod tests {
         assert_eq!(value(r#"wasmraid_array_latency_seconds_count{device="data",array="data",op="read"}"#), 3.0);
         assert_eq!(value(r#"wasmraid_array_latency_seconds_sum{device="data",array="data",op="read"}"#), 0.0015);
         assert!(!text.contains(r#"op="write""#), "no histogram without its snapshot:\n{text}");
+        assert_eq!(value(r#"wasmraid_array_guest_calls_total{device="data",array="data"}"#), 11.0);
+        assert_eq!(value(r#"wasmraid_array_map_cache_lookups_total{device="data",array="data",result="miss"}"#), 2.0);
     }
 }

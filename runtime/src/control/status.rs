@@ -1,5 +1,6 @@
 //! What `status` reports: dm-raid style health per array, the layout's name
-//! and hash, I/O counters, latency histograms (`latency.rs`).
+//! and hash, I/O counters, latency histograms (`latency.rs`), the layout's
+//! guest calls and map cache.
 
 use crate::array::Array;
 use crate::array::health::Health;
@@ -57,6 +58,12 @@ pub struct ArrayStatus {
     /// Requests' time from start to answer, reads and writes, as the array
     /// served them itself (reads handed out as extents are not timed).
     pub latency: serde_json::Value,
+    /// Guest calls made on the running layout's component (its proof
+    /// included): a reload starts a new count.
+    pub guest_calls: u64,
+    /// The aperiodic map cache's hits and misses (null for a periodic
+    /// layout: it has no cache).
+    pub map_cache: Option<crate::layout::map::CacheStats>,
 }
 
 /// The part of an array's status the event watcher compares
@@ -179,5 +186,7 @@ pub fn array_status(a: &Array) -> ArrayStatus {
             "errors": get(&c.errors),
         }),
         latency: a.latency.snapshot(),
+        guest_calls: layout.guest_calls.load(Ordering::Relaxed),
+        map_cache: layout.map_cache(),
     }
 }
