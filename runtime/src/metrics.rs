@@ -322,9 +322,9 @@ mod tests {
         assert_eq!(value(r#"wasmraid_leg_errors_total{device="data",array="data",leg="2"}"#), 6.0);
         assert_eq!(value(r#"wasmraid_leg_link_latency_seconds{device="data",array="data",leg="2"}"#), 0.0015);
         // Cumulative buckets, bounds in seconds, the rest under +Inf.
-        assert_eq!(value(r#"wasmraid_array_latency_seconds_bucket{device="data",array="data",op="read",le="1.6e-5"}"#), 1.0);
-        assert_eq!(value(r#"wasmraid_array_latency_seconds_bucket{device="data",array="data",op="read",le="3.2e-5"}"#), 1.0);
-        assert_eq!(value(r#"wasmraid_array_latency_seconds_bucket{device="data",array="data",op="read",le="+Inf"}"#), 3.0);
+        assert_eq!(value(r#"wasmraid_array_latency_seconds_bucket{le="0.000016",device="data",array="data",op="read"}"#), 1.0);
+        assert_eq!(value(r#"wasmraid_array_latency_seconds_bucket{le="0.000032",device="data",array="data",op="read"}"#), 1.0);
+        assert_eq!(value(r#"wasmraid_array_latency_seconds_bucket{le="+Inf",device="data",array="data",op="read"}"#), 3.0);
         assert_eq!(value(r#"wasmraid_array_latency_seconds_count{device="data",array="data",op="read"}"#), 3.0);
         assert_eq!(value(r#"wasmraid_array_latency_seconds_sum{device="data",array="data",op="read"}"#), 0.0015);
         assert!(!text.contains(r#"op="write""#), "no histogram without its snapshot:\n{text}");
