@@ -9,6 +9,10 @@
 //! repeat it. Levels stay tracing's names (ERROR, WARN, INFO, ...).
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+/// The format `init` installed, for the lines printed whatever the filter.
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -33,6 +37,7 @@ pub fn format(flag: Option<LogFormat>) -> anyhow::Result<LogFormat> {
 pub fn init(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WASMRAID_LOG").unwrap_or_else(|_| "warn".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = FORMAT.set(format);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text if on_journal() => builder.with_ansi(false).without_time().init(),
@@ -46,8 +51,25 @@ pub fn init(format: LogFormat) {
 pub fn failed(format: LogFormat, e: &anyhow::Error) {
     match format {
         LogFormat::Text => eprintln!("wasmraid: {e:#}"),
-        LogFormat::Json => tracing::error!("{e:#}"),
+        LogFormat::Json => eprintln!("{}", json_line("ERROR", &format!("{e:#}"))),
     }
+}
+
+/// A line printed whatever `WASMRAID_LOG` lets through (the daemon's
+/// serving line), in the format of the rest.
+pub fn say(line: &str) {
+    match FORMAT.get() {
+        Some(LogFormat::Json) => eprintln!("{}", json_line("INFO", line)),
+        _ => eprintln!("wasmraid: {line}"),
+    }
+}
+
+/// One line as tracing-subscriber's JSON formatter writes an event.
+fn json_line(level: &str, message: &str) -> String {
+    use tracing_subscriber::fmt::time::FormatTime;
+    let mut timestamp = String::new();
+    let _ = tracing_subscriber::fmt::time::SystemTime.format_time(&mut tracing_subscriber::fmt::format::Writer::new(&mut timestamp));
+    serde_json::json!({"timestamp": timestamp, "level": level, "fields": {"message": message}, "target": "wasmraid"}).to_string()
 }
 
 /// Standard error is the journal's stream: `JOURNAL_STREAM` names its
