@@ -1,7 +1,8 @@
 //! `wasmraid monitor`: a leg killed under load gives Fail and DegradedArray
 //! within a second, on standard output and to `--program` with md's
 //! argument order (EVENT DEVICE [COMPONENT]); `--test` starts with a
-//! TestMessage; a stopped daemon gives DeviceDisappeared.
+//! TestMessage; a stopped daemon gives DeviceDisappeared; a refused
+//! reload gives ReloadRefused with its reason, a reload LayoutReloaded.
 
 use std::io::BufRead;
 use std::process::{Command, Stdio};
@@ -81,4 +82,47 @@ fn a_leg_killed_under_load_is_reported_within_a_second() {
     assert!(lines.contains(&format!("Fail dev {}", leg.display()).as_str()), "{lines:?}");
     assert!(lines.contains(&"DegradedArray dev"), "{lines:?}");
     assert!(lines.contains(&"DeviceDisappeared dev"), "{lines:?}");
+}
+
+#[test]
+fn a_refused_reload_is_heard_and_a_reload_too() {
+    // raid5 with parity-n places chunks as raid4 does; left-symmetric
+    // does not (they differ from stripe 1).
+    let s = Served::layout("raid5", 4, "16M", "parity-n", "64K");
+    let mut monitor = Command::new(wasmraid_bin())
+        .args(["monitor", &s.name, "--json", "--test", "--run-dir"])
+        .arg(&s.run_dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("wasmraid monitor");
+    let (tx, rx) = mpsc::channel::<serde_json::Value>();
+    let stdout = monitor.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(10)).expect("a TestMessage");
+    assert_eq!(first["event"], "TestMessage", "subscribed");
+    let next = |name: &str| loop {
+        let e = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("no {name}"));
+        if e["event"] == name {
+            break e;
+        }
+    };
+    let out = s.ctl(&["reload", &s.name, "raid5", "--args", "left-symmetric"]);
+    assert!(!out.status.success(), "a different layout is refused");
+    let refused = next("ReloadRefused");
+    assert_eq!(refused["device"], "dev");
+    assert_eq!(refused["array"], "dev");
+    let detail = refused["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("stripe 1 differs") && !detail.contains('\n') && detail.len() <= 400, "{detail}");
+    let out = s.ctl(&["reload", &s.name, "raid4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reloaded = next("LayoutReloaded");
+    assert!(reloaded["detail"].as_str().unwrap_or_default().starts_with("raid4 "), "{reloaded}");
+    let _ = monitor.kill();
+    let _ = monitor.wait();
 }

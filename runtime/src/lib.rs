@@ -16,6 +16,7 @@ pub mod control;
 pub mod device;
 pub mod fd_limit;
 pub mod frontend;
+pub mod latency;
 pub mod layout;
 pub mod meta;
 pub mod metrics;

@@ -5,9 +5,11 @@
 //! connections at once), like every other listener of the daemon.
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 use std::sync::Arc;
@@ -31,6 +33,58 @@ fn counter(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Co
 
 fn gauge(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Gauge<f64, AtomicU64>> {
     let f = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    registry.register(name, help, f.clone());
+    f
+}
+
+/// A histogram counted elsewhere (`latency.rs`) and read from the status
+/// document: prometheus-client's own `Histogram` only takes observations
+/// one by one, so this hands the crate's encoder the counts as they are.
+#[derive(Debug, Default)]
+struct Counted(std::sync::OnceLock<Buckets>);
+
+#[derive(Debug)]
+struct Buckets {
+    sum_seconds: f64,
+    count: u64,
+    /// (upper bound in seconds, samples in this bucket alone); the last
+    /// bound is `f64::MAX`, which the encoder writes as `+Inf`.
+    buckets: Vec<(f64, u64)>,
+}
+
+impl Counted {
+    /// From a `latency::Snapshot` as JSON; a malformed one stays empty.
+    fn fill(&self, snapshot: &Value) {
+        let (Some(le_us), Some(counts)) = (snapshot["le_us"].as_array(), snapshot["counts"].as_array()) else { return };
+        if counts.len() != le_us.len() + 1 {
+            return;
+        }
+        let bounds = le_us.iter().map(|b| num(b) as f64 / 1e6).chain(std::iter::once(f64::MAX));
+        let buckets: Vec<(f64, u64)> = bounds.zip(counts.iter().map(num)).collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let _ = self.0.set(Buckets { sum_seconds: num(&snapshot["sum_ns"]) as f64 / 1e9, count, buckets });
+    }
+}
+
+impl TypedMetric for Counted {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Counted {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        match self.0.get() {
+            Some(b) => encoder.encode_histogram::<NoLabelSet>(b.sum_seconds, b.count, &b.buckets, None),
+            None => Ok(()),
+        }
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+fn histogram(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Counted> {
+    let f = Family::<Labels, Counted>::default();
     registry.register(name, help, f.clone());
     f
 }
@@ -60,6 +114,10 @@ pub fn render(status: &Value) -> String {
         ("flushes", counter(&mut r, "array_flushes", "Flushes")),
         ("errors", counter(&mut r, "array_errors", "Requests that failed")),
     ];
+    let array_latency =
+        histogram(&mut r, "array_latency_seconds", "Requests' time from start to answer, by op (reads handed to the frontend as extents are not timed)");
+    let guest_calls = counter(&mut r, "array_guest_calls", "Guest calls made on the running layout's component, its proof included");
+    let map_cache = counter(&mut r, "array_map_cache_lookups", "Lookups of an aperiodic layout's map cache, by result (hit, miss)");
     let legs_failed = gauge(&mut r, "array_legs_failed", "Legs failed (dm-raid D)");
     let sync_progress = gauge(&mut r, "array_sync_progress_ratio", "Progress of the sync action in 0..1 (1 when idle)");
     let syncing = gauge(&mut r, "array_sync_action", "The sync action running (1 for the one named in the label)");
@@ -71,6 +129,7 @@ pub fn render(status: &Value) -> String {
         ("writes", counter(&mut r, "leg_writes", "Writes sent to the leg")),
         ("errors", counter(&mut r, "leg_errors", "Leg I/O errors")),
     ];
+    let leg_latency = histogram(&mut r, "leg_latency_seconds", "Leg I/O time where the array waited for it, by op; remote legs' include their link");
     let link_up = gauge(&mut r, "leg_link_connected", "1 when a remote leg's link is up");
     let link_latency = gauge(&mut r, "leg_link_latency_seconds", "A remote leg's recent reply latency");
     let link_reconnects = counter(&mut r, "leg_link_reconnects", "Reconnections of a remote leg's link");
@@ -85,6 +144,16 @@ pub fn render(status: &Value) -> String {
         let at = labels(&[("device", device), ("array", array)]);
         for (key, family) in &array_io {
             family.get_or_create(&at).inc_by(num(&a["counters"][*key]));
+        }
+        for op in ["read", "write"] {
+            array_latency.get_or_create(&labels(&[("device", device), ("array", array), ("op", op)])).fill(&a["latency"][op]);
+        }
+        guest_calls.get_or_create(&at).inc_by(num(&a["guest_calls"]));
+        if a["map_cache"].is_object() {
+            for result in ["hit", "miss"] {
+                let key = if result == "hit" { "hits" } else { "misses" };
+                map_cache.get_or_create(&labels(&[("device", device), ("array", array), ("result", result)])).inc_by(num(&a["map_cache"][key]));
+            }
         }
         let health = a["health"].as_str().unwrap_or("");
         legs_failed.get_or_create(&at).set(health.matches('D').count() as f64);
@@ -105,6 +174,12 @@ pub fn render(status: &Value) -> String {
             leg_up.get_or_create(&leg).set(if l["health_char"] == "A" { 1.0 } else { 0.0 });
             for (key, family) in &leg_io {
                 family.get_or_create(&leg).inc_by(num(&l[*key]));
+            }
+            let remote = if l["link"].is_object() { "true" } else { "false" };
+            for op in ["read", "write"] {
+                leg_latency
+                    .get_or_create(&labels(&[("device", device), ("array", array), ("leg", &index), ("remote", remote), ("op", op)]))
+                    .fill(&l["latency"][op]);
             }
             if l["link"].is_object() {
                 link_up.get_or_create(&leg).set(if l["link"]["connected"] == true { 1.0 } else { 0.0 });
@@ -221,6 +296,8 @@ mod tests {
             "arrays": [{
                 "name": "data", "health": "AAD", "sync_ratio": "50/200", "sync_action": "recover", "mismatch_cnt": 3,
                 "counters": {"reads": 7, "writes": 9, "read_bytes": 70, "written_bytes": 90},
+                "latency": {"read": {"count": 3, "sum_ns": 1_500_000, "le_us": [16, 32], "counts": [1, 0, 2]}},
+                "guest_calls": 11, "map_cache": {"hits": 40, "misses": 2},
                 "metadata": {"bitmap": {"clean": 10, "dirty": 2}},
                 "legs": [
                     {"index": 0, "health_char": "A", "reads": 4, "writes": 5, "errors": 0},
@@ -244,5 +321,14 @@ mod tests {
         assert_eq!(value(r#"wasmraid_leg_up{device="data",array="data",leg="2"}"#), 0.0);
         assert_eq!(value(r#"wasmraid_leg_errors_total{device="data",array="data",leg="2"}"#), 6.0);
         assert_eq!(value(r#"wasmraid_leg_link_latency_seconds{device="data",array="data",leg="2"}"#), 0.0015);
+        // Cumulative buckets, bounds in seconds, the rest under +Inf.
+        assert_eq!(value(r#"wasmraid_array_latency_seconds_bucket{le="0.000016",device="data",array="data",op="read"}"#), 1.0);
+        assert_eq!(value(r#"wasmraid_array_latency_seconds_bucket{le="0.000032",device="data",array="data",op="read"}"#), 1.0);
+        assert_eq!(value(r#"wasmraid_array_latency_seconds_bucket{le="+Inf",device="data",array="data",op="read"}"#), 3.0);
+        assert_eq!(value(r#"wasmraid_array_latency_seconds_count{device="data",array="data",op="read"}"#), 3.0);
+        assert_eq!(value(r#"wasmraid_array_latency_seconds_sum{device="data",array="data",op="read"}"#), 0.0015);
+        assert!(!text.contains(r#"op="write""#), "no histogram without its snapshot:\n{text}");
+        assert_eq!(value(r#"wasmraid_array_guest_calls_total{device="data",array="data"}"#), 11.0);
+        assert_eq!(value(r#"wasmraid_array_map_cache_lookups_total{device="data",array="data",result="miss"}"#), 2.0);
     }
 }

@@ -58,6 +58,8 @@ impl Array {
                 l.inflight.fetch_sub(1, Ordering::Relaxed);
                 if results.as_ref().is_some_and(|r| r[n].is_ok()) {
                     l.record_read_latency(took);
+                    // Each took the ring's round trip: the slowest leg's.
+                    l.latency.read.record(took);
                     l.last_position.store(direct[i].as_ref().map_or(0, |d| d.offset) + reads[i].buf.len() as u64, Ordering::Relaxed);
                     Counters::add(&l.reads, 1);
                     ok[i] = true;
@@ -97,12 +99,15 @@ impl Array {
             for &i in &which {
                 self.legs[writes[i].0 as usize].inflight.fetch_add(1, Ordering::Relaxed);
             }
+            let started = std::time::Instant::now();
             let results = ring::run(&mut ops);
+            let took = started.elapsed();
             drop(ops);
             for (n, &i) in which.iter().enumerate() {
                 let l = &self.legs[writes[i].0 as usize];
                 l.inflight.fetch_sub(1, Ordering::Relaxed);
                 if results.as_ref().is_some_and(|r| r[n].is_ok()) {
+                    l.latency.write.record(took);
                     Counters::add(&l.writes, 1);
                     ok[i] = true;
                 }

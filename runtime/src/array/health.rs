@@ -61,6 +61,9 @@ pub struct ArrayLeg {
     pub reads: AtomicU64,
     pub writes: AtomicU64,
     pub errors: AtomicU64,
+    /// How long this leg's I/Os took, where the array waited for them
+    /// itself (`latency.rs`).
+    pub latency: crate::latency::IoLatency,
     last_error: Mutex<Option<String>>,
     /// Failed because its network link was lost (not by the operator, not
     /// by a media error): re-added by itself when the link returns.
@@ -95,6 +98,7 @@ impl ArrayLeg {
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            latency: Default::default(),
             last_error: Mutex::new(None),
             lost_link: std::sync::atomic::AtomicBool::new(false),
             read_latency_ns: AtomicU64::new(0),

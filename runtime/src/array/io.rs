@@ -33,7 +33,9 @@ impl Array {
         l.inflight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let started = std::time::Instant::now();
         let result = l.device().read_at(buf, at);
-        l.record_read_latency(started.elapsed());
+        let took = started.elapsed();
+        l.record_read_latency(took);
+        l.latency.read.record(took);
         l.inflight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         l.last_position.store(at + buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
         match result {
@@ -81,7 +83,9 @@ impl Array {
             return replaced;
         }
         l.inflight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let result = change(&*l.device(), at);
+        l.latency.write.since(started);
         l.inflight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         match result {
             Ok(()) => {

@@ -132,6 +132,8 @@ pub struct Array {
     read_policy: AtomicU8,
     read_turn: AtomicU64,
     pub counters: Counters,
+    /// How long requests took, start to answer (`latency.rs`).
+    pub latency: crate::latency::IoLatency,
     /// Legs marked dead whose failure is not yet on disk (see
     /// `settle_failures`).
     unrecorded_failures: AtomicU64,
@@ -173,6 +175,7 @@ impl Array {
             read_policy: AtomicU8::new(0),
             read_turn: AtomicU64::new(0),
             counters: Counters::default(),
+            latency: Default::default(),
             unrecorded_failures: AtomicU64::new(0),
             recording: Mutex::new(()),
             membership: Mutex::new(()),
@@ -380,14 +383,20 @@ impl BlockDevice for Array {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        self.read(buf, offset).map_err(|e| {
+        let started = std::time::Instant::now();
+        let result = self.read(buf, offset);
+        self.latency.read.since(started);
+        result.map_err(|e| {
             Counters::add(&self.counters.errors, 1);
             e.into()
         })
     }
 
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> std::io::Result<()> {
-        self.write(buf, offset, fua).map_err(|e| {
+        let started = std::time::Instant::now();
+        let result = self.write(buf, offset, fua);
+        self.latency.write.since(started);
+        result.map_err(|e| {
             Counters::add(&self.counters.errors, 1);
             e.into()
         })

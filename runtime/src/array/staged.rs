@@ -27,6 +27,7 @@ use crate::layout::proven::ProvenLayout;
 use parking_lot::MutexGuard;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 /// How the parity of the stripe is brought up to date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +70,10 @@ pub struct ArrayWrite<'a> {
     out: Vec<Scratch>,
     fua: bool,
     stage: Stage,
+    /// When the write was staged, and when its stage in flight was handed
+    /// out (the request's and the legs' latency).
+    started: Instant,
+    stage_started: Instant,
     // Released in this order when the write is over, as the plain path
     // releases them: the stripe, its region, the array's write count.
     _held: MutexGuard<'a, ()>,
@@ -134,6 +139,7 @@ impl Array {
         };
         let run = usize::try_from(run).ok()?;
         let bufs = scratch::take(read_slots.len(), run);
+        let now = Instant::now();
         Some(ArrayWrite {
             array: self,
             layout,
@@ -149,6 +155,8 @@ impl Array {
             out: Vec::new(),
             fua,
             stage: Stage::Start,
+            started: now,
+            stage_started: now,
             _held: held,
             _intent: intent,
             _writing: writing,
@@ -237,6 +245,7 @@ impl ArrayWrite<'_> {
         }
         Counters::add(&a.counters.writes, 1);
         Counters::add(&a.counters.written_bytes, (self.len * self.touched.len()) as u64);
+        a.latency.write.since(self.started);
         match self.how {
             Parity::Without => {}
             Parity::Full => Counters::add(&a.counters.full_stripe, 1),
@@ -249,10 +258,13 @@ impl ArrayWrite<'_> {
     /// Count each leg's operations; false if any failed.
     fn settle(&self, legs: &[u32], results: &[i32], write: bool) -> bool {
         let mut all = legs.len() == results.len();
+        let took = self.stage_started.elapsed();
         for (&leg, &r) in legs.iter().zip(results) {
             let Some(l) = self.array.legs.get(leg as usize) else { continue };
             if usize::try_from(r).ok() == Some(self.len) {
                 Counters::add(if write { &l.writes } else { &l.reads }, 1);
+                // The stage's operations went together: each took its time.
+                if write { &l.latency.write } else { &l.latency.read }.record(took);
                 continue;
             }
             all = false;
@@ -272,6 +284,7 @@ impl ArrayWrite<'_> {
         match planned {
             Some((ops, legs)) => {
                 self.stage = if write { Stage::Writing(legs) } else { Stage::Reading(legs) };
+                self.stage_started = Instant::now();
                 Step::Io(ops)
             }
             None => Step::Abandon,

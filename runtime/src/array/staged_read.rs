@@ -30,6 +30,9 @@ pub struct DegradedRead<'a> {
     places: Vec<(u32, u64)>,
     within: u64,
     len: usize,
+    /// When the read was staged, and when its sources were asked for.
+    started: std::time::Instant,
+    stage_started: std::time::Instant,
     _held: MutexGuard<'a, ()>,
 }
 
@@ -60,7 +63,20 @@ impl Array {
         plan.rebuild.get(k)?;
         let places = plan.sources.iter().map(|&i| Some((slots.get(i)?.leg, view.place(i).chunk))).collect::<Option<Vec<_>>>()?;
         let len = usize::try_from(len).ok()?;
-        Some(DegradedRead { array: self, k, sources: scratch::take(plan.sources.len(), len), plan, reading: None, places, within, len, _held: held })
+        let now = std::time::Instant::now();
+        Some(DegradedRead {
+            array: self,
+            k,
+            sources: scratch::take(plan.sources.len(), len),
+            plan,
+            reading: None,
+            places,
+            within,
+            len,
+            started: now,
+            stage_started: now,
+            _held: held,
+        })
     }
 }
 
@@ -76,15 +92,18 @@ impl StagedRead for DegradedRead<'_> {
             }
             let step: Vec<FileIo> = ops.iter().map(|op| FileIo { file: op.file.clone(), ..*op }).collect();
             self.reading = Some(ops);
+            self.stage_started = std::time::Instant::now();
             return Step::Io(step);
         };
         if !all_moved(&ops, results) || buf.len() != self.len {
             return Step::Abandon;
         }
         let a = self.array;
+        let took = self.stage_started.elapsed();
         for &(leg, _) in &self.places {
             if let Some(l) = a.legs.get(leg as usize) {
                 Counters::add(&l.reads, 1);
+                l.latency.read.record(took);
             }
         }
         let refs: Vec<&[u8]> = self.sources.iter().map(|b| &b[..]).collect();
@@ -92,6 +111,7 @@ impl StagedRead for DegradedRead<'_> {
         Counters::add(&a.counters.reads, 1);
         Counters::add(&a.counters.read_bytes, self.len as u64);
         Counters::add(&a.counters.degraded_reads, 1);
+        a.latency.read.since(self.started);
         Step::Done
     }
 }

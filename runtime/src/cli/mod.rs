@@ -5,6 +5,7 @@ mod control;
 mod demo;
 mod docs;
 mod guest_tools;
+mod logs;
 mod meta;
 mod monitor;
 mod scan;
@@ -22,6 +23,9 @@ use wasmraid::sandbox::{Sandbox, SandboxConfig};
 struct Cli {
     #[command(flatten)]
     sandbox: SandboxArgs,
+    /// Log lines on standard error as text or JSON, one object a line (default: $WASMRAID_LOG_FORMAT or text).
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<logs::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -296,11 +300,16 @@ pub fn main() -> std::process::ExitCode {
     if let (Command::Assemble(a), Some(m)) = (&mut cli.command, matches.subcommand_matches("assemble")) {
         a.given = given_flags(m, "assemble");
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WASMRAID_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let log_format = match logs::format(cli.log_format) {
+        Ok(format) => {
+            logs::init(format);
+            format
+        }
+        Err(e) => {
+            eprintln!("wasmraid: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     if !matches!(cli.command, Command::Serve(_) | Command::Assemble(_) | Command::Demo) {
         // A client printing into a closed pipe (`status | head`) ends
         // quietly like any Unix tool; servers keep ignoring SIGPIPE, or a
@@ -312,7 +321,7 @@ pub fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("wasmraid: {e:#}");
+            logs::failed(log_format, &e);
             std::process::ExitCode::from(1)
         }
     }

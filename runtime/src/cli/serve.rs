@@ -179,7 +179,7 @@ pub fn serve_table(name: &str, table: Table, sandbox: Arc<wasmraid::sandbox::San
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("wasmraid").build()?;
     let served = runtime.block_on(wasmraid::serve::run(name.to_string(), Arc::new(table), sandbox, frontends, run_dir, |served, socket| {
         let serving = format!("serving {} ({}) on {}", served.name, format_size(served.table.size()), served.listening.join(", "));
-        eprintln!("wasmraid: {serving}; control {}", socket.display());
+        super::logs::say(&format!("{serving}; control {}", socket.display()));
         super::systemd::ready(&serving);
         super::systemd::start_watchdog();
     }));

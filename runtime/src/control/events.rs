@@ -1,11 +1,17 @@
 //! What `wasmraid monitor` hears: md's monitor events (Fail,
 //! DegradedArray, SpareActive, RebuildStarted, RebuildNN, RebuildFinished,
 //! TestMessage; DeviceDisappeared is the monitor's own, when the daemon
-//! goes) and this project's (LinkDown, LinkUp, LayoutReloaded). The daemon
-//! watches its arrays every `WATCH_EVERY` and publishes each change to
-//! every subscriber of its control socket (`Request::Subscribe`); a
-//! subscriber that falls behind by `BACKLOG` events is told how many it
-//! missed.
+//! goes) and this project's (LinkDown, LinkUp, LayoutReloaded,
+//! ReloadRefused). The daemon watches its arrays every `WATCH_EVERY` and
+//! publishes each change to every subscriber of its control socket
+//! (`Request::Subscribe`); a subscriber that falls behind by `BACKLOG`
+//! events is told how many it missed.
+//!
+//! A refused reload changes nothing the watcher could see, so the control
+//! server publishes `ReloadRefused` itself when it answers the `reload`
+//! (`refused_reload`), its detail the refusal in one line. A reload that
+//! went through is seen as the layout's new hash: `LayoutReloaded` (none
+//! when the very same component is reloaded: nothing changed).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -107,6 +113,20 @@ impl Watcher {
     }
 }
 
+/// The longest detail a `ReloadRefused` carries, in characters.
+pub const REASON_MAX: usize = 300;
+
+/// `ReloadRefused` for `array` of `device`: the refusal on one line (an
+/// error may span several, a compiler's say) and cut to `REASON_MAX`.
+pub fn refused_reload(device: &str, array: &str, reason: &str) -> Event {
+    let line = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+    let detail = match line.char_indices().nth(REASON_MAX) {
+        Some((cut, _)) => format!("{}...", &line[..cut]),
+        None => line,
+    };
+    Event { event: "ReloadRefused".into(), device: device.into(), array: array.into(), component: None, detail: Some(detail) }
+}
+
 /// The sync action's progress in percent (100 when idle).
 fn progress(a: &Value) -> u64 {
     let Some((done, total)) = a["sync_ratio"].as_str().and_then(|r| r.split_once('/')) else { return 100 };
@@ -136,6 +156,16 @@ mod tests {
             "name": "d", "health": health, "sync_action": action, "sync_ratio": ratio, "layout": "raid5", "component_sha256": "x",
             "legs": health.chars().enumerate().map(|(i, _)| serde_json::json!({"device": format!("/leg{i}"), "link": {"connected": connected}})).collect::<Vec<_>>(),
         }]})
+    }
+
+    #[test]
+    fn a_refusal_is_one_bounded_line() {
+        let e = refused_reload("d", "a", "builtin:raid6 refused: the layouts differ\n  at stripe 3\tslot 1");
+        assert_eq!(e.event, "ReloadRefused");
+        assert_eq!(e.detail.as_deref(), Some("builtin:raid6 refused: the layouts differ at stripe 3 slot 1"));
+        let long = "é".repeat(1000);
+        let detail = refused_reload("d", "a", &long).detail.unwrap_or_default();
+        assert_eq!(detail.chars().count(), REASON_MAX + 3);
     }
 
     #[test]

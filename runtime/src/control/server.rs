@@ -239,6 +239,7 @@ async fn handle(served: &Arc<Served>, request: Request) -> Response {
                 Ok(a) => a,
                 Err(e) => return failure(e),
             };
+            let array_name = array.name().to_string();
             let sandbox = served.sandbox.clone();
             let outcome = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
                 // Compiling and proving is background work: keep it from
@@ -255,11 +256,16 @@ async fn handle(served: &Arc<Served>, request: Request) -> Response {
                 serde_json::to_value(report).map_err(|e| e.to_string())
             })
             .await;
-            match outcome {
-                Ok(Ok(report)) => success(report),
-                Ok(Err(e)) => failure(e),
-                Err(e) => failure(format!("reload task failed: {e}")),
-            }
+            let refused = match outcome {
+                Ok(Ok(report)) => return success(report),
+                Ok(Err(e)) => e,
+                Err(e) => format!("reload task failed: {e}"),
+            };
+            // Nothing changed for the watcher to see: say it here. No
+            // subscriber is no error.
+            tracing::warn!(array = %array_name, "reload refused: {refused}");
+            let _ = served.events.send(super::events::refused_reload(&served.name, &array_name, &refused));
+            failure(refused)
         }
     }
 }

@@ -1,5 +1,6 @@
 //! What `status` reports: dm-raid style health per array, the layout's name
-//! and hash, I/O counters.
+//! and hash, I/O counters, latency histograms (`latency.rs`), the layout's
+//! guest calls and map cache.
 
 use crate::array::Array;
 use crate::array::health::Health;
@@ -15,6 +16,10 @@ pub struct LegStatus {
     pub reads: u64,
     pub writes: u64,
     pub errors: u64,
+    /// The leg's reads and writes timed where the array waited for them
+    /// (a remote leg's: its link's round trips included). Reads handed to
+    /// a frontend as extents (splice, ublk's ring) are counted, not timed.
+    pub latency: serde_json::Value,
     pub last_error: Option<String>,
     /// The distributed spare ordinal a dead leg's chunks were rebuilt into.
     pub spare: Option<u32>,
@@ -50,6 +55,15 @@ pub struct ArrayStatus {
     pub dm_status: String,
     pub legs: Vec<LegStatus>,
     pub counters: serde_json::Value,
+    /// Requests' time from start to answer, reads and writes, as the array
+    /// served them itself (reads handed out as extents are not timed).
+    pub latency: serde_json::Value,
+    /// Guest calls made on the running layout's component (its proof
+    /// included): a reload starts a new count.
+    pub guest_calls: u64,
+    /// The aperiodic map cache's hits and misses (null for a periodic
+    /// layout: it has no cache).
+    pub map_cache: Option<crate::layout::map::CacheStats>,
 }
 
 /// The part of an array's status the event watcher compares
@@ -150,6 +164,7 @@ pub fn array_status(a: &Array) -> ArrayStatus {
                 reads: get(&l.reads),
                 writes: get(&l.writes),
                 errors: get(&l.errors),
+                latency: l.latency.snapshot(),
                 last_error: l.last_error(),
                 spare: a.spare_of(index),
                 recovery: l.recovery(),
@@ -170,5 +185,8 @@ pub fn array_status(a: &Array) -> ArrayStatus {
             "flushes": get(&c.flushes),
             "errors": get(&c.errors),
         }),
+        latency: a.latency.snapshot(),
+        guest_calls: layout.guest_calls.load(Ordering::Relaxed),
+        map_cache: layout.map_cache(),
     }
 }

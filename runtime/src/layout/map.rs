@@ -13,7 +13,7 @@ use crate::sandbox::{GuestInstance, LoadedComponent, SandboxError};
 use parking_lot::{Condvar, Mutex};
 use std::collections::hash_map::RandomState;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// A physical place: a chunk on a leg.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -121,6 +121,18 @@ pub struct AperiodicMap {
     fingerprints: Vec<u64>,
     hasher: RandomState,
     cache: quick_cache::sync::Cache<u64, Arc<[Arc<Stripe>]>>,
+    /// Lookups answered by the cache, and those that refilled it from the
+    /// guest (a lookup waiting on another's refill of its block is a hit).
+    /// quick_cache's own statistics count a refill's miss twice.
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// What the map cache of an aperiodic layout did so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
 }
 
 impl AperiodicMap {
@@ -142,6 +154,8 @@ impl AperiodicMap {
             fingerprints,
             hasher,
             cache: quick_cache::sync::Cache::new(cache_blocks.max(1)),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
@@ -150,9 +164,20 @@ impl AperiodicMap {
             return Err(MapError::OutOfRange { stripe: s, stripes: self.descriptor.stripes });
         }
         let block = s / BLOCK_STRIPES;
-        let stripes = self.cache.get_or_insert_with(&block, || self.fill(block))?;
+        let mut missed = false;
+        let stripes = self.cache.get_or_insert_with(&block, || {
+            missed = true;
+            self.fill(block)
+        });
+        // One relaxed add per lookup, beside a hash lookup under a lock.
+        if missed { &self.misses } else { &self.hits }.fetch_add(1, Ordering::Relaxed);
+        let stripes = stripes?;
         let shape = stripes[(s - block * BLOCK_STRIPES) as usize].clone();
         Ok(StripeView { shape, advance: 0 })
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        CacheStats { hits: self.hits.load(Ordering::Relaxed), misses: self.misses.load(Ordering::Relaxed) }
     }
 
     /// Guest instances created to refill the cache so far (at most the

@@ -34,6 +34,9 @@ pub struct ProvenLayout {
     pub descriptor: Descriptor,
     pub report: ProofReport,
     pub map: LayoutMap,
+    /// The component's guest calls (`LoadedComponent::calls`), kept here
+    /// because a periodic layout keeps no component once proven.
+    pub guest_calls: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ProvenLayout {
@@ -50,7 +53,7 @@ impl ProvenLayout {
                 LayoutMap::Aperiodic(AperiodicMap::new(component.clone(), geometry.clone(), descriptor, fingerprints, hasher, DEFAULT_CACHE_BLOCKS))
             }
         };
-        Ok(ProvenLayout { name, component_hash: component.hash(), geometry, descriptor, report, map })
+        Ok(ProvenLayout { name, component_hash: component.hash(), geometry, descriptor, report, map, guest_calls: component.calls.clone() })
     }
 
     /// Where logical data chunk `c` lives.
@@ -67,6 +70,16 @@ impl ProvenLayout {
         match &self.map {
             LayoutMap::Periodic(m) => m.stripe(s),
             LayoutMap::Aperiodic(m) => m.stripe(s),
+        }
+    }
+
+    /// The map cache's hits and misses; None for a periodic layout, which
+    /// answers every lookup from its precomputed period (no cache, and no
+    /// counting on that path).
+    pub fn map_cache(&self) -> Option<super::map::CacheStats> {
+        match &self.map {
+            LayoutMap::Periodic(_) => None,
+            LayoutMap::Aperiodic(m) => Some(m.cache_stats()),
         }
     }
 

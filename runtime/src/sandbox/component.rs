@@ -96,6 +96,10 @@ pub struct LoadedComponent {
     pub language: Option<String>,
     pub(crate) pre: LayoutPre<GuestState>,
     pub(crate) sandbox: Arc<Sandbox>,
+    /// Guest calls made on any instance of this component (the proof's,
+    /// the map cache's refills, a trap's replayed `configure`): shared with
+    /// the layout proven from it, whose status shows it.
+    pub calls: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LoadedComponent {
@@ -185,7 +189,7 @@ pub fn load(sandbox: &Arc<Sandbox>, bytes: &[u8]) -> Result<LoadedComponent, San
     let linker: Linker<GuestState> = Linker::new(engine);
     let pre = linker.instantiate_pre(&component).and_then(LayoutPre::new).map_err(|e| SandboxError::Contract(super::text::guest_text(&format!("{e:#}"))))?;
     let (producers, language) = producers(bytes);
-    Ok(LoadedComponent { sha256, size: bytes.len(), stats, producers, language, pre, sandbox: sandbox.clone() })
+    Ok(LoadedComponent { sha256, size: bytes.len(), stats, producers, language, pre, sandbox: sandbox.clone(), calls: Default::default() })
 }
 
 /// The `producers` custom sections of a component and its modules, and the

@@ -58,6 +58,7 @@ impl GuestInstance {
             return Err(SandboxError::Setup("instance vanished".into()));
         };
         store.set_epoch_deadline(deadline);
+        self.component.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match f(bindings, store) {
             Ok(r) => Ok(r),
             Err(e) => {
