@@ -90,7 +90,7 @@ if [ ! -x "$libnbd_trixie/usr/bin/nbdinfo" ] || [ ! -x "$trixie_loader" ] || [ !
         rm -rf "$libnbd_trixie" && mkdir -p "$libnbd_trixie"
         for deb in "$apt_dir"/debs/*.deb; do dpkg-deb -x "$deb" "$libnbd_trixie"; done
         # The version, and a sign that the loader finds every library.
-        "$trixie_loader" --library-path "$libnbd_trixie/usr/lib/x86_64-linux-gnu" "$libnbd_trixie/usr/bin/nbdinfo" --version | head -1 \
+        "$trixie_loader" --library-path "$libnbd_trixie/usr/lib/x86_64-linux-gnu" "$libnbd_trixie/usr/bin/nbdinfo" --version | sed -n 1p \
             && PYTHONHOME="$libnbd_trixie/usr" "$trixie_loader" --library-path "$libnbd_trixie/usr/lib/x86_64-linux-gnu" \
                 "$libnbd_trixie/usr/bin/python3" -c 'import nbd; print("nbdsh (python3-libnbd)", nbd.NBD().get_version())' \
             || echo "setup: trixie's libnbd in $libnbd_trixie does not run; the extended-header libnbd tests will fail" >&2
