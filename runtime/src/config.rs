@@ -297,7 +297,7 @@ fn usable(p: &Path) -> bool {
 /// The block devices in /proc/partitions, but those served by a user
 /// space server (ublk, nbd): one whose server died would hold the scan
 /// forever, and an array on them is named with `devices` or `legs`.
-fn partitions() -> Vec<PathBuf> {
+pub fn partitions() -> Vec<PathBuf> {
     let Ok(file) = std::fs::File::open("/proc/partitions") else { return Vec::new() };
     let mut text = String::new();
     if std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_BYTES), &mut text).is_err() {

@@ -25,16 +25,23 @@ const REQUEST_TIME: Duration = Duration::from_secs(5);
 /// Scrapes served at once; more wait for their turn in the kernel's queue.
 const CONNECTIONS: usize = 16;
 
-fn counter(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
-    let f = Family::<Labels, Counter>::default();
+/// A family of metrics by label, registered under `name`.
+fn family<M: EncodeMetric + TypedMetric + Default + std::fmt::Debug + Send + Sync + 'static>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+) -> Family<Labels, M> {
+    let f = Family::<Labels, M>::default();
     registry.register(name, help, f.clone());
     f
 }
 
+fn counter(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
+    family(registry, name, help)
+}
+
 fn gauge(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Gauge<f64, AtomicU64>> {
-    let f = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-    registry.register(name, help, f.clone());
-    f
+    family(registry, name, help)
 }
 
 /// A histogram counted elsewhere (`latency.rs`) and read from the status
@@ -84,9 +91,7 @@ impl EncodeMetric for Counted {
 }
 
 fn histogram(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Counted> {
-    let f = Family::<Labels, Counted>::default();
-    registry.register(name, help, f.clone());
-    f
+    family(registry, name, help)
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {

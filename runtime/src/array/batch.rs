@@ -57,9 +57,8 @@ impl Array {
                 let l = &self.legs[reads[i].leg as usize];
                 l.inflight.fetch_sub(1, Ordering::Relaxed);
                 if results.as_ref().is_some_and(|r| r[n].is_ok()) {
-                    l.record_read_latency(took);
                     // Each took the ring's round trip: the slowest leg's.
-                    l.latency.read.record(took);
+                    l.record_read_latency(took);
                     l.last_position.store(direct[i].as_ref().map_or(0, |d| d.offset) + reads[i].buf.len() as u64, Ordering::Relaxed);
                     Counters::add(&l.reads, 1);
                     ok[i] = true;

@@ -149,8 +149,10 @@ impl ArrayLeg {
         self.last_error.lock().clone()
     }
 
-    /// Fold one read's duration into the leg's recent latency.
+    /// Fold one read's duration into the leg's recent latency (the
+    /// nearest read policy's) and its latency histogram.
     pub fn record_read_latency(&self, took: std::time::Duration) {
+        self.latency.read.record(took);
         let sample = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX / 2);
         let old = self.read_latency_ns.load(Ordering::Relaxed);
         self.read_latency_ns.store(if old == 0 { sample } else { old - old / 8 + sample / 8 }, Ordering::Relaxed);

@@ -33,9 +33,7 @@ impl Array {
         l.inflight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let started = std::time::Instant::now();
         let result = l.device().read_at(buf, at);
-        let took = started.elapsed();
-        l.record_read_latency(took);
-        l.latency.read.record(took);
+        l.record_read_latency(started.elapsed());
         l.inflight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         l.last_position.store(at + buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
         match result {

@@ -206,9 +206,7 @@ pub fn assemble_cmd(a: AssembleArgs, sandbox_args: &SandboxArgs) -> anyhow::Resu
     let explicit: Vec<PathBuf> = a.legs.iter().map(|p| absolute(p)).collect();
     let places = a.scan.clone().unwrap_or_default();
     let mut paths = explicit.clone();
-    paths.extend(wasmraid::config::candidates(&places));
-    // Status names legs as opened: absolute, so `detail --scan` can name them.
-    let paths: Vec<PathBuf> = paths.into_iter().map(|p| absolute(&p)).collect();
+    paths.extend(wasmraid::config::candidates(&places).iter().map(|p| absolute(p)));
     if paths.is_empty() && places.is_empty() {
         bail!("give the legs (--legs a,b,c) or where to look for them (--scan PLACE...)");
     }

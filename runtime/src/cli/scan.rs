@@ -153,32 +153,21 @@ fn entry(name: &str, status: &serde_json::Value) -> Result<ArrayEntry, String> {
         e.tls_verify_peer = nbd["tls_verify_peer"].as_bool() == Some(true);
     }
     // Block devices are found among the partitions (the default place);
-    // files and remote legs are named.
+    // files and remote legs are named, and then the block devices too,
+    // since `devices` replaces the default.
+    let partitions = wasmraid::config::partitions();
+    let mut found = Vec::new();
     for leg in array["legs"].as_array().into_iter().flatten().filter_map(|l| l["device"].as_str()) {
         if wasmraid::device::nbd::NbdUri::looks_like(leg) {
             e.legs.push(leg.to_string());
-        } else if Path::new(leg).exists() && !is_partition(leg) {
+        } else if partitions.iter().any(|p| p == Path::new(leg)) {
+            found.push(leg.to_string());
+        } else if Path::new(leg).exists() {
             e.devices.push(leg.to_string());
         }
     }
     if !e.devices.is_empty() {
-        // Its block devices too, since `devices` replaces the default.
-        for leg in array["legs"].as_array().into_iter().flatten().filter_map(|l| l["device"].as_str()) {
-            if is_partition(leg) && !e.devices.iter().any(|d| d == leg) {
-                e.devices.push(leg.to_string());
-            }
-        }
+        e.devices.extend(found);
     }
     Ok(e)
-}
-
-/// A block device the default place (`partitions`) finds.
-fn is_partition(leg: &str) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    let name = leg.strip_prefix("/dev/").unwrap_or("");
-    !name.is_empty()
-        && !name.starts_with("ublkb")
-        && !name.starts_with("nbd")
-        && std::fs::metadata(leg).is_ok_and(|m| m.file_type().is_block_device())
-        && std::fs::read_to_string("/proc/partitions").is_ok_and(|t| t.lines().any(|l| l.split_whitespace().nth(3) == Some(name)))
 }

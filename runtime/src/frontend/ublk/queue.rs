@@ -4,8 +4,8 @@
 //! A plain read is served here. Where the kernel registers each request's
 //! pages with this ring (`UBLK_F_AUTO_BUF_REG`, Linux 6.16+), the legs are
 //! read straight into them: zero copy, as md's reads are. Otherwise the
-//! legs are read on this queue's io_uring into the tag's buffer, a leg's chunks side by side, and the data is
-//! copied to the request (user copy) by this thread when small, by a worker
+//! legs are read on this queue's io_uring into the tag's buffer, a leg's
+//! chunks side by side, and the data is copied to the request (user copy) by this thread when small, by a worker
 //! when large, so that the copy, the one cost md does not have, runs on
 //! another CPU while this thread goes on with other requests. A small
 //! write that the device can stage (`device::staged`) is served here too:
@@ -244,10 +244,7 @@ async fn read_direct(q: &UblkQueue<'_>, extents: &mut [Extent], buf: &mut TagBuf
     let mut runs: Vec<(usize, u64, usize)> = Vec::new();
     let mut used = 0usize;
     for (i, e) in extents.iter().enumerate() {
-        let follows = runs.last().is_some_and(|&(first, bytes, _)| {
-            let f = &extents[first];
-            Arc::ptr_eq(&f.file, &e.file) && f.offset + bytes == e.offset
-        });
+        let follows = runs.last().is_some_and(|&(first, bytes, _)| continues(&extents[first], bytes, e));
         if !follows {
             runs.push((i, 0, used));
         }
@@ -281,11 +278,22 @@ async fn read_direct(q: &UblkQueue<'_>, extents: &mut [Extent], buf: &mut TagBuf
             (q.ublk_submit_sqe(sqe), bytes)
         })
         .collect();
+    read_all(pending).await && in_request_order(pieces)
+}
+
+/// Whether extent `e` continues the run of `bytes` that starts at `first`:
+/// the same file, right after it (one read, as the block layer would merge).
+fn continues(first: &Extent, bytes: u64, e: &Extent) -> bool {
+    Arc::ptr_eq(&first.file, &e.file) && first.offset + bytes == e.offset
+}
+
+/// Await every read submitted; true if each read all its bytes.
+async fn read_all(pending: Vec<(impl std::future::Future<Output = i32>, u64)>) -> bool {
     let mut ok = true;
     for (read, bytes) in pending {
         ok &= i64::from(read.await) == bytes as i64;
     }
-    ok && in_request_order(pieces)
+    ok
 }
 
 /// Read every extent at once on this queue's ring straight into the
@@ -306,10 +314,7 @@ async fn read_zero_copy(q: &UblkQueue<'_>, tag: u16, len: u64, extents: &mut [Ex
             return false;
         }
         covered += e.len as usize;
-        let follows = runs.last().is_some_and(|&(first, bytes)| {
-            let f = &extents[first];
-            Arc::ptr_eq(&f.file, &e.file) && f.offset + bytes == e.offset
-        });
+        let follows = runs.last().is_some_and(|&(first, bytes)| continues(&extents[first], bytes, e));
         if follows {
             if let Some(run) = runs.last_mut() {
                 run.1 += u64::from(e.len);
@@ -333,11 +338,7 @@ async fn read_zero_copy(q: &UblkQueue<'_>, tag: u16, len: u64, extents: &mut [Ex
             (q.ublk_submit_sqe(sqe), bytes)
         })
         .collect();
-    let mut ok = true;
-    for (read, bytes) in pending {
-        ok &= i64::from(read.await) == bytes as i64;
-    }
-    ok
+    read_all(pending).await
 }
 
 /// A small write served here when the device can stage it (`device::staged`):
