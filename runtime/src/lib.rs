@@ -21,6 +21,7 @@ pub mod layout;
 pub mod meta;
 pub mod metrics;
 pub mod parity;
+pub mod reshape;
 pub mod sandbox;
 pub mod serve;
 pub mod table;

@@ -1,0 +1,277 @@
+//! Reshapes between real built-in layouts on legs in memory: the data read
+//! back through the new layout, its parity checked, and a power loss at
+//! every durable point (and between them) of a logged move, resumed from
+//! the position recorded on the legs.
+
+use super::*;
+use crate::array::Array;
+use crate::device::BlockDevice;
+use crate::device::log_writes::{LoggedLeg, Persist, WriteLog, crash_image, durability_points, splitmix64};
+use crate::device::mem::{Image, MemLeg};
+use crate::layout::Geometry;
+use crate::layout::proven::ProvenLayout;
+use crate::sandbox::{LoadedComponent, Sandbox, SandboxConfig, component};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, LazyLock};
+
+static SANDBOX: LazyLock<Arc<Sandbox>> = LazyLock::new(|| Sandbox::new(SandboxConfig { cache_dir: None, ..SandboxConfig::default() }).expect("sandbox"));
+
+/// Where the old layout's data starts on every leg; what lies before it
+/// stands for the metadata area, its first block for the superblock that
+/// records the position.
+const OLD_OFFSET: u64 = 64 << 10;
+/// Each leg's usable bytes after `OLD_OFFSET`.
+const LEG_DATA: u64 = 256 << 10;
+
+/// One side of a reshape: a built-in layout, its arguments, its legs and
+/// its chunk.
+#[derive(Clone, Copy, Debug)]
+struct Side {
+    layout: &'static str,
+    args: &'static str,
+    legs: usize,
+    chunk: u64,
+}
+
+/// Built-in components, each compiled once.
+static LOADED: LazyLock<Mutex<HashMap<&'static str, Arc<LoadedComponent>>>> = LazyLock::new(Default::default);
+
+fn prove(side: Side) -> ProvenLayout {
+    let loaded = LOADED
+        .lock()
+        .entry(side.layout)
+        .or_insert_with(|| Arc::new(component::load(&SANDBOX, crate::builtins::find(side.layout).expect("built-in")).expect("load")))
+        .clone();
+    // The new layout is proven for the room after the old data offset, so
+    // moving its start back by the shift never takes the legs' end.
+    let g = Geometry { chunk_sectors: (side.chunk / 512) as u32, leg_chunks: vec![LEG_DATA / side.chunk; side.legs], args: side.args.into() };
+    ProvenLayout::prove(loaded, g).expect("prove")
+}
+
+fn array(name: &str, legs: &[Arc<dyn BlockDevice>], side: Side, offset: u64) -> Array {
+    let devices = legs[..side.legs].iter().map(|l| (l.clone(), offset)).collect();
+    Array::new(name, devices, prove(side))
+}
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    (0..len).map(|_| splitmix64(&mut state) as u8).collect()
+}
+
+/// Legs holding `old` filled with known data; returns their images and
+/// the data.
+fn filled(old: Side, legs: usize, seed: u64) -> (Vec<Image>, Vec<u8>) {
+    let mem: Vec<Arc<MemLeg>> = (0..legs).map(|i| Arc::new(MemLeg::new(format!("leg{i}"), OLD_OFFSET + LEG_DATA))).collect();
+    let devs: Vec<Arc<dyn BlockDevice>> = mem.iter().map(|m| m.clone() as Arc<dyn BlockDevice>).collect();
+    let a = array("old", &devs, old, OLD_OFFSET);
+    let data = pattern(a.size() as usize, seed);
+    a.write(&data, 0, false).expect("fill");
+    (mem.iter().map(|m| m.image()).collect(), data)
+}
+
+/// The position block: the 8 bytes at the start of a leg, written with
+/// FUA to every leg in turn as a superblock would be. The freshest wins.
+fn record_position(legs: &[Arc<dyn BlockDevice>], position: u64) -> std::io::Result<()> {
+    let mut block = vec![0u8; 4096];
+    block[..8].copy_from_slice(&position.to_le_bytes());
+    block[8..16].copy_from_slice(b"POSITION");
+    for leg in legs {
+        leg.write_at(&block, 0, true)?;
+    }
+    Ok(())
+}
+
+fn recorded_position(images: &[Image]) -> u64 {
+    images
+        .iter()
+        .filter_map(|img| {
+            let mut block = [0u8; 16];
+            img.read(&mut block, 0);
+            (&block[8..16] == b"POSITION").then(|| u64::from_le_bytes(block[..8].try_into().unwrap()))
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The device of a reshape from `old` to `new` over `legs`, from `from`.
+fn reshaping(legs: &[Arc<dyn BlockDevice>], old: Side, new: Side, shift: u64, from: u64) -> (Arc<ProvenLayout>, Arc<ProvenLayout>, Reshaping) {
+    let a = array("old", legs, old, OLD_OFFSET);
+    let b = array("new", legs, new, OLD_OFFSET - shift);
+    let (la, lb) = (a.layout(), b.layout());
+    let sb = u64::from(lb.descriptor.data_chunks) * lb.geometry.chunk_bytes();
+    let r = Reshaping::new(Arc::new(a), Arc::new(b), sb, from).expect("reshaping");
+    (la, lb, r)
+}
+
+/// Move from `old` to `new` over `legs`, from `from`, recording positions.
+fn run_move(legs: &[Arc<dyn BlockDevice>], old: Side, new: Side, shift: u64, from: u64, max_window: u64) -> Result<u64, ReshapeError> {
+    let (la, lb, r) = reshaping(legs, old, new, shift, from);
+    let mut windows = Windows::new(&la, &lb, shift, max_window)?;
+    while r.step(&mut windows, &mut |p| record_position(legs, p))?.is_some() {}
+    assert!(r.finished());
+    Ok(r.recorded())
+}
+
+/// The new layout over `legs` reads `data` then zeroes, and every stripe's
+/// parity agrees with its data.
+fn check_new(legs: &[Arc<dyn BlockDevice>], new: Side, shift: u64, data: &[u8]) -> Result<(), String> {
+    let b = array("new", legs, new, OLD_OFFSET - shift);
+    let mut got = vec![0u8; b.size() as usize];
+    b.read(&mut got, 0).map_err(|e| e.to_string())?;
+    if let Some(at) = (0..data.len()).find(|&i| got[i] != data[i]) {
+        return Err(format!("byte {at} reads {:#04x}, was written {:#04x}", got[at], data[at]));
+    }
+    if let Some(at) = (data.len()..got.len()).find(|&i| got[i] != 0) {
+        return Err(format!("added byte {at} reads {:#04x}, not zero", got[at]));
+    }
+    for s in 0..b.layout().descriptor.stripes {
+        let bad = b.scrub_stripe(s, false).map_err(|e| e.to_string())?;
+        if bad != 0 {
+            return Err(format!("stripe {s}: {bad} slots disagree with its data"));
+        }
+    }
+    Ok(())
+}
+
+fn devices(images: &[Image]) -> Vec<Arc<dyn BlockDevice>> {
+    images.iter().enumerate().map(|(i, img)| Arc::new(MemLeg::from_image(format!("leg{i}"), img.clone())) as Arc<dyn BlockDevice>).collect()
+}
+
+const RAID5_4: Side = Side { layout: "raid5", args: "left-symmetric", legs: 4, chunk: 4096 };
+const RAID5_5: Side = Side { layout: "raid5", args: "left-symmetric", legs: 5, chunk: 4096 };
+
+/// The reshapes issue 18 names, on small legs.
+fn reshapes() -> Vec<(&'static str, Side, Side)> {
+    vec![
+        ("raid5 4 to 5 legs", RAID5_4, RAID5_5),
+        ("raid5 to raid6 adding a leg", RAID5_4, Side { layout: "raid6", args: "", legs: 5, chunk: 4096 }),
+        ("raid1 to raid5", Side { layout: "raid1", args: "", legs: 2, chunk: 4096 }, Side { layout: "raid5", args: "", legs: 3, chunk: 4096 }),
+        ("chunk 4K to 16K", RAID5_4, Side { chunk: 16384, ..RAID5_4 }),
+        ("raid6 to pyramid on more legs", Side { layout: "raid6", args: "", legs: 6, chunk: 4096 }, Side { layout: "pyramid", args: "111s1222s2g", legs: 9, chunk: 4096 }),
+        ("a new rotation of the same legs", RAID5_4, Side { args: "left-asymmetric", ..RAID5_4 }),
+    ]
+}
+
+#[test]
+fn the_shift_is_what_the_layouts_need() {
+    let shift = |old, new| minimal_shift(&prove(old), &prove(new)).expect("plan");
+    // One more data chunk per row: only the first row needs room.
+    assert_eq!(shift(RAID5_4, RAID5_5), 4096);
+    // The same density (3 data chunks a row): one chunk, all the way.
+    assert_eq!(shift(RAID5_4, Side { layout: "raid6", args: "", legs: 5, chunk: 4096 }), 4096);
+    // A chunk 4 times larger: one new chunk.
+    assert_eq!(shift(RAID5_4, Side { chunk: 16384, ..RAID5_4 }), 16384);
+}
+
+#[test]
+fn unsafe_shifts_and_shrinks_are_refused() {
+    let (a, b) = (prove(RAID5_4), prove(RAID5_5));
+    let mut w = Windows::new(&a, &b, 0, 1 << 20).expect("windows");
+    let e = w.next(0).expect_err("no room");
+    assert!(matches!(e, PlanError::Unsafe { stripe: 0, .. }), "{e}");
+    assert!(e.to_string().contains("shift of 0 bytes"), "{e}");
+    let e = Windows::new(&b, &a, 1 << 20, 1 << 20).err().expect("shrinks");
+    assert!(matches!(e, PlanError::Shrinks { .. }), "{e}");
+}
+
+#[test]
+fn windows_grow_as_the_new_layout_pulls_ahead() {
+    let (a, b) = (prove(RAID5_4), prove(RAID5_5));
+    let mut w = Windows::new(&a, &b, 4096, 1 << 30).expect("windows");
+    let (mut t, mut sizes) = (0, Vec::new());
+    while t < w.stripes() {
+        let r = w.next(t).expect("window");
+        sizes.push(r.end - r.start);
+        t = r.end;
+    }
+    // The last window is what is left.
+    let grown = &sizes[..sizes.len() - 1];
+    assert_eq!(grown[0], 1);
+    assert!(grown.windows(2).all(|p| p[1] >= p[0]), "{sizes:?}");
+    assert!(*grown.last().unwrap() > 4, "{sizes:?}");
+}
+
+#[test]
+fn every_reshape_reads_back_what_was_written() {
+    for (what, old, new) in reshapes() {
+        let (images, data) = filled(old, new.legs.max(old.legs), 7);
+        let shift = minimal_shift(&prove(old), &prove(new)).expect("plan");
+        for max_window in [0, 64 << 10] {
+            let legs: Vec<_> = devices(&images);
+            let end = run_move(&legs, old, new, shift, 0, max_window).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(end, array("new", &legs, new, OLD_OFFSET - shift).size(), "{what}");
+            check_new(&legs, new, shift, &data).unwrap_or_else(|e| panic!("{what}, windows of {max_window}: {e}"));
+        }
+    }
+}
+
+/// Crash states of a logged move: after every durable point and at
+/// points between, each with nothing, everything and a random half of
+/// what was not yet durable kept; each resumed from its recorded position.
+/// Returns the first state whose resumed array is wrong.
+fn crash_states(old: Side, new: Side, shift: u64, seed: u64, mover: impl Fn(&[Arc<dyn BlockDevice>]) -> Result<(), String>) -> (usize, Option<String>) {
+    let legs_n = new.legs.max(old.legs);
+    let (images, data) = filled(old, legs_n, seed);
+    let log = WriteLog::new();
+    let mem: Vec<Arc<MemLeg>> = images.iter().enumerate().map(|(i, img)| Arc::new(MemLeg::from_image(format!("leg{i}"), img.clone()))).collect();
+    let logged: Vec<Arc<dyn BlockDevice>> = mem.iter().enumerate().map(|(i, m)| Arc::new(LoggedLeg::new(m.clone(), i as u32, log.clone())) as Arc<dyn BlockDevice>).collect();
+    mover(&logged).expect("the move itself");
+    let entries = log.entries();
+    let mut points = durability_points(&entries);
+    let last = log.now();
+    let mut rng = seed;
+    points.extend((0..24).map(|_| splitmix64(&mut rng) % last.max(1)));
+    points.push(last + 1);
+    let mut states = 0;
+    for &at in &points {
+        for persist in [Persist::Nothing, Persist::Everything, Persist::Random { seed: at ^ seed, percent: 50 }] {
+            let crashed: Vec<Image> = (0..legs_n).map(|i| crash_image(&images[i], &entries, i as u32, at, persist).0).collect();
+            let position = recorded_position(&crashed);
+            let legs = devices(&crashed);
+            states += 1;
+            if let Err(e) = run_move(&legs, old, new, shift, position, 0).map_err(|e| e.to_string()).and_then(|_| check_new(&legs, new, shift, &data)) {
+                return (states, Some(format!("crash at {at} keeping {persist}, resumed at {position}: {e}")));
+            }
+        }
+    }
+    (states, None)
+}
+
+#[test]
+fn a_power_loss_anywhere_in_a_move_resumes_to_the_same_array() {
+    for (i, (what, old, new)) in reshapes().into_iter().enumerate() {
+        let shift = minimal_shift(&prove(old), &prove(new)).expect("plan");
+        let (states, failure) = crash_states(old, new, shift, 11 + i as u64, |legs| run_move(legs, old, new, shift, 0, 32 << 10).map(|_| ()).map_err(|e| e.to_string()));
+        assert!(failure.is_none(), "{what}: {}", failure.unwrap_or_default());
+        assert!(states > 30, "{what}: only {states} crash states");
+    }
+}
+
+/// The harness has teeth: a move that ignores the plan (the new layout
+/// written over the old one in place, a stripe at a time) loses data.
+#[test]
+fn a_move_in_place_is_caught_losing_data() {
+    let (old, new) = (RAID5_4, RAID5_5);
+    let in_place = |legs: &[Arc<dyn BlockDevice>]| -> Result<(), String> {
+        let a = array("old", legs, old, OLD_OFFSET);
+        let b = array("new", legs, new, OLD_OFFSET);
+        let sb = 4 * 4096u64;
+        let old_end = a.size();
+        let mut p = 0;
+        while p < b.size() {
+            let mut buf = vec![0u8; sb as usize];
+            if p < old_end {
+                a.read(&mut buf[..(old_end.min(p + sb) - p) as usize], p).map_err(|e| e.to_string())?;
+            }
+            b.write(&buf, p, false).map_err(|e| e.to_string())?;
+            b.flush().map_err(|e| e.to_string())?;
+            p += sb;
+            record_position(legs, p).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    };
+    let (_, failure) = crash_states(old, new, 0, 5, in_place);
+    assert!(failure.is_some(), "an in-place move survived every crash state");
+}
