@@ -135,6 +135,14 @@ fn check_new(legs: &[Arc<dyn BlockDevice>], new: Side, shift: u64, data: &[u8]) 
     Ok(())
 }
 
+/// At most `n` of `points`, spread evenly, plus `random` points between.
+fn sample(points: Vec<u64>, n: usize, random: usize, last: u64, rng: &mut u64) -> Vec<u64> {
+    let step = points.len().div_ceil(n.max(1)).max(1);
+    let mut chosen: Vec<u64> = points.into_iter().step_by(step).collect();
+    chosen.extend((0..random).map(|_| splitmix64(rng) % last.max(1)));
+    chosen
+}
+
 fn devices(images: &[Image]) -> Vec<Arc<dyn BlockDevice>> {
     images.iter().enumerate().map(|(i, img)| Arc::new(MemLeg::from_image(format!("leg{i}"), img.clone())) as Arc<dyn BlockDevice>).collect()
 }
@@ -219,10 +227,9 @@ fn crash_states(old: Side, new: Side, shift: u64, seed: u64, mover: impl Fn(&[Ar
     let logged: Vec<Arc<dyn BlockDevice>> = mem.iter().enumerate().map(|(i, m)| Arc::new(LoggedLeg::new(m.clone(), i as u32, log.clone())) as Arc<dyn BlockDevice>).collect();
     mover(&logged).expect("the move itself");
     let entries = log.entries();
-    let mut points = durability_points(&entries);
     let last = log.now();
     let mut rng = seed;
-    points.extend((0..24).map(|_| splitmix64(&mut rng) % last.max(1)));
+    let mut points = sample(durability_points(&entries), 64, 16, last, &mut rng);
     points.push(last + 1);
     let mut states = 0;
     for &at in &points {
@@ -274,4 +281,139 @@ fn a_move_in_place_is_caught_losing_data() {
     };
     let (_, failure) = crash_states(old, new, 0, 5, in_place);
     assert!(failure.is_some(), "an in-place move survived every crash state");
+}
+
+/// Requests while the data moves: one thread writes and reads at random
+/// (every read checked against what it wrote), another moves windows;
+/// afterwards the new layout alone reads it all back.
+#[test]
+fn requests_during_a_move_see_their_own_writes() {
+    for (what, old, new) in reshapes() {
+        let (images, mut shadow) = filled(old, new.legs.max(old.legs), 3);
+        let legs = devices(&images);
+        let shift = minimal_shift(&prove(old), &prove(new)).expect("plan");
+        let (la, lb, r) = reshaping(&legs, old, new, shift, 0);
+        let size = r.size();
+        std::thread::scope(|scope| {
+            let mover = scope.spawn(|| {
+                let mut windows = Windows::new(&la, &lb, shift, 16 << 10).expect("windows");
+                while r.step(&mut windows, &mut |p| record_position(&legs, p)).expect("step").is_some() {
+                    std::thread::yield_now();
+                }
+            });
+            let mut rng = 99u64;
+            let mut n = 0;
+            while !mover.is_finished() || n < 200 {
+                let at = splitmix64(&mut rng) % size;
+                let len = (1 + splitmix64(&mut rng) % 40_000).min(size - at) as usize;
+                if splitmix64(&mut rng) % 2 == 0 {
+                    let data = pattern(len, splitmix64(&mut rng));
+                    r.write_at(&data, at, splitmix64(&mut rng) % 4 == 0).unwrap_or_else(|e| panic!("{what}: write: {e}"));
+                    shadow[at as usize..at as usize + len].copy_from_slice(&data);
+                } else {
+                    let mut got = vec![0u8; len];
+                    r.read_at(&mut got, at).unwrap_or_else(|e| panic!("{what}: read: {e}"));
+                    assert!(got == shadow[at as usize..at as usize + len], "{what}: {len} bytes at {at} read back wrong at position {}", r.recorded());
+                }
+                n += 1;
+            }
+        });
+        assert!(r.finished(), "{what}");
+        assert_eq!(r.size(), array("new", &legs, new, OLD_OFFSET - shift).size(), "{what}: the added space appears");
+        check_new(&legs, new, shift, &shadow).unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+}
+
+/// A write the workload made, between two ticks of the log's clock.
+struct UserWrite {
+    started: u64,
+    done: u64,
+    at: u64,
+    data: Vec<u8>,
+}
+
+/// A power loss while requests run: FUA writes between windows, each
+/// acknowledged one on the legs whatever the crash keeps, the one in
+/// flight either old or new sector by sector; resumed from the recorded
+/// position and moved to the end.
+#[test]
+fn a_power_loss_with_writes_during_a_move_keeps_every_acknowledged_one() {
+    for (i, (what, old, new)) in reshapes().into_iter().enumerate() {
+        let seed = 40 + i as u64;
+        let shift = minimal_shift(&prove(old), &prove(new)).expect("plan");
+        let legs_n = new.legs.max(old.legs);
+        let (images, data) = filled(old, legs_n, seed);
+        let log = WriteLog::new();
+        let logged: Vec<Arc<dyn BlockDevice>> = images
+            .iter()
+            .enumerate()
+            .map(|(i, img)| Arc::new(LoggedLeg::new(Arc::new(MemLeg::from_image(format!("leg{i}"), img.clone())), i as u32, log.clone())) as Arc<dyn BlockDevice>)
+            .collect();
+        let (la, lb, r) = reshaping(&logged, old, new, shift, 0);
+        let mut windows = Windows::new(&la, &lb, shift, 32 << 10).expect("windows");
+        let size = r.size();
+        let mut rng = seed;
+        let mut writes = Vec::new();
+        loop {
+            // Requests come in whole sectors, as a block device takes them.
+            for _ in 0..2 {
+                let at = splitmix64(&mut rng) % size / 512 * 512;
+                let len = ((1 + splitmix64(&mut rng) % 40) * 512).min(size - at) as usize;
+                let bytes = pattern(len, splitmix64(&mut rng));
+                let started = log.tick();
+                r.write_at(&bytes, at, true).expect("write");
+                writes.push(UserWrite { started, done: log.tick(), at, data: bytes });
+            }
+            if r.step(&mut windows, &mut |p| record_position(&logged, p)).expect("step").is_none() {
+                break;
+            }
+        }
+        let entries = log.entries();
+        let points = sample(durability_points(&entries), 40, 12, log.now(), &mut rng);
+        for &at in &points {
+            // What the array held when the crash came, and the write in flight.
+            let mut expected = data.clone();
+            let mut in_flight = None;
+            for w in &writes {
+                if w.done < at {
+                    expected[w.at as usize..w.at as usize + w.data.len()].copy_from_slice(&w.data);
+                } else if w.started < at {
+                    in_flight = Some(w);
+                }
+            }
+            for persist in [Persist::Nothing, Persist::Everything, Persist::Random { seed: at, percent: 50 }] {
+                let crashed: Vec<Image> = (0..legs_n).map(|l| crash_image(&images[l], &entries, l as u32, at, persist).0).collect();
+                let position = recorded_position(&crashed);
+                let legs = devices(&crashed);
+                run_move(&legs, old, new, shift, position, 0).unwrap_or_else(|e| panic!("{what}: resume at {position}: {e}"));
+                let b = array("new", &legs, new, OLD_OFFSET - shift);
+                let mut got = vec![0u8; data.len()];
+                b.read(&mut got, 0).expect("read");
+                // A write in flight may leave each sector old or new (the
+                // array may split a leg's block between two writes).
+                for block in (0..got.len()).step_by(512) {
+                    let end = (block + 512).min(got.len());
+                    if got[block..end] == expected[block..end] {
+                        continue;
+                    }
+                    // The write in flight may have reached this block.
+                    let newer = in_flight.is_some_and(|w| {
+                        let (ws, we) = (w.at as usize, w.at as usize + w.data.len());
+                        let mut maybe = expected[block..end].to_vec();
+                        for (k, byte) in maybe.iter_mut().enumerate() {
+                            if (ws..we).contains(&(block + k)) {
+                                *byte = w.data[block + k - ws];
+                            }
+                        }
+                        got[block..end] == maybe[..]
+                    });
+                    assert!(
+                        newer,
+                        "{what}: crash at {at} keeping {persist}, resumed at {position}: the sector at byte {block} holds neither what was acknowledged nor the write in flight ({:?})",
+                        in_flight.map(|w| (w.at, w.data.len()))
+                    );
+                }
+            }
+        }
+    }
 }
