@@ -633,3 +633,30 @@ fn a_superblock_claiming_a_leg_larger_than_its_device_is_refused() {
     assert_eq!(got.array.health_chars(), "AAD");
     assert_eq!(read_all(&got.array), data);
 }
+
+/// Legs whose superblocks record a reshape under way are not assembled
+/// through the old layout alone: half the data would read wrong.
+#[test]
+fn legs_recording_a_reshape_are_not_read_through_one_layout() {
+    let r = rig("raid5", 4, 16 << 20, "", true);
+    for dev in open(&r.paths) {
+        let mut sb = store::read_superblock(&*dev).unwrap();
+        let component_offset = (sb.component_offset + sb.component_len).div_ceil(4096) * 4096;
+        sb.generation += 1;
+        sb.reshape = Some(wasmraid::meta::superblock::Reshape {
+            layout_name: "raid6".into(),
+            args: String::new(),
+            chunk_sectors: CHUNK,
+            data_offset: sb.data_offset - 4096,
+            component_sha256: [1; 32],
+            component_offset,
+            component_len: 4096,
+            old_slots: 4,
+            position: 1 << 20,
+        });
+        store::write_superblock(&*dev, &sb).unwrap();
+    }
+    let e = assemble(open(&r.paths), &sandbox(), &options(true)).err().expect("refused");
+    let text = e.to_string();
+    assert!(text.contains("records a reshape of 't' to raid6") && text.contains("at byte 1048576"), "{text}");
+}

@@ -137,6 +137,7 @@ pub fn create(legs: &[Arc<dyn BlockDevice>], sandbox: &Arc<Sandbox>, o: &CreateO
         regions,
         created: now(),
         updated: now(),
+        reshape: None,
     };
     // Every leg's block passes the checks assemble makes, before any is
     // written: what create writes, assemble accepts.
@@ -233,6 +234,13 @@ pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &
         .max_by_key(|(_, sb)| sb.generation)
         .map(|(dev, sb)| (dev.describe(), sb.clone()))
         .ok_or_else(|| CreateError::Refused("no member legs".into()))?;
+    if let Some(r) = &newest.reshape {
+        // Read through one layout, half the data would be wrong.
+        return Err(CreateError::Refused(format!(
+            "{newest_dev} records a reshape of '{}' to {} ({}) under way at byte {}: this wasmraid does not resume reshapes, so it does not assemble the array",
+            newest.name, r.layout_name, r.args, r.position
+        )));
+    }
     let freshest = Claim { device: &newest_dev, sb: &newest };
     let contradictions: Vec<String> = members.iter().filter_map(|(dev, sb)| contradiction(&freshest, &Claim { device: &dev.describe(), sb })).collect();
     if !contradictions.is_empty() && !o.force {

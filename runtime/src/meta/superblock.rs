@@ -18,6 +18,12 @@ pub const MAGIC: &[u8; 8] = b"WRAIDSB1";
 /// Version 2 added member states, recovery checkpoints and the
 /// replacement record; version 1 blocks are still read.
 pub const VERSION: u32 = 2;
+/// A version 2 block with a reshape record: written only while a reshape
+/// is under way, so a wasmraid that cannot resume one refuses the array
+/// rather than read it through one layout (md's RESHAPE_ACTIVE feature).
+pub const VERSION_RESHAPE: u32 = 3;
+/// Where the reshape record starts: past the largest slot table.
+pub const RESHAPE_AT: usize = 2816;
 /// Most legs an array records (their uuids fit one block).
 pub const MAX_LEGS: usize = 64;
 /// Longest `args` and names a block holds (bytes).
@@ -77,6 +83,28 @@ pub struct Superblock {
     /// Seconds since the epoch at creation and at the last update.
     pub created: u64,
     pub updated: u64,
+    /// A reshape under way: the layout the data moves to, and how far.
+    pub reshape: Option<Reshape>,
+}
+
+/// A reshape under way (md's `reshape_position` and new geometry). The
+/// fields above describe the old layout over the first `old_slots` slots;
+/// slots from `old_slots` on were added for the new layout, whose data
+/// starts at `data_offset` on every leg, before the old layout's.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Reshape {
+    pub layout_name: String,
+    pub args: String,
+    pub chunk_sectors: u32,
+    pub data_offset: u64,
+    /// The new layout's component, stored beside the old one's.
+    pub component_sha256: [u8; 32],
+    pub component_offset: u64,
+    pub component_len: u64,
+    pub old_slots: u32,
+    /// Bytes of the array below which the new layout holds the data, on
+    /// the legs, durably; the old layout holds the rest.
+    pub position: u64,
 }
 
 /// A leg's rebuild, checkpointed: every stripe below `offset` holds what
@@ -109,7 +137,7 @@ pub enum SuperblockError {
     Magic(String),
     #[error("superblock checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
     Checksum { stored: u32, computed: u32 },
-    #[error("superblock version {0} is not supported (this wasmraid reads version {VERSION})")]
+    #[error("superblock version {0} is not supported (this wasmraid reads versions 1 to {VERSION_RESHAPE})")]
     Version(u32),
     #[error("superblock field {0} is out of range")]
     Field(&'static str),
@@ -179,7 +207,7 @@ impl Superblock {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer { buf: Vec::with_capacity(BLOCK) };
         w.bytes(MAGIC);
-        w.u32(VERSION);
+        w.u32(if self.reshape.is_some() { VERSION_RESHAPE } else { VERSION });
         w.bytes(&self.array_uuid);
         w.text(&self.name, NAME_MAX);
         w.bytes(&self.leg_uuid);
@@ -224,6 +252,18 @@ impl Superblock {
             w.u64(self.leg_sizes.get(i).copied().unwrap_or(0));
             w.u64(recovery.map_or(0, |r| r.offset));
         }
+        if let Some(r) = &self.reshape {
+            w.buf.resize(RESHAPE_AT, 0);
+            w.text(&r.layout_name, NAME_MAX);
+            w.text(&r.args, ARGS_MAX);
+            w.u32(r.chunk_sectors);
+            w.u64(r.data_offset);
+            w.bytes(&r.component_sha256);
+            w.u64(r.component_offset);
+            w.u64(r.component_len);
+            w.u32(r.old_slots);
+            w.u64(r.position);
+        }
         w.buf.resize(BLOCK - 4, 0);
         let crc = crc32c::crc32c(&w.buf);
         w.u32(crc);
@@ -246,7 +286,7 @@ impl Superblock {
         }
         let mut r = Reader { buf: block, at: 8 };
         let version = r.u32();
-        if version != VERSION && version != 1 {
+        if !(1..=VERSION_RESHAPE).contains(&version) {
             return Err(SuperblockError::Version(version));
         }
         let array_uuid = r.array();
@@ -313,6 +353,22 @@ impl Superblock {
         if chunk_sectors == 0 || region_stripes == 0 {
             return Err(SuperblockError::Field("geometry"));
         }
+        let reshape = if version == VERSION_RESHAPE {
+            r.at = RESHAPE_AT;
+            Some(Reshape {
+                layout_name: r.text(NAME_MAX, "reshape layout name")?,
+                args: r.text(ARGS_MAX, "reshape args")?,
+                chunk_sectors: r.u32(),
+                data_offset: r.u64(),
+                component_sha256: r.array(),
+                component_offset: r.u64(),
+                component_len: r.u64(),
+                old_slots: r.u32(),
+                position: r.u64(),
+            })
+        } else {
+            None
+        };
         Ok(Superblock {
             array_uuid,
             name,
@@ -342,6 +398,7 @@ impl Superblock {
             regions,
             created,
             updated,
+            reshape,
         })
     }
 
@@ -409,7 +466,49 @@ mod tests {
             regions: 16,
             created: 1,
             updated: 2,
+            reshape: None,
         }
+    }
+
+    pub(crate) fn reshaping() -> Superblock {
+        let mut sb = sample();
+        sb.legs.push([6; 16]);
+        sb.failed.push(false);
+        sb.spared.push(None);
+        sb.recovering.push(None);
+        sb.leg_sizes.push(1000);
+        sb.reshape = Some(Reshape {
+            layout_name: "raid6".into(),
+            args: "left-symmetric".into(),
+            chunk_sectors: 256,
+            data_offset: (1 << 20) - (128 << 10),
+            component_sha256: [7; 32],
+            component_offset: 40960,
+            component_len: 30000,
+            old_slots: 3,
+            position: 3 << 20,
+        });
+        sb
+    }
+
+    #[test]
+    fn a_reshape_record_round_trips_and_marks_the_block() {
+        let sb = reshaping();
+        let block = sb.encode();
+        assert_eq!(u32::from_le_bytes(block[8..12].try_into().unwrap()), VERSION_RESHAPE);
+        assert_eq!(Superblock::decode(&block).unwrap(), sb);
+        // Without one, the block stays version 2, as older wasmraids read it.
+        let plain = sample().encode();
+        assert_eq!(u32::from_le_bytes(plain[8..12].try_into().unwrap()), VERSION);
+        // The largest slot table ends before the record begins.
+        let mut full = sample();
+        full.legs = vec![[1; 16]; MAX_LEGS];
+        full.failed = vec![false; MAX_LEGS];
+        full.spared = vec![None; MAX_LEGS];
+        full.recovering = vec![None; MAX_LEGS];
+        full.leg_sizes = vec![7; MAX_LEGS];
+        full.reshape = reshaping().reshape;
+        assert_eq!(Superblock::decode(&full.encode()).unwrap(), full);
     }
 
     #[test]

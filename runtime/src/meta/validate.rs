@@ -33,7 +33,8 @@ impl Superblock {
         self.check_text()?;
         self.check_geometry()?;
         self.check_bitmap()?;
-        self.check_component()
+        self.check_component()?;
+        self.check_reshape()
     }
 
     /// `check`, and the device of `device_bytes` holds what the block
@@ -91,7 +92,7 @@ impl Superblock {
     /// The first field of the array's geometry (fixed at `create`, the
     /// same on every leg of one array) where `other` differs, if any.
     pub fn geometry_differs(&self, other: &Superblock) -> Option<&'static str> {
-        let fields: [(&'static str, bool); 13] = [
+        let fields: [(&'static str, bool); 14] = [
             ("chunk_sectors", self.chunk_sectors == other.chunk_sectors),
             ("data_offset", self.data_offset == other.data_offset),
             ("leg_sizes", self.leg_sizes == other.leg_sizes),
@@ -105,6 +106,9 @@ impl Superblock {
             ("region_stripes", self.region_stripes == other.region_stripes),
             ("regions", self.regions == other.regions),
             ("legs", self.legs.len() == other.legs.len()),
+            // Where a reshape has reached differs between generations; what
+            // it reshapes to does not.
+            ("reshape", self.reshape.as_ref().map(|r| (&r.layout_name, &r.args, r.chunk_sectors, r.data_offset, r.component_sha256, r.old_slots)) == other.reshape.as_ref().map(|r| (&r.layout_name, &r.args, r.chunk_sectors, r.data_offset, r.component_sha256, r.old_slots))),
         ];
         fields.into_iter().find(|(_, same)| !same).map(|(name, _)| name)
     }
@@ -234,6 +238,63 @@ impl Superblock {
             return Err(invalid(
                 "component_offset",
                 format!("{} bytes at {start} overlap the bitmap copies ({} to {bitmap_end})", self.component_len, self.bitmap_offset),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A reshape under way: its layout's text and chunk bounded as the
+    /// old ones are, slots for both layouts, its data offset a boundary at
+    /// or before the old one's and after all metadata (the old component
+    /// included: a crash resumes from it), its component bounded, clear of
+    /// the bitmap and of the old component.
+    fn check_reshape(&self) -> Result<(), SuperblockError> {
+        let Some(r) = &self.reshape else { return Ok(()) };
+        if r.layout_name.is_empty() || r.layout_name.len() > NAME_MAX {
+            return Err(invalid("reshape.layout_name", format!("{} bytes (1 to {NAME_MAX})", r.layout_name.len())));
+        }
+        if r.args.len() > ARGS_MAX {
+            return Err(invalid("reshape.args", format!("{} bytes (at most {ARGS_MAX})", r.args.len())));
+        }
+        if r.chunk_sectors == 0 || r.chunk_sectors > MAX_CHUNK_SECTORS {
+            return Err(invalid("reshape.chunk_sectors", format!("{} sectors (1 to {MAX_CHUNK_SECTORS})", r.chunk_sectors)));
+        }
+        if r.old_slots == 0 || r.old_slots as usize > self.legs.len() {
+            return Err(invalid("reshape.old_slots", format!("{} of the array's {} slots", r.old_slots, self.legs.len())));
+        }
+        if !r.data_offset.is_multiple_of(ALIGN) || r.data_offset > self.data_offset {
+            return Err(invalid("reshape.data_offset", format!("{} is not a {ALIGN}-byte boundary at or before the data offset {}", r.data_offset, self.data_offset)));
+        }
+        if r.component_len == 0 || r.component_len > MAX_COMPONENT_BYTES {
+            return Err(invalid("reshape.component_len", format!("{} bytes (1 to {MAX_COMPONENT_BYTES})", r.component_len)));
+        }
+        let metadata_end = self.bitmap_end().unwrap_or(u64::MAX).max(self.component_offset + self.component_len);
+        if metadata_end > r.data_offset {
+            return Err(invalid("reshape.data_offset", format!("{} is inside the metadata, which runs to {metadata_end}", r.data_offset)));
+        }
+        let (start, end) = (r.component_offset, r.component_offset.saturating_add(r.component_len));
+        let clear = |from: u64, to: u64| end <= from || to <= start;
+        if start < AFTER_SUPERBLOCKS
+            || end > r.data_offset
+            || !clear(self.bitmap_offset, self.bitmap_end().unwrap_or(u64::MAX))
+            || !clear(self.component_offset, self.component_offset + self.component_len)
+        {
+            return Err(invalid(
+                "reshape.component_offset",
+                format!("{} bytes at {start} are not clear of the superblocks, the bitmap copies and the old component, before the new data offset {}", r.component_len, r.data_offset),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The reshape's position against the new layout once proven: a
+    /// multiple of its stripe's data, within its capacity.
+    pub fn check_reshape_position(&self, stripe_bytes: u64, capacity: u64) -> Result<(), SuperblockError> {
+        let Some(r) = &self.reshape else { return Ok(()) };
+        if stripe_bytes == 0 || !r.position.is_multiple_of(stripe_bytes) || r.position > capacity {
+            return Err(invalid(
+                "reshape.position",
+                format!("byte {} is not a whole number of the new layout's {stripe_bytes}-byte stripes within its {capacity} bytes", r.position),
             ));
         }
         Ok(())

@@ -66,7 +66,7 @@ impl Reshaping {
     /// legs hold (0 for a reshape just begun), a multiple of
     /// `stripe_bytes` (the new layout's data per stripe).
     pub fn new(old: Arc<dyn BlockDevice>, new: Arc<dyn BlockDevice>, stripe_bytes: u64, recorded: u64) -> Result<Reshaping, ReshapeError> {
-        if stripe_bytes == 0 || recorded % stripe_bytes != 0 {
+        if stripe_bytes == 0 || !recorded.is_multiple_of(stripe_bytes) {
             return Err(ReshapeError::Misaligned { position: recorded, stripe: stripe_bytes });
         }
         Ok(Reshaping { old, new, stripe_bytes, position: RwLock::new(Position { recorded, window_end: recorded }), closed: (Mutex::new(()), Condvar::new()) })

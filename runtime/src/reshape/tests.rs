@@ -13,7 +13,6 @@ use crate::layout::proven::ProvenLayout;
 use crate::sandbox::{LoadedComponent, Sandbox, SandboxConfig, component};
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, LazyLock};
 
 static SANDBOX: LazyLock<Arc<Sandbox>> = LazyLock::new(|| Sandbox::new(SandboxConfig { cache_dir: None, ..SandboxConfig::default() }).expect("sandbox"));
@@ -306,9 +305,9 @@ fn requests_during_a_move_see_their_own_writes() {
             while !mover.is_finished() || n < 200 {
                 let at = splitmix64(&mut rng) % size;
                 let len = (1 + splitmix64(&mut rng) % 40_000).min(size - at) as usize;
-                if splitmix64(&mut rng) % 2 == 0 {
+                if splitmix64(&mut rng).is_multiple_of(2) {
                     let data = pattern(len, splitmix64(&mut rng));
-                    r.write_at(&data, at, splitmix64(&mut rng) % 4 == 0).unwrap_or_else(|e| panic!("{what}: write: {e}"));
+                    r.write_at(&data, at, splitmix64(&mut rng).is_multiple_of(4)).unwrap_or_else(|e| panic!("{what}: write: {e}"));
                     shadow[at as usize..at as usize + len].copy_from_slice(&data);
                 } else {
                     let mut got = vec![0u8; len];

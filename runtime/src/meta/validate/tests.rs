@@ -38,7 +38,68 @@ pub(crate) fn honest() -> Superblock {
         regions: 1,
         created: 1,
         updated: 2,
+        reshape: None,
     }
+}
+
+/// `honest` in the middle of a reshape to raid6 over one more leg: the new
+/// component after the old one, the new data 256 KiB before the old.
+fn reshaping() -> Superblock {
+    let mut sb = honest();
+    sb.legs.push([5; 16]);
+    sb.failed.push(false);
+    sb.spared.push(None);
+    sb.recovering.push(None);
+    sb.leg_sizes.push(sb.leg_chunks);
+    let component_offset = (sb.component_offset + sb.component_len).div_ceil(4096) * 4096;
+    sb.reshape = Some(crate::meta::superblock::Reshape {
+        layout_name: "raid6".into(),
+        args: String::new(),
+        chunk_sectors: 128,
+        data_offset: sb.data_offset - (256 << 10),
+        component_sha256: [8; 32],
+        component_offset,
+        component_len: 40_000,
+        old_slots: 3,
+        position: 6 << 20,
+    });
+    sb
+}
+
+fn reshape_refused(field: &str, change: impl FnOnce(&mut crate::meta::superblock::Reshape)) {
+    let mut sb = reshaping();
+    change(sb.reshape.as_mut().unwrap());
+    match sb.check_on(LEG) {
+        Err(SuperblockError::Invalid { field: f, .. }) => assert_eq!(f, field),
+        other => panic!("{field}: expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_reshape_record_is_bounded_like_the_geometry_it_leads_to() {
+    reshaping().check_on(LEG).unwrap();
+    reshape_refused("reshape.layout_name", |r| r.layout_name.clear());
+    reshape_refused("reshape.chunk_sectors", |r| r.chunk_sectors = 0);
+    reshape_refused("reshape.chunk_sectors", |r| r.chunk_sectors = MAX_CHUNK_SECTORS + 1);
+    reshape_refused("reshape.old_slots", |r| r.old_slots = 0);
+    reshape_refused("reshape.old_slots", |r| r.old_slots = 5);
+    // Data moves towards the start, never into the metadata.
+    reshape_refused("reshape.data_offset", |r| r.data_offset += 512 << 10);
+    reshape_refused("reshape.data_offset", |r| r.data_offset -= 1);
+    reshape_refused("reshape.data_offset", |r| r.data_offset = 8192);
+    reshape_refused("reshape.component_len", |r| r.component_len = 0);
+    reshape_refused("reshape.component_len", |r| r.component_len = MAX_COMPONENT_BYTES + 1);
+    // The new component overlapping the old one, the bitmap, or the new data.
+    let old = honest();
+    reshape_refused("reshape.component_offset", |r| r.component_offset = old.component_offset + 4096);
+    reshape_refused("reshape.component_offset", |r| r.component_offset = area::BITMAP_OFFSET);
+    reshape_refused("reshape.component_offset", |r| r.component_offset = r.data_offset - 4096);
+    reshape_refused("reshape.component_offset", |r| r.component_offset = u64::MAX - 10);
+    // Its position is judged against the new layout once proven.
+    let sb = reshaping();
+    sb.check_reshape_position(3 * 65536, 1 << 30).unwrap();
+    assert!(sb.check_reshape_position(5 * 65536, 1 << 30).is_err());
+    assert!(sb.check_reshape_position(3 * 65536, 1 << 20).is_err());
 }
 
 /// `change` makes the block refused by `check_on(device)`, naming `field`.
@@ -189,4 +250,10 @@ fn geometry_is_the_same_on_every_leg() {
     assert_eq!(a.geometry_differs(&b), Some("leg_sizes"));
     let c = Superblock { component_sha256: [0; 32], ..honest() };
     assert_eq!(a.geometry_differs(&c), Some("component_sha256"));
+    // A reshape's position moves with generations; its target does not.
+    let (d, mut e) = (reshaping(), reshaping());
+    e.reshape.as_mut().unwrap().position += 65536;
+    assert_eq!(d.geometry_differs(&e), None);
+    e.reshape.as_mut().unwrap().chunk_sectors = 256;
+    assert_eq!(d.geometry_differs(&e), Some("reshape"));
 }
