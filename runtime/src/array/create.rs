@@ -237,8 +237,8 @@ pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &
     if let Some(r) = &newest.reshape {
         // Read through one layout, half the data would be wrong.
         return Err(CreateError::Refused(format!(
-            "{newest_dev} records a reshape of '{}' to {} ({}) under way at byte {}: this wasmraid does not resume reshapes, so it does not assemble the array",
-            newest.name, r.layout_name, r.args, r.position
+            "{newest_dev} records a reshape of '{}' to {} ({}) under way at byte {}: finish it with `wasmraid reshape {} --continue --legs LEGS` (every leg, those added included) before assembling",
+            newest.name, r.layout_name, r.args, r.position, newest.name
         )));
     }
     let freshest = Claim { device: &newest_dev, sb: &newest };

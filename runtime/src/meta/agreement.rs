@@ -34,6 +34,9 @@ pub struct Claim<'a> {
 /// None when both can. Both belong to the same array.
 pub fn contradiction(freshest: &Claim, leg: &Claim) -> Option<String> {
     let (f, l) = (freshest.sb, leg.sb);
+    if finished_reshape_behind(f, l) {
+        return None;
+    }
     if let Some(field) = f.geometry_differs(l) {
         return Some(format!(
             "{} (generation {}) and {} (generation {}) disagree on {field}, which is the same on every leg of an array",
@@ -51,6 +54,23 @@ pub fn contradiction(freshest: &Claim, leg: &Claim) -> Option<String> {
         ));
     }
     None
+}
+
+/// A crash while a reshape's last superblocks were written: `l`, one
+/// generation behind, still records the reshape, at its end, to exactly
+/// the geometry `f` now describes alone.
+fn finished_reshape_behind(f: &Superblock, l: &Superblock) -> bool {
+    l.generation + 1 == f.generation
+        && f.reshape.is_none()
+        && l.legs == f.legs
+        && l.reshape.as_ref().is_some_and(|r| {
+            r.layout_name == f.layout_name
+                && r.args == f.args
+                && r.chunk_sectors == f.chunk_sectors
+                && r.data_offset == f.data_offset
+                && r.component_sha256 == f.component_sha256
+                && r.component_offset == f.component_offset
+        })
 }
 
 #[cfg(test)]

@@ -78,6 +78,26 @@ pub fn read_component(dev: &dyn BlockDevice, sb: &Superblock) -> Result<Vec<u8>,
     Ok(bytes)
 }
 
+/// Store the component a reshape moves to, where its record says, and flush.
+pub fn write_reshape_component(dev: &dyn BlockDevice, sb: &Superblock, bytes: &[u8]) -> Result<(), MetaError> {
+    let Some(r) = &sb.reshape else { return Err(MetaError::Invalid { leg: dev.describe(), what: "no reshape recorded".into() }) };
+    dev.write_at(bytes, r.component_offset, false).map_err(|e| io(dev, e)).and_then(|()| dev.flush().map_err(|e| io(dev, e)))
+}
+
+/// The component a reshape moves to, checked against its sha256.
+pub fn read_reshape_component(dev: &dyn BlockDevice, sb: &Superblock) -> Result<Vec<u8>, MetaError> {
+    sb.check_on(dev.size()).map_err(|e| field(dev, e))?;
+    let Some(r) = &sb.reshape else { return Err(MetaError::Invalid { leg: dev.describe(), what: "no reshape recorded".into() }) };
+    // `check_on` bounded the length (`validate::check_reshape`).
+    let mut bytes = vec![0u8; r.component_len as usize];
+    dev.read_at(&mut bytes, r.component_offset).map_err(|e| io(dev, e))?;
+    let actual: [u8; 32] = Sha256::digest(&bytes).into();
+    if actual != r.component_sha256 {
+        return Err(MetaError::Component { leg: dev.describe(), expected: hex::encode(r.component_sha256), actual: hex::encode(actual) });
+    }
+    Ok(bytes)
+}
+
 /// Write one bitmap copy (0 = A, 1 = B) and flush.
 pub fn write_bitmap_copy(dev: &dyn BlockDevice, sb: &Superblock, which: u8, states: &[State], serial: u64) -> Result<(), MetaError> {
     let bytes = bitmap_copy::encode(states, which, serial);

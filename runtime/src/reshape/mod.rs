@@ -5,9 +5,11 @@
 //! on every leg and how much may move at once so that a crash never finds
 //! the old layout's unmoved data overwritten; `device.rs` serves the array
 //! from both layouts while it moves the data window by window, each made
-//! durable before its position is recorded.
+//! durable before its position is recorded; `offline.rs` runs a whole
+//! reshape of a stopped array, checkpointed in its superblocks.
 
 pub mod device;
+pub mod offline;
 pub mod plan;
 
 #[cfg(test)]
