@@ -8,6 +8,7 @@ mod guest_tools;
 mod logs;
 mod meta;
 mod monitor;
+mod reshape;
 mod scan;
 mod serve;
 mod systemd;
@@ -135,6 +136,9 @@ enum Command {
     },
     /// Write superblocks, the component and bitmaps onto legs (like mdadm --create).
     Create(meta::CreateArgs),
+    /// Move a stopped array's data to another layout: more legs, another chunk, another
+    /// component (like mdadm --grow); crash-safe, finished by --continue.
+    Reshape(reshape::ReshapeArgs),
     /// Find an array's legs by uuid, check them, and serve it (like mdadm --assemble);
     /// `--scan` alone brings up every array of the config file.
     Assemble(meta::AssembleArgs),
@@ -373,6 +377,7 @@ fn dispatch(command: Command, sandbox: &SandboxArgs) -> anyhow::Result<std::proc
             })
         }
         Command::Create(args) => meta::create_cmd(args, sandbox),
+        Command::Reshape(args) => reshape::reshape_cmd(args, sandbox),
         Command::Assemble(args) => meta::assemble_cmd(args, sandbox),
         Command::Detail { scan: _, run_dir } => scan::detail_scan(&run_dir.unwrap_or_else(wasmraid::control::default_run_dir)),
         Command::Ublk(UblkCommand::List) => {

@@ -252,7 +252,11 @@ async fn handle(served: &Arc<Served>, request: Request) -> Response {
                     geometry.args = a;
                 }
                 let proven = ProvenLayout::prove(Arc::new(loaded), geometry).map_err(|e| format!("{origin}: {e}"))?;
-                let report = array.reload(proven).map_err(|e| format!("{origin} refused: {e}"))?;
+                // A reload keeps every chunk where it is; moving data to a
+                // different layout is a reshape.
+                let report = array
+                    .reload(proven)
+                    .map_err(|e| format!("{origin} refused: {e}; a reload only swaps in a layout identical to the running one: to move the data to a different layout, stop the array and run `wasmraid reshape`"))?;
                 serde_json::to_value(report).map_err(|e| e.to_string())
             })
             .await;

@@ -1,0 +1,100 @@
+//! `wasmraid reshape`: move a stopped array's data to another layout (more
+//! legs, another chunk, another component), like `mdadm --grow`, in the
+//! foreground with a progress bar; `--continue` finishes one a crash or an
+//! interrupt left half done.
+
+use super::SandboxArgs;
+use anyhow::{Context, bail};
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use wasmraid::device::BlockDevice;
+use wasmraid::device::file::OpenFlags;
+use wasmraid::reshape::offline::{MAX_WINDOW, Target, reshape};
+use wasmraid::units::{format_size, parse_size};
+
+#[derive(Args)]
+pub struct ReshapeArgs {
+    /// The array's name (it must not be served: stop it first).
+    name: String,
+    /// The array's legs, comma separated (with --continue: every leg,
+    /// those being added included).
+    #[arg(long, value_delimiter = ',', required = true)]
+    legs: Vec<PathBuf>,
+    /// Legs to add, comma separated: new slots after the array's.
+    #[arg(long, value_delimiter = ',')]
+    add_legs: Vec<PathBuf>,
+    /// The new layout: a component file or a built-in name (default: the
+    /// array's own).
+    #[arg(long)]
+    layout: Option<String>,
+    /// The new layout's arguments (default: none).
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    args: String,
+    /// The new chunk size (default: the array's).
+    #[arg(long)]
+    chunk: Option<String>,
+    /// Finish a reshape that was interrupted.
+    #[arg(long = "continue", conflicts_with_all = ["add_legs", "layout", "chunk"])]
+    resume: bool,
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+}
+
+fn open(paths: &[PathBuf]) -> anyhow::Result<Vec<Arc<dyn BlockDevice>>> {
+    paths.iter().map(|p| wasmraid::device::open_leg(&p.to_string_lossy(), OpenFlags::default()).with_context(|| format!("opening {}", p.display()))).collect()
+}
+
+pub fn reshape_cmd(a: ReshapeArgs, sandbox_args: &SandboxArgs) -> anyhow::Result<ExitCode> {
+    let run_dir = a.run_dir.clone().unwrap_or_else(wasmraid::control::default_run_dir);
+    let socket = wasmraid::control::socket_path(&run_dir, &a.name);
+    if wasmraid::control::client::call(&socket, &wasmraid::control::Request::Status, std::time::Duration::from_secs(5)).is_ok() {
+        bail!("{} is being served: stop it first (`wasmraid stop {}`); reshaping a served array is not built yet", a.name, a.name);
+    }
+    let sandbox = sandbox_args.sandbox()?;
+    let legs = open(&a.legs)?;
+    let added = open(&a.add_legs)?;
+    let target = if a.resume {
+        None
+    } else {
+        let sb = wasmraid::meta::store::read_superblock(&*legs[0]).with_context(|| format!("reading {}", a.legs[0].display()))?;
+        // Without --layout, the array's own component (whatever its origin).
+        let bytes = match &a.layout {
+            Some(layout) => wasmraid::builtins::resolve(layout)?.1.into_owned(),
+            None => wasmraid::meta::store::read_component(&*legs[0], &sb)?,
+        };
+        let chunk_sectors = match &a.chunk {
+            Some(c) => {
+                let bytes = parse_size(c)?;
+                if bytes == 0 || bytes % 512 != 0 {
+                    bail!("chunk size {c} must be a non-zero multiple of 512 bytes");
+                }
+                Some((bytes / 512) as u32)
+            }
+            None => None,
+        };
+        Some(Target { component: bytes, args: a.args.clone(), chunk_sectors })
+    };
+    let bar = indicatif::ProgressBar::new(1000);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("   reshape [{bar:40}] {percent:>3}% {elapsed_precise} (eta {eta})").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let out = reshape(&legs, &added, &sandbox, target.as_ref(), MAX_WINDOW, &mut |p, end| bar.set_position(p.saturating_mul(1000) / end.max(1)));
+    bar.finish_and_clear();
+    let out = out.with_context(|| format!("reshaping {}", a.name))?;
+    println!(
+        "reshaped {}: {} over {} legs -> {} over {} legs, {} -> {} usable{}",
+        out.name,
+        out.from,
+        out.legs_before,
+        out.to,
+        out.legs_after,
+        format_size(out.size_before),
+        format_size(out.size_after),
+        if out.resumed_at > 0 { format!(" (continued from byte {})", out.resumed_at) } else { String::new() }
+    );
+    let all: Vec<String> = a.legs.iter().chain(&a.add_legs).map(|p| p.display().to_string()).collect();
+    println!("start it with: wasmraid assemble {} --legs {}", out.name, all.join(","));
+    Ok(ExitCode::SUCCESS)
+}
