@@ -181,6 +181,8 @@ copy_bin "$work/wasmraid" bin/wasmraid
 copy_bin "$(command -v fio)" bin/fio
 copy_bin "$(command -v mdadm)" sbin/mdadm
 copy_bin /sbin/mke2fs sbin/mke2fs
+copy_bin /sbin/e2fsck sbin/e2fsck
+copy_bin /sbin/resize2fs sbin/resize2fs
 copy_bin "$(command -v nbd-client)" sbin/nbd-client
 if [ -n "${WASMRAID_VM_PROFILE:-}" ]; then
     command -v perf >/dev/null || die "WASMRAID_VM_PROFILE needs perf on this host (apt install linux-perf)"
