@@ -1,6 +1,7 @@
 //! wasmraid over ublk against md over the same virtio legs, in one VM run
 //! per kernel (Debian's kernels under qemu TCG; the host kernel has no
-//! ublk): the scenarios `perf-raid0` and `perf-parity` of `tests/vm/`.
+//! ublk): the scenarios `perf-raid0`, `perf-parity` and `perf-reshape` of
+//! `tests/vm/`.
 //!
 //! - raid0, 4 legs: fio 4k random read at depth 32 and 1 MiB sequential
 //!   read, alternating md and wasmraid, median of five.
@@ -9,6 +10,10 @@
 //!   --max-io 1M): 4k random write at depth 32, 1 MiB sequential write at
 //!   depth 8, 4k random read at depth 32 with leg 1 failed, alternating,
 //!   median of three.
+//! - reshape: raid5 over 4 legs grown to 5 (64 KiB chunks, the whole array
+//!   written first) against `mdadm --grow` on the same legs, alternating,
+//!   median of three: end to end (wasmraid's proving both layouts
+//!   included), and wasmraid's move alone (issue 18's bar).
 //!
 //! TCG makes absolute figures meaningless; the ratio wasmraid / md is the
 //! figure. Bar: 1.0x md for every row (issue 15). A ratio below the bar is
@@ -24,9 +29,9 @@
 use std::process::{Command, Stdio};
 
 const BAR: f64 = 1.0;
-const SCENARIOS: [&str; 2] = ["perf-raid0", "perf-parity"];
+const SCENARIOS: [&str; 3] = ["perf-raid0", "perf-parity", "perf-reshape"];
 /// Every figure the two scenarios print (`<name> md=.. wasmraid=.. ratio=..`).
-const ROWS: [(&str, &str); 8] = [
+const ROWS: [(&str, &str); 10] = [
     ("randread-4k-iops", "raid0, 4 legs, 4k random read, depth 32 (IOPS)"),
     ("seqread-1m-mibs", "raid0, 4 legs, 1 MiB sequential read, depth 32 (MiB/s)"),
     ("raid5-randwrite-4k-iops", "raid5, 4 legs, 4k random write, depth 32 (IOPS)"),
@@ -35,6 +40,8 @@ const ROWS: [(&str, &str); 8] = [
     ("raid6-randwrite-4k-iops", "raid6, 6 legs, 4k random write, depth 32 (IOPS)"),
     ("raid6-seqwrite-1m-mibs", "raid6, 6 legs, 1 MiB sequential write, depth 8 (MiB/s)"),
     ("raid6-degraded-randread-4k-iops", "raid6, 6 legs, 4k random read, leg 1 failed, depth 32 (IOPS)"),
+    ("reshape-raid5-4to5-mibs", "reshape raid5 4 to 5 legs, end to end (MiB/s of the old array)"),
+    ("reshape-raid5-4to5-move-mibs", "reshape raid5 4 to 5 legs, the move alone (MiB/s of the old array)"),
 ];
 
 struct Figure {

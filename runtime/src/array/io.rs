@@ -134,13 +134,36 @@ impl Array {
         Counters::add(&self.counters.reads, 1);
         Counters::add(&self.counters.read_bytes, buf.len() as u64);
         let cb = self.chunk_bytes;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let at = offset + done as u64;
+        if (offset % cb) + buf.len() as u64 > cb {
+            return self.read_wide(&layout, buf, offset);
+        }
+        self.read_piece(&layout, offset / cb, offset % cb, buf)
+    }
+
+    /// A read across chunks: every piece from its leg at once on the ring
+    /// (one round trip of the slowest leg, not one per chunk in turn); a
+    /// piece whose leg is dead or fails is then read the plain way, which
+    /// decodes it.
+    fn read_wide(&self, layout: &ProvenLayout, buf: &mut [u8], offset: u64) -> Result<(), ArrayError> {
+        let cb = self.chunk_bytes;
+        let mut reads = Vec::new();
+        let mut chunks = Vec::new();
+        let (mut rest, mut at) = (buf, offset);
+        while !rest.is_empty() {
             let (c, within) = (at / cb, at % cb);
-            let n = ((cb - within) as usize).min(buf.len() - done);
-            self.read_piece(&layout, c, within, &mut buf[done..done + n])?;
-            done += n;
+            let n = ((cb - within) as usize).min(rest.len());
+            let (piece, tail) = std::mem::take(&mut rest).split_at_mut(n);
+            let place = if layout.descriptor.replica_chunks > 0 { self.choose_copy(layout, c)? } else { layout.locate(c)? };
+            reads.push(super::batch::LegRead { leg: place.leg, chunk: place.chunk, within, buf: piece });
+            chunks.push(c);
+            rest = tail;
+            at += n as u64;
+        }
+        let ok = self.leg_read_all(&mut reads);
+        for ((r, &c), ok) in reads.iter_mut().zip(&chunks).zip(ok) {
+            if !ok {
+                self.read_piece(layout, c, r.within, r.buf)?;
+            }
         }
         Ok(())
     }

@@ -42,8 +42,11 @@ pub struct ReshapeArgs {
     run_dir: Option<PathBuf>,
 }
 
+/// O_DIRECT: the move reads and writes every byte once; through the page
+/// cache each would be copied twice more.
 fn open(paths: &[PathBuf]) -> anyhow::Result<Vec<Arc<dyn BlockDevice>>> {
-    paths.iter().map(|p| wasmraid::device::open_leg(&p.to_string_lossy(), OpenFlags::default()).with_context(|| format!("opening {}", p.display()))).collect()
+    let flags = OpenFlags { direct: true, ..OpenFlags::default() };
+    paths.iter().map(|p| wasmraid::device::open_leg(&p.to_string_lossy(), flags).with_context(|| format!("opening {}", p.display()))).collect()
 }
 
 pub fn reshape_cmd(a: ReshapeArgs, sandbox_args: &SandboxArgs) -> anyhow::Result<ExitCode> {
@@ -93,6 +96,15 @@ pub fn reshape_cmd(a: ReshapeArgs, sandbox_args: &SandboxArgs) -> anyhow::Result
         format_size(out.size_before),
         format_size(out.size_after),
         if out.resumed_at > 0 { format!(" (continued from byte {})", out.resumed_at) } else { String::new() }
+    );
+    let moved = out.size_before.saturating_sub(out.resumed_at.min(out.size_before));
+    println!(
+        "moved {} in {:.2} s ({:.0} MiB/s, {} windows, the new layout {} before the old on every leg)",
+        format_size(moved),
+        out.moving.as_secs_f64(),
+        moved as f64 / 1048576.0 / out.moving.as_secs_f64().max(1e-6),
+        out.windows,
+        format_size(out.shift)
     );
     let all: Vec<String> = a.legs.iter().chain(&a.add_legs).map(|p| p.display().to_string()).collect();
     println!("start it with: wasmraid assemble {} --legs {}", out.name, all.join(","));

@@ -21,6 +21,17 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use std::io;
 use std::sync::Arc;
 
+/// Window buffers start on this boundary, so O_DIRECT legs read into them
+/// and write from them on the ring as they are.
+const ALIGN: usize = 4096;
+
+/// `len` bytes of `storage` (which holds `ALIGN - 1` more) from an aligned
+/// address.
+fn aligned(storage: &mut [u8], len: usize) -> &mut [u8] {
+    let start = storage.as_ptr().align_offset(ALIGN).min(ALIGN - 1);
+    &mut storage[start..start + len]
+}
+
 /// Why a step of the move failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReshapeError {
@@ -113,10 +124,11 @@ impl Reshaping {
         let io = |what: &'static str| move |source: io::Error| ReshapeError::Io { position, what, source };
         let old_end = self.old.size();
         if position < old_end {
-            let mut buf = vec![0u8; (end - position) as usize];
+            let mut storage = vec![0u8; (end - position) as usize + ALIGN - 1];
+            let buf = aligned(&mut storage, (end - position) as usize);
             let have = (old_end.min(end) - position) as usize;
             self.old.read_at(&mut buf[..have], position).map_err(io("reading the old layout"))?;
-            self.new.write_at(&buf, position, false).map_err(io("writing the new layout"))?;
+            self.new.write_at(buf, position, false).map_err(io("writing the new layout"))?;
         } else {
             self.new.write_zeroes(position, end - position, false).map_err(io("zeroing the new layout's added space"))?;
         }

@@ -33,7 +33,10 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// Most the new layout's data is moved before the old one's (it need not
-/// be more: windows are then as large as `MAX_WINDOW` anyway).
+/// be more: windows are then as large as `MAX_WINDOW` anyway). A reshape
+/// takes half the room between the metadata and the data, or what it
+/// needs if more, so every reshape leaves room for the next but a few
+/// (md alternates direction instead, moving the data back up; not built).
 pub const MAX_SHIFT: u64 = 64 << 20;
 /// Most data one window moves (its buffer).
 pub const MAX_WINDOW: u64 = 16 << 20;
@@ -75,6 +78,9 @@ pub struct Outcome {
     /// Where this run started moving (non-zero when it continued one).
     pub resumed_at: u64,
     pub windows: u64,
+    /// The move and the finish, without proving the layouts.
+    #[serde(serialize_with = "crate::units::as_millis")]
+    pub moving: std::time::Duration,
 }
 
 fn refused(why: impl Into<String>) -> OfflineError {
@@ -212,6 +218,7 @@ pub fn reshape(
     let mut windows = Windows::new(&la, &lb, shift, max_window.min(MAX_WINDOW)).map_err(ReshapeError::from)?;
     let moving = Reshaping::new(Arc::new(old), Arc::new(new), sb_bytes, r.position)?;
     let mut count = 0;
+    let started = std::time::Instant::now();
     loop {
         let mut record = |p: u64| -> std::io::Result<()> {
             if let Some(rec) = sb.reshape.as_mut() {
@@ -228,6 +235,7 @@ pub fn reshape(
         }
     }
     finish(&mut sb, &slots, &lb, region_bytes)?;
+    let moving = started.elapsed();
     Ok(Outcome {
         name: sb.name.clone(),
         from,
@@ -239,6 +247,7 @@ pub fn reshape(
         shift,
         resumed_at: r.position,
         windows: count,
+        moving,
     })
 }
 
@@ -309,7 +318,9 @@ fn start(
             a.name, b.name, record.component_len, sb.data_offset
         )));
     }
-    record.data_offset = sb.data_offset - room.min(MAX_SHIFT).max(need);
+    // Half the room (but what is needed): windows grow with the shift, and
+    // the other half is left for the next reshape.
+    record.data_offset = sb.data_offset - (room / 2 / SHIFT_ALIGN * SHIFT_ALIGN).min(MAX_SHIFT).max(need);
     slots.extend(added.iter().cloned());
     grown.reshape = Some(record);
     for dev in slots.iter() {
