@@ -8,6 +8,7 @@
 #   scripts/crash.sh                       # 20,000 states, all layouts and workloads
 #   scripts/crash.sh 1000000 --jobs 2      # a long campaign
 #   scripts/crash.sh 2000 --layout raid5 --workload rebuild,re-add
+#   scripts/crash.sh 20000 --workload reshape   # written, stopped, reshaped offline to one more leg
 #   scripts/crash.sh --layout raid5 --workload rebuild --seed 17 --at 4211 --persist nothing,everything,prefix:3,nothing
 #                                          # replay a reported violation (the run is re-made from its seed;
 #                                          # its threads interleave anew, so a replay may need a few tries)

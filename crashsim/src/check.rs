@@ -52,6 +52,8 @@ pub struct Outcome {
     pub needs_sync: usize,
     /// Legs failed in turn and the array read again.
     pub failed_in_turn: usize,
+    /// A reshape was under way and was finished with `--continue`.
+    pub reshape_continued: bool,
 }
 
 #[derive(Debug)]
@@ -135,7 +137,15 @@ fn settle(array: &Arc<Array>) -> Result<(), Violation> {
 pub fn check(rec: &Recorded, oracle: &Oracle, crash: &Crash, sandbox: &Arc<Sandbox>, outcome: &mut Outcome) -> Result<(), Violation> {
     let images = materialize(rec, crash);
     let mems = devices(&images);
-    let assembled = match assemble(as_block_devices(&mems, &[]), sandbox, &assemble_options(false)) {
+    let mut attempt = assemble(as_block_devices(&mems, &[]), sandbox, &assemble_options(false));
+    if attempt.as_ref().err().is_some_and(|e| e.to_string().contains("--continue")) {
+        // A reshape under way: finished as the operator would, then assembled.
+        outcome.reshape_continued = true;
+        wasmraid::reshape::offline::reshape(&as_block_devices(&mems, &[]), &[], sandbox, None, 48 << 10, &mut |_, _| {})
+            .map_err(|e| violation("a", format!("reshape --continue failed: {e}")))?;
+        attempt = assemble(as_block_devices(&mems, &[]), sandbox, &assemble_options(false));
+    }
+    let assembled = match attempt {
         Ok(a) => a,
         Err(e) => {
             let why = e.to_string();

@@ -64,6 +64,7 @@ struct Totals {
     replacement: u64,
     needs_sync: u64,
     failed_in_turn: u64,
+    reshape_continued: u64,
 }
 
 impl Totals {
@@ -73,6 +74,7 @@ impl Totals {
         self.replacement += o.replacement;
         self.needs_sync += o.needs_sync;
         self.failed_in_turn += o.failed_in_turn;
+        self.reshape_continued += o.reshape_continued;
     }
 
     fn count(&mut self, o: &check::Outcome) {
@@ -81,6 +83,7 @@ impl Totals {
         self.replacement += u64::from(o.replacement);
         self.needs_sync += u64::from(o.needs_sync > 0);
         self.failed_in_turn += o.failed_in_turn as u64;
+        self.reshape_continued += u64::from(o.reshape_continued);
     }
 }
 
@@ -163,13 +166,14 @@ fn campaign(args: &Args) -> anyhow::Result<u64> {
     }
     let t = totals.lock();
     println!(
-        "{} runs in {:.0?}; of the states: {} refused as the write hole (then forced and checked), {} resumed an interrupted rebuild, {} a replacement, {} resynced regions after assemble; {} reads with a leg failed in turn",
+        "{} runs in {:.0?}; of the states: {} refused as the write hole (then forced and checked), {} resumed an interrupted rebuild, {} a replacement, {} resynced regions after assemble, {} finished a reshape with --continue; {} reads with a leg failed in turn",
         runs.load(Ordering::Relaxed),
         started.elapsed(),
         t.write_hole,
         t.resumed,
         t.replacement,
         t.needs_sync,
+        t.reshape_continued,
         t.failed_in_turn
     );
     println!("{n} crash states, {m} violations");

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use wasmraid::array::health::Health;
 use wasmraid::array::sync::SyncAction;
+use wasmraid::device::BlockDevice;
 use wasmraid::device::log_writes::{Entry, splitmix64};
+use wasmraid::reshape::offline::{Target, reshape};
 use wasmraid::device::mem::Image;
 use wasmraid::sandbox::Sandbox;
 
@@ -38,10 +40,23 @@ pub enum Kind {
     Remote,
     /// The array starts with every region unwritten and resyncs as written.
     Resync,
+    /// After the writes, the array is stopped and reshaped offline to the
+    /// same layout over one more leg (`wasmraid reshape --add-legs`).
+    Reshape,
 }
 
-pub const KINDS: [Kind; 9] =
-    [Kind::Writes, Kind::FailMidWrite, Kind::Rebuild, Kind::ReAdd, Kind::Replace, Kind::Spare, Kind::CheckRepair, Kind::Remote, Kind::Resync];
+pub const KINDS: [Kind; 10] = [
+    Kind::Writes,
+    Kind::FailMidWrite,
+    Kind::Rebuild,
+    Kind::ReAdd,
+    Kind::Replace,
+    Kind::Spare,
+    Kind::CheckRepair,
+    Kind::Remote,
+    Kind::Resync,
+    Kind::Reshape,
+];
 
 impl Kind {
     pub fn name(self) -> &'static str {
@@ -55,6 +70,7 @@ impl Kind {
             Kind::CheckRepair => "check-repair",
             Kind::Remote => "remote",
             Kind::Resync => "resync",
+            Kind::Reshape => "reshape",
         }
     }
 
@@ -66,6 +82,9 @@ impl Kind {
     pub fn fits(self, spec: &LayoutSpec, spare_chunks: u32) -> bool {
         match self {
             Kind::Spare => spare_chunks > 0,
+            // Layouts that take any number of legs (pyramid's scheme and
+            // draid's groups are made for theirs).
+            Kind::Reshape => matches!(spec.name, "raid1" | "raid5" | "raid6"),
             _ => spec.legs > 0,
         }
     }
@@ -134,7 +153,7 @@ pub fn run(kind: Kind, spec: LayoutSpec, seed: u64, sandbox: &Arc<Sandbox>) -> a
     let total = per_writer * writers as u64;
     let at = |frac: u64| total * frac / 100;
     match kind {
-        Kind::Writes | Kind::Resync => {}
+        Kind::Writes | Kind::Resync | Kind::Reshape => {}
         Kind::FailMidWrite => {
             let p1 = at(20 + rng.below(40));
             wait_for(&progress, p1);
@@ -230,6 +249,15 @@ pub fn run(kind: Kind, spec: LayoutSpec, seed: u64, sandbox: &Arc<Sandbox>) -> a
     if kind != Kind::Spare && health.chars().any(|c| c != 'A') {
         let why: Vec<String> = rig.array.legs().iter().enumerate().filter_map(|(i, l)| l.last_error().map(|e| format!("leg {i}: {e}"))).collect();
         anyhow::bail!("the array did not heal: {health} after {} ({})", events.join("; "), why.join("; "));
+    }
+    if kind == Kind::Reshape {
+        rig.array.shutdown().map_err(|e| anyhow::anyhow!("stopping the array before the reshape: {e}"))?;
+        let legs: Vec<Arc<dyn BlockDevice>> = rig.devices.lock().iter().map(|d| d.fault.clone() as Arc<dyn BlockDevice>).collect();
+        let added: Vec<Arc<dyn BlockDevice>> = vec![rig.new_device()];
+        let target = Target { component: wasmraid::builtins::find(spec.name).unwrap_or_default().to_vec(), args: spec.args.into(), chunk_sectors: None };
+        // Small windows: many positions recorded, crash points between them.
+        let out = reshape(&legs, &added, sandbox, Some(&target), 48 << 10, &mut |_, _| {}).map_err(|e| anyhow::anyhow!("the reshape: {e}"))?;
+        events.push(format!("reshaped offline: {} over {} legs to {} over {} ({} windows)", out.from, out.legs_before, out.to, out.legs_after, out.windows));
     }
     let bases = rig.devices.lock().iter().map(|d| d.base.clone()).collect();
     Ok(Recorded { seed, bases, entries: rig.log.entries(), ops: rig.history.ops(), blocks: rig.blocks, end: rig.log.now() + 1, events })
