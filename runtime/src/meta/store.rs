@@ -69,11 +69,17 @@ pub fn read_component(dev: &dyn BlockDevice, sb: &Superblock) -> Result<Vec<u8>,
     // Bounds the allocation below (`read_superblock` did too; this stays
     // true of any superblock handed in).
     sb.check_on(dev.size()).map_err(|e| field(dev, e))?;
-    let mut bytes = vec![0u8; sb.component_len as usize];
-    dev.read_at(&mut bytes, sb.component_offset).map_err(|e| io(dev, e))?;
+    read_checked(dev, sb.component_offset, sb.component_len, &sb.component_sha256)
+}
+
+/// `len` bytes at `offset` (bounded by the caller's `check_on`) that must
+/// hash to `sha256`.
+fn read_checked(dev: &dyn BlockDevice, offset: u64, len: u64, sha256: &[u8; 32]) -> Result<Vec<u8>, MetaError> {
+    let mut bytes = vec![0u8; len as usize];
+    dev.read_at(&mut bytes, offset).map_err(|e| io(dev, e))?;
     let actual: [u8; 32] = Sha256::digest(&bytes).into();
-    if actual != sb.component_sha256 {
-        return Err(MetaError::Component { leg: dev.describe(), expected: hex::encode(sb.component_sha256), actual: hex::encode(actual) });
+    if &actual != sha256 {
+        return Err(MetaError::Component { leg: dev.describe(), expected: hex::encode(sha256), actual: hex::encode(actual) });
     }
     Ok(bytes)
 }
@@ -86,16 +92,10 @@ pub fn write_reshape_component(dev: &dyn BlockDevice, sb: &Superblock, bytes: &[
 
 /// The component a reshape moves to, checked against its sha256.
 pub fn read_reshape_component(dev: &dyn BlockDevice, sb: &Superblock) -> Result<Vec<u8>, MetaError> {
+    // Bounds the length too (`validate::check_reshape`).
     sb.check_on(dev.size()).map_err(|e| field(dev, e))?;
     let Some(r) = &sb.reshape else { return Err(MetaError::Invalid { leg: dev.describe(), what: "no reshape recorded".into() }) };
-    // `check_on` bounded the length (`validate::check_reshape`).
-    let mut bytes = vec![0u8; r.component_len as usize];
-    dev.read_at(&mut bytes, r.component_offset).map_err(|e| io(dev, e))?;
-    let actual: [u8; 32] = Sha256::digest(&bytes).into();
-    if actual != r.component_sha256 {
-        return Err(MetaError::Component { leg: dev.describe(), expected: hex::encode(r.component_sha256), actual: hex::encode(actual) });
-    }
-    Ok(bytes)
+    read_checked(dev, r.component_offset, r.component_len, &r.component_sha256)
 }
 
 /// Write one bitmap copy (0 = A, 1 = B) and flush.

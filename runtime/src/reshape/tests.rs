@@ -134,6 +134,17 @@ fn check_new(legs: &[Arc<dyn BlockDevice>], new: Side, shift: u64, data: &[u8]) 
     Ok(())
 }
 
+/// Legs holding `images`, every write and flush into one log.
+fn logged(images: &[Image]) -> (Arc<WriteLog>, Vec<Arc<dyn BlockDevice>>) {
+    let log = WriteLog::new();
+    let legs = images
+        .iter()
+        .enumerate()
+        .map(|(i, img)| Arc::new(LoggedLeg::new(Arc::new(MemLeg::from_image(format!("leg{i}"), img.clone())), i as u32, log.clone())) as Arc<dyn BlockDevice>)
+        .collect();
+    (log, legs)
+}
+
 /// At most `n` of `points`, spread evenly, plus `random` points between.
 fn sample(points: Vec<u64>, n: usize, random: usize, last: u64, rng: &mut u64) -> Vec<u64> {
     let step = points.len().div_ceil(n.max(1)).max(1);
@@ -221,9 +232,7 @@ fn every_reshape_reads_back_what_was_written() {
 fn crash_states(old: Side, new: Side, shift: u64, seed: u64, mover: impl Fn(&[Arc<dyn BlockDevice>]) -> Result<(), String>) -> (usize, Option<String>) {
     let legs_n = new.legs.max(old.legs);
     let (images, data) = filled(old, legs_n, seed);
-    let log = WriteLog::new();
-    let mem: Vec<Arc<MemLeg>> = images.iter().enumerate().map(|(i, img)| Arc::new(MemLeg::from_image(format!("leg{i}"), img.clone()))).collect();
-    let logged: Vec<Arc<dyn BlockDevice>> = mem.iter().enumerate().map(|(i, m)| Arc::new(LoggedLeg::new(m.clone(), i as u32, log.clone())) as Arc<dyn BlockDevice>).collect();
+    let (log, logged) = logged(&images);
     mover(&logged).expect("the move itself");
     let entries = log.entries();
     let last = log.now();
@@ -342,12 +351,7 @@ fn a_power_loss_with_writes_during_a_move_keeps_every_acknowledged_one() {
         let shift = minimal_shift(&prove(old), &prove(new)).expect("plan");
         let legs_n = new.legs.max(old.legs);
         let (images, data) = filled(old, legs_n, seed);
-        let log = WriteLog::new();
-        let logged: Vec<Arc<dyn BlockDevice>> = images
-            .iter()
-            .enumerate()
-            .map(|(i, img)| Arc::new(LoggedLeg::new(Arc::new(MemLeg::from_image(format!("leg{i}"), img.clone())), i as u32, log.clone())) as Arc<dyn BlockDevice>)
-            .collect();
+        let (log, logged) = logged(&images);
         let (la, lb, r) = reshaping(&logged, old, new, shift, 0);
         let mut windows = Windows::new(&la, &lb, shift, 32 << 10).expect("windows");
         let size = r.size();
@@ -525,12 +529,7 @@ mod offline_runs {
     #[test]
     fn a_power_loss_anywhere_in_an_offline_reshape_loses_nothing() {
         let (images, data) = stopped("raid5", 4, 1);
-        let log = WriteLog::new();
-        let logged: Vec<Arc<dyn BlockDevice>> = images
-            .iter()
-            .enumerate()
-            .map(|(i, img)| Arc::new(LoggedLeg::new(Arc::new(MemLeg::from_image(format!("leg{i}"), img.clone())), i as u32, log.clone())) as Arc<dyn BlockDevice>)
-            .collect();
+        let (log, logged) = logged(&images);
         reshape(&logged[..4], &logged[4..], &SANDBOX, Some(&target("raid6")), 64 << 10, &mut |_, _| {}).expect("reshape");
         let entries = log.entries();
         let mut rng = 77;
