@@ -57,6 +57,8 @@ fn a_stopped_raid5_grows_by_a_leg() {
 
     let (ok, out) = wasmraid(&["reshape", "r", "--legs", &list(&legs[..4]), "--continue", "--run-dir", &run]);
     assert!(!ok && out.contains("'r' has no reshape under way to continue"), "{out}");
+    let (ok, out) = wasmraid(&["reshape", "r", "--legs", &list(&legs[..4]), "--abort", "--run-dir", &run]);
+    assert!(!ok && out.contains("'r' has no reshape under way to abort"), "{out}");
     let (ok, out) = wasmraid(&["reshape", "r", "--legs", &list(&legs[..4]), "--add-legs", &list(&legs[4..]), "--run-dir", &run]);
     assert!(ok, "{out}");
     assert!(out.contains("reshaped r: raid5 over 4 legs -> raid5 over 5 legs"), "{out}");

@@ -287,7 +287,8 @@ pub fn examine_cmd(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("{}:", path.display());
-    println!("          Magic : WRAIDSB1 (version {})", wasmraid::meta::superblock::VERSION);
+    let version = if sb.reshape.is_some() { wasmraid::meta::superblock::VERSION_RESHAPE } else { wasmraid::meta::superblock::VERSION };
+    println!("          Magic : WRAIDSB1 (version {version})");
     println!("     Array UUID : {}", uuid_text(&sb.array_uuid));
     println!("           Name : {}", sb.name);
     println!("         Layout : {} {:?} (component sha256 {})", sb.layout_name, sb.args, hex::encode(&sb.component_sha256[..8]));
@@ -303,6 +304,14 @@ pub fn examine_cmd(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         if sb.unsynced { ", resync pending after an unclean stop" } else { "" }
     );
     println!("         Bitmap : {} regions of {} stripes", sb.regions, sb.region_stripes);
+    if let Some(r) = &sb.reshape {
+        // What md's examine calls the reshape position and the new geometry.
+        println!("  Reshape pos'n : byte {} (below it the new layout holds the data)", r.position);
+        println!("     New Layout : {} {:?} (component sha256 {})", r.layout_name, r.args, hex::encode(&r.component_sha256[..8]));
+        println!(" New Chunk Size : {}", format_size(u64::from(r.chunk_sectors) * 512));
+        println!("New Data Offset : {} sectors", r.data_offset / 512);
+        println!("     Delta Legs : {} (slots from {} on are added)", sb.legs.len() as i64 - i64::from(r.old_slots), r.old_slots);
+    }
     for (which, c) in ["A", "B"].iter().zip(&bitmaps) {
         match c {
             Ok((serial, states)) => {

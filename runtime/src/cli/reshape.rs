@@ -1,7 +1,7 @@
 //! `wasmraid reshape`: move a stopped array's data to another layout (more
 //! legs, another chunk, another component), like `mdadm --grow`, in the
 //! foreground with a progress bar; `--continue` finishes one a crash or an
-//! interrupt left half done.
+//! interrupt left half done, `--abort` takes back one that moved nothing.
 
 use super::SandboxArgs;
 use anyhow::{Context, bail};
@@ -38,6 +38,10 @@ pub struct ReshapeArgs {
     /// Finish a reshape that was interrupted.
     #[arg(long = "continue", conflicts_with_all = ["add_legs", "layout", "chunk"])]
     resume: bool,
+    /// Take back a reshape that was interrupted before it moved anything
+    /// (refused, saying so, once it has: then only --continue finishes it).
+    #[arg(long, conflicts_with_all = ["add_legs", "layout", "chunk", "resume"])]
+    abort: bool,
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
 }
@@ -57,6 +61,11 @@ pub fn reshape_cmd(a: ReshapeArgs, sandbox_args: &SandboxArgs) -> anyhow::Result
     }
     let sandbox = sandbox_args.sandbox()?;
     let legs = open(&a.legs)?;
+    if a.abort {
+        let said = wasmraid::reshape::offline::abort(&legs).with_context(|| format!("aborting the reshape of {}", a.name))?;
+        println!("aborted: {said}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let added = open(&a.add_legs)?;
     let target = if a.resume {
         None

@@ -34,7 +34,7 @@ pub struct Claim<'a> {
 /// None when both can. Both belong to the same array.
 pub fn contradiction(freshest: &Claim, leg: &Claim) -> Option<String> {
     let (f, l) = (freshest.sb, leg.sb);
-    if finished_reshape_behind(f, l) {
+    if finished_reshape_behind(f, l) || aborted_reshape_behind(f, l) {
         return None;
     }
     if let Some(field) = f.geometry_differs(l) {
@@ -71,6 +71,19 @@ fn finished_reshape_behind(f: &Superblock, l: &Superblock) -> bool {
                 && r.component_sha256 == f.component_sha256
                 && r.component_offset == f.component_offset
         })
+}
+
+/// A crash while an aborted reshape's superblocks were written: `l`, one
+/// generation behind, still records the reshape, at position 0, from
+/// exactly the geometry `f` describes, over the same first slots.
+fn aborted_reshape_behind(f: &Superblock, l: &Superblock) -> bool {
+    let Some(r) = &l.reshape else { return false };
+    let old = r.old_slots as usize;
+    l.generation + 1 == f.generation
+        && f.reshape.is_none()
+        && r.position == 0
+        && l.legs.get(..old) == Some(&f.legs[..])
+        && Superblock { legs: l.legs[..old].to_vec(), leg_sizes: l.leg_sizes[..old].to_vec(), reshape: None, ..l.clone() }.geometry_differs(f).is_none()
 }
 
 #[cfg(test)]

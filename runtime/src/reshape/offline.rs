@@ -361,3 +361,31 @@ fn finish(sb: &mut Superblock, slots: &[Arc<dyn BlockDevice>], b: &ProvenLayout,
     }
     write_all(slots, sb)
 }
+
+/// Take back a reshape that has moved nothing yet: superblocks describing
+/// the old layout alone on its legs, the added legs' superblocks erased.
+/// Once a window is recorded the new layout holds data the old one no
+/// longer does (its place may be overwritten): that is the point of no
+/// return, and the refusal says so.
+pub fn abort(devices: &[Arc<dyn BlockDevice>]) -> Result<String, OfflineError> {
+    let m = members(devices)?;
+    let (mut sb, slots) = (m.newest, m.slots);
+    let Some(r) = sb.reshape.take() else { return Err(refused(format!("'{}' has no reshape under way to abort", sb.name))) };
+    if r.position > 0 {
+        return Err(refused(format!(
+            "the reshape of '{}' to {} is past its point of no return: the new layout holds the first {} bytes; finish it with --continue",
+            sb.name, r.layout_name, r.position
+        )));
+    }
+    let old = r.old_slots as usize;
+    sb.legs.truncate(old);
+    sb.failed.truncate(old);
+    sb.spared.truncate(old);
+    sb.recovering.truncate(old);
+    sb.leg_sizes.truncate(old);
+    write_all(&slots[..old], &mut sb)?;
+    for dev in &slots[old..] {
+        store::erase_superblock(&**dev)?;
+    }
+    Ok(format!("'{}' stays {} over {} legs; {} added leg(s) released", sb.name, sb.layout_name, old, slots.len() - old))
+}

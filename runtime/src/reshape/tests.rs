@@ -426,7 +426,8 @@ mod offline_runs {
     //! a power loss anywhere in it, finished by `--continue`.
     use super::*;
     use crate::array::create::{AssembleOptions, CreateOptions, assemble, create};
-    use crate::reshape::offline::{OfflineError, Target, reshape};
+    use crate::meta::store;
+    use crate::reshape::offline::{OfflineError, Target, abort, reshape};
 
     /// Each leg: a 1 MiB metadata area, then 256 KiB of data.
     const LEG: u64 = (1 << 20) + (256 << 10);
@@ -535,7 +536,7 @@ mod offline_runs {
         let mut rng = 77;
         let mut points = sample(durability_points(&entries), 60, 20, log.now(), &mut rng);
         points.push(log.now() + 1);
-        let mut continued = 0;
+        let (mut continued, mut aborted) = (0, 0);
         for &at in &points {
             for persist in [Persist::Nothing, Persist::Everything, Persist::Random { seed: at, percent: 50 }] {
                 let crashed: Vec<Image> = (0..5).map(|l| crash_image(&images[l], &entries, l as u32, at, persist).0).collect();
@@ -552,7 +553,21 @@ mod offline_runs {
                     }
                     Err(e) if e.to_string().contains("--continue") => {
                         continued += 1;
-                        reshape(&legs, &[], &SANDBOX, None, 64 << 10, &mut |_, _| {}).map_err(|e| e.to_string()).and_then(|_| reads_back(&legs, &data).map(|_| ()))
+                        let moved = legs.iter().filter_map(|l| store::read_superblock(&**l).ok()).max_by_key(|sb| sb.generation).and_then(|sb| sb.reshape).map(|r| r.position);
+                        // Every other state that moved nothing is aborted instead;
+                        // once something moved, abort refuses.
+                        if at % 2 == 0 || moved != Some(0) {
+                            if moved != Some(0) {
+                                let e = abort(&legs).err().map(|e| e.to_string()).unwrap_or_default();
+                                assert!(e.contains("past its point of no return"), "abort at {moved:?}: {e}");
+                            }
+                            reshape(&legs, &[], &SANDBOX, None, 64 << 10, &mut |_, _| {}).map_err(|e| e.to_string()).and_then(|_| reads_back(&legs, &data).map(|_| ()))
+                        } else {
+                            aborted += 1;
+                            abort(&legs).map_err(|e| e.to_string()).and_then(|_| reads_back(&legs, &data)).and_then(|size| {
+                                if size == data.len() as u64 { Ok(()) } else { Err(format!("aborted, the array holds {size} bytes")) }
+                            })
+                        }
                     }
                     Err(e) => Err(e.to_string()),
                 };
@@ -562,5 +577,6 @@ mod offline_runs {
             }
         }
         assert!(continued > 20, "only {continued} crash states were mid-reshape");
+        assert!(aborted > 0, "no crash state was aborted");
     }
 }
