@@ -128,6 +128,42 @@ mod tests {
         assert_eq!(says(&replaced, &leg(1, 7)), None);
     }
 
+    /// `reshaping()` (raid5 over 3 slots to raid6 over 4) at `generation`.
+    fn mid_reshape(position: u64, generation: u64) -> Superblock {
+        let mut sb = crate::meta::validate::tests::reshaping();
+        sb.reshape.as_mut().unwrap().position = position;
+        sb.generation = generation;
+        sb
+    }
+
+    /// What the finish writes: the new geometry alone.
+    fn finished(generation: u64) -> Superblock {
+        let mut sb = mid_reshape(0, generation);
+        let r = sb.reshape.take().unwrap();
+        (sb.layout_name, sb.args, sb.chunk_sectors, sb.data_offset) = (r.layout_name, r.args, r.chunk_sectors, r.data_offset);
+        (sb.component_sha256, sb.component_offset, sb.component_len) = (r.component_sha256, r.component_offset, r.component_len);
+        sb
+    }
+
+    #[test]
+    fn a_crash_in_a_reshapes_last_write_is_not_a_contradiction() {
+        assert_eq!(says(&finished(20), &mid_reshape(1 << 20, 19)), None);
+        // Two generations behind, or a reshape to something else, is one.
+        assert!(says(&finished(21), &mid_reshape(1 << 20, 19)).is_some());
+        let mut other = mid_reshape(1 << 20, 19);
+        other.reshape.as_mut().unwrap().chunk_sectors *= 2;
+        assert!(says(&finished(20), &other).unwrap().contains("disagree on chunk_sectors"));
+    }
+
+    #[test]
+    fn a_crash_in_an_abort_is_not_a_contradiction() {
+        let mut aborted = crate::meta::validate::tests::honest();
+        aborted.generation = 20;
+        assert_eq!(says(&aborted, &mid_reshape(0, 19)), None);
+        // Past the first window there is nothing to abort: a contradiction.
+        assert!(says(&aborted, &mid_reshape(65536, 19)).is_some());
+    }
+
     #[test]
     fn geometry_never_differs_between_legs() {
         let mut other = leg(1, 8);

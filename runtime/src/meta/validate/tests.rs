@@ -44,7 +44,7 @@ pub(crate) fn honest() -> Superblock {
 
 /// `honest` in the middle of a reshape to raid6 over one more leg: the new
 /// component after the old one, the new data 256 KiB before the old.
-fn reshaping() -> Superblock {
+pub(crate) fn reshaping() -> Superblock {
     let mut sb = honest();
     sb.legs.push([5; 16]);
     sb.failed.push(false);
