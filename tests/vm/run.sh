@@ -203,6 +203,11 @@ if [ "${1:-}" = --functional ]; then
 elif (($#)); then scenarios=("$@")
 else scenarios=("${all[@]}"); fi
 for s in "${scenarios[@]}"; do [ -f "$here/scenarios/$s.sh" ] || die "no scenario $s (see tests/vm/scenarios/)"; done
+# reboot-* scenarios last: the second boot finds their disks as the first
+# boot left them, so no other scenario may run after them on those legs.
+ordered=(); for s in "${scenarios[@]}"; do case "$s" in reboot-*) ;; *) ordered+=("$s") ;; esac; done
+for s in "${scenarios[@]}"; do case "$s" in reboot-*) ordered+=("$s") ;; esac; done
+scenarios=("${ordered[@]}")
 disks="$work/disks"; rm -rf "$disks"; mkdir -p "$disks"
 drives=()
 for i in $(seq 0 13); do # vda..vdn: 14 legs (the pyramid layout wants 14)
