@@ -59,8 +59,11 @@ fn a_stopped_raid5_grows_by_a_leg() {
     assert!(!ok && out.contains("'r' has no reshape under way to continue"), "{out}");
     let (ok, out) = wasmraid(&["reshape", "r", "--legs", &list(&legs[..4]), "--abort", "--run-dir", &run]);
     assert!(!ok && out.contains("'r' has no reshape under way to abort"), "{out}");
-    let (ok, out) = wasmraid(&["reshape", "r", "--legs", &list(&legs[..4]), "--add-legs", &list(&legs[4..]), "--run-dir", &run]);
+    // --sync-rate: about 70 MiB at 100 MiB/s takes most of a second.
+    let started = std::time::Instant::now();
+    let (ok, out) = wasmraid(&["reshape", "r", "--legs", &list(&legs[..4]), "--add-legs", &list(&legs[4..]), "--sync-rate", "100M", "--run-dir", &run]);
     assert!(ok, "{out}");
+    assert!(started.elapsed() >= Duration::from_millis(500), "--sync-rate 100M moved {} MiB in {:?}", data.len() >> 20, started.elapsed());
     assert!(out.contains("reshaped r: raid5 over 4 legs -> raid5 over 5 legs"), "{out}");
 
     let b = up(&legs);

@@ -141,7 +141,7 @@ pub fn check(rec: &Recorded, oracle: &Oracle, crash: &Crash, sandbox: &Arc<Sandb
     if attempt.as_ref().err().is_some_and(|e| e.to_string().contains("--continue")) {
         // A reshape under way: finished as the operator would, then assembled.
         outcome.reshape_continued = true;
-        wasmraid::reshape::offline::reshape(&as_block_devices(&mems, &[]), &[], sandbox, None, 48 << 10, &mut |_, _| {})
+        wasmraid::reshape::offline::reshape(&as_block_devices(&mems, &[]), &[], sandbox, None, 48 << 10, 0, &mut |_, _| {})
             .map_err(|e| violation("a", format!("reshape --continue failed: {e}")))?;
         attempt = assemble(as_block_devices(&mems, &[]), sandbox, &assemble_options(false));
     }

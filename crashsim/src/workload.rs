@@ -256,7 +256,7 @@ pub fn run(kind: Kind, spec: LayoutSpec, seed: u64, sandbox: &Arc<Sandbox>) -> a
         let added: Vec<Arc<dyn BlockDevice>> = vec![rig.new_device()];
         let target = Target { component: wasmraid::builtins::find(spec.name).unwrap_or_default().to_vec(), args: spec.args.into(), chunk_sectors: None };
         // Small windows: many positions recorded, crash points between them.
-        let out = reshape(&legs, &added, sandbox, Some(&target), 48 << 10, &mut |_, _| {}).map_err(|e| anyhow::anyhow!("the reshape: {e}"))?;
+        let out = reshape(&legs, &added, sandbox, Some(&target), 48 << 10, 0, &mut |_, _| {}).map_err(|e| anyhow::anyhow!("the reshape: {e}"))?;
         events.push(format!("reshaped offline: {} over {} legs to {} over {} ({} windows)", out.from, out.legs_before, out.to, out.legs_after, out.windows));
     }
     let bases = rig.devices.lock().iter().map(|d| d.base.clone()).collect();

@@ -42,6 +42,10 @@ pub struct ReshapeArgs {
     /// (refused, saying so, once it has: then only --continue finishes it).
     #[arg(long, conflicts_with_all = ["add_legs", "layout", "chunk", "resume"])]
     abort: bool,
+    /// Move at most this much a second (like md's speed_limit_max), e.g.
+    /// 100M; default: as fast as the legs go.
+    #[arg(long, value_name = "SIZE")]
+    sync_rate: Option<String>,
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
 }
@@ -92,7 +96,8 @@ pub fn reshape_cmd(a: ReshapeArgs, sandbox_args: &SandboxArgs) -> anyhow::Result
     bar.set_style(
         indicatif::ProgressStyle::with_template("   reshape [{bar:40}] {percent:>3}% {elapsed_precise} (eta {eta})").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let out = reshape(&legs, &added, &sandbox, target.as_ref(), MAX_WINDOW, &mut |p, end| bar.set_position(p.saturating_mul(1000) / end.max(1)));
+    let rate = a.sync_rate.as_deref().map(parse_size).transpose()?.unwrap_or(0);
+    let out = reshape(&legs, &added, &sandbox, target.as_ref(), MAX_WINDOW, rate, &mut |p, end| bar.set_position(p.saturating_mul(1000) / end.max(1)));
     bar.finish_and_clear();
     let out = out.with_context(|| format!("reshaping {}", a.name))?;
     println!(

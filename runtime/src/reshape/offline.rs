@@ -178,13 +178,15 @@ fn write_all(slots: &[Arc<dyn BlockDevice>], sb: &mut Superblock) -> Result<(), 
 /// Start (with a target, adding `added`) or continue (without: `devices`
 /// then includes the legs added) the reshape of the array whose legs are
 /// `devices`, moving at most `max_window` bytes at a time (at most
-/// `MAX_WINDOW`); `progress` hears each position and the final size.
+/// `MAX_WINDOW`) and at most `rate` bytes a second (0: as fast as the legs
+/// go); `progress` hears each position and the final size.
 pub fn reshape(
     devices: &[Arc<dyn BlockDevice>],
     added: &[Arc<dyn BlockDevice>],
     sandbox: &Arc<Sandbox>,
     target: Option<&Target>,
     max_window: u64,
+    rate: u64,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Outcome, OfflineError> {
     let m = members(devices)?;
@@ -230,6 +232,13 @@ pub fn reshape(
             Some(p) => {
                 count += 1;
                 progress(p, size_after);
+                // At most `rate` bytes a second (md's speed_limit_max).
+                if rate > 0 {
+                    let due = std::time::Duration::from_secs_f64((p - r.position) as f64 / rate as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
             }
             None => break,
         }

@@ -487,11 +487,11 @@ mod offline_runs {
     fn raid5_grows_a_leg_and_assembles_as_the_new_layout() {
         let (images, data) = stopped("raid5", 4, 1);
         let legs = devices(&images);
-        let out = reshape(&legs[..4], &legs[4..], &SANDBOX, Some(&target("raid5")), 64 << 10, &mut |_, _| {}).expect("reshape");
+        let out = reshape(&legs[..4], &legs[4..], &SANDBOX, Some(&target("raid5")), 64 << 10, 0, &mut |_, _| {}).expect("reshape");
         assert_eq!((out.legs_before, out.legs_after, out.size_after * 3), (4, 5, out.size_before * 4), "{out:?}");
         assert_eq!(reads_back(&legs, &data).expect("reads back"), out.size_after);
         // A second reshape of the result: raid5 on 5 legs to raid6 on them.
-        let again = reshape(&legs, &[], &SANDBOX, Some(&target("raid6")), 64 << 10, &mut |_, _| {});
+        let again = reshape(&legs, &[], &SANDBOX, Some(&target("raid6")), 64 << 10, 0, &mut |_, _| {});
         match again {
             // Growing the same legs' parity shrinks the array: refused.
             Err(OfflineError::Move(ReshapeError::Plan(PlanError::Shrinks { .. }))) => {}
@@ -509,7 +509,7 @@ mod offline_runs {
             let target = target("raid6");
             let logged = legs.clone();
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                reshape(&logged[..4], &logged[4..], &SANDBOX, Some(&target), 64 << 10, &mut |_, _| {
+                reshape(&logged[..4], &logged[4..], &SANDBOX, Some(&target), 64 << 10, 0, &mut |_, _| {
                     windows += 1;
                     assert!(windows < 2, "stop");
                 })
@@ -518,7 +518,7 @@ mod offline_runs {
         assert!(stopped_early.is_err());
         let e = assemble(legs.clone(), &SANDBOX, &options()).err().expect("refused mid-reshape").to_string();
         assert!(e.contains("--continue"), "{e}");
-        let out = reshape(&legs, &[], &SANDBOX, None, 64 << 10, &mut |_, _| {}).expect("continue");
+        let out = reshape(&legs, &[], &SANDBOX, None, 64 << 10, 0, &mut |_, _| {}).expect("continue");
         assert!(out.resumed_at > 0, "{out:?}");
         reads_back(&legs, &data).expect("reads back");
     }
@@ -531,7 +531,7 @@ mod offline_runs {
     fn a_power_loss_anywhere_in_an_offline_reshape_loses_nothing() {
         let (images, data) = stopped("raid5", 4, 1);
         let (log, logged) = logged(&images);
-        reshape(&logged[..4], &logged[4..], &SANDBOX, Some(&target("raid6")), 64 << 10, &mut |_, _| {}).expect("reshape");
+        reshape(&logged[..4], &logged[4..], &SANDBOX, Some(&target("raid6")), 64 << 10, 0, &mut |_, _| {}).expect("reshape");
         let entries = log.entries();
         let mut rng = 77;
         let mut points = sample(durability_points(&entries), 60, 20, log.now(), &mut rng);
@@ -561,7 +561,7 @@ mod offline_runs {
                                 let e = abort(&legs).err().map(|e| e.to_string()).unwrap_or_default();
                                 assert!(e.contains("past its point of no return"), "abort at {moved:?}: {e}");
                             }
-                            reshape(&legs, &[], &SANDBOX, None, 64 << 10, &mut |_, _| {}).map_err(|e| e.to_string()).and_then(|_| reads_back(&legs, &data).map(|_| ()))
+                            reshape(&legs, &[], &SANDBOX, None, 64 << 10, 0, &mut |_, _| {}).map_err(|e| e.to_string()).and_then(|_| reads_back(&legs, &data).map(|_| ()))
                         } else {
                             aborted += 1;
                             abort(&legs).map_err(|e| e.to_string()).and_then(|_| reads_back(&legs, &data)).and_then(|size| {
