@@ -212,17 +212,23 @@ pub fn reshape(
     sb.check_reshape_position(sb_bytes, b.capacity_bytes()).map_err(|error| MetaError::Superblock { leg: slots[0].describe(), error })?;
     let shift = sb.data_offset - r.data_offset;
     let (from, to, size_before, size_after) = (a.name.clone(), b.name.clone(), a.capacity_bytes(), b.capacity_bytes());
-    let old = Array::new(format!("{}-old", sb.name), slots[..old_slots].iter().map(|d| (d.clone(), sb.data_offset)).collect(), a);
-    let new = Array::new(format!("{}-new", sb.name), slots.iter().map(|d| (d.clone(), r.data_offset)).collect(), b);
+    let old = Arc::new(Array::new(format!("{}-old", sb.name), slots[..old_slots].iter().map(|d| (d.clone(), sb.data_offset)).collect(), a));
+    let new = Arc::new(Array::new(format!("{}-new", sb.name), slots.iter().map(|d| (d.clone(), r.data_offset)).collect(), b));
     let (la, lb) = (old.layout(), new.layout());
     // A bitmap region keeps covering about as much data as it did.
     let region_bytes = sb.region_stripes.saturating_mul(u64::from(la.descriptor.data_chunks) * la.geometry.chunk_bytes());
     let mut windows = Windows::new(&la, &lb, shift, max_window.min(MAX_WINDOW)).map_err(ReshapeError::from)?;
-    let moving = Reshaping::new(Arc::new(old), Arc::new(new), sb_bytes, r.position)?;
+    let moving = Reshaping::new(old.clone(), new.clone(), sb_bytes, r.position)?;
     let mut count = 0;
     let started = std::time::Instant::now();
     loop {
         let mut record = |p: u64| -> std::io::Result<()> {
+            // The superblocks say every leg is in sync: a window a leg
+            // missed (it failed while read or written, the array going on
+            // degraded) must not be recorded as moved.
+            if let Some(why) = failed_leg(&old).or_else(|| failed_leg(&new)) {
+                return Err(std::io::Error::other(format!("{why}; the reshape stops here: find out why, then run it again with --continue")));
+            }
             if let Some(rec) = sb.reshape.as_mut() {
                 rec.position = p;
             }
@@ -257,6 +263,13 @@ pub fn reshape(
         resumed_at: r.position,
         windows: count,
         moving,
+    })
+}
+
+/// The first leg `array` saw fail, and why.
+fn failed_leg(array: &Array) -> Option<String> {
+    array.legs().iter().enumerate().find(|(_, l)| !l.is_alive()).map(|(i, l)| {
+        format!("leg {i} ({}) failed during the move: {}", l.device().describe(), l.last_error().unwrap_or_else(|| "no error recorded".into()))
     })
 }
 

@@ -523,6 +523,55 @@ mod offline_runs {
         reads_back(&legs, &data).expect("reads back");
     }
 
+    /// A leg whose writes fail once `left` more have gone through.
+    struct Failing {
+        inner: Arc<dyn BlockDevice>,
+        left: std::sync::atomic::AtomicI64,
+    }
+
+    impl BlockDevice for Failing {
+        fn size(&self) -> u64 {
+            self.inner.size()
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+            self.inner.read_at(buf, offset)
+        }
+        fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> std::io::Result<()> {
+            if self.left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) <= 0 {
+                return Err(std::io::Error::other("simulated write error"));
+            }
+            self.inner.write_at(buf, offset, fua)
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            self.inner.flush()
+        }
+        fn discard(&self, offset: u64, len: u64) -> std::io::Result<()> {
+            self.inner.discard(offset, len)
+        }
+        fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> std::io::Result<()> {
+            self.inner.write_zeroes(offset, len, fua)
+        }
+        fn describe(&self) -> String {
+            format!("failing {}", self.inner.describe())
+        }
+    }
+
+    /// A leg failing mid-move stops the reshape before the window it missed
+    /// is recorded; healed, `--continue` finishes with the data intact.
+    #[test]
+    fn a_leg_failing_mid_move_stops_the_reshape_before_a_lie_is_recorded() {
+        let (images, data) = stopped("raid5", 4, 1);
+        let legs = devices(&images);
+        let mut failing = legs.clone();
+        failing[4] = Arc::new(Failing { inner: legs[4].clone(), left: std::sync::atomic::AtomicI64::new(40) });
+        let e = reshape(&failing[..4], &failing[4..], &SANDBOX, Some(&target("raid5")), 64 << 10, 0, &mut |_, _| {}).err().expect("the move fails");
+        assert!(e.to_string().contains("leg 4 (failing leg4) failed during the move"), "{e}");
+        let position = legs[..4].iter().filter_map(|l| store::read_superblock(&**l).ok()).max_by_key(|sb| sb.generation).and_then(|sb| sb.reshape).map(|r| r.position);
+        assert!(position.is_some_and(|p| p > 0), "the windows before the failure stay recorded: {position:?}");
+        reshape(&legs, &[], &SANDBOX, None, 64 << 10, 0, &mut |_, _| {}).expect("continue on the healed leg");
+        reads_back(&legs, &data).expect("reads back");
+    }
+
     /// Power lost anywhere in a logged reshape (raid5 on 4 legs to raid6
     /// on 5): the legs assemble as either layout (before the start is
     /// recorded, or after it finished) or are finished by `--continue`,
