@@ -16,8 +16,8 @@ use wasmraid::array::health::Health;
 use wasmraid::array::sync::SyncAction;
 use wasmraid::device::BlockDevice;
 use wasmraid::device::log_writes::{Entry, splitmix64};
-use wasmraid::reshape::offline::{Target, reshape};
 use wasmraid::device::mem::Image;
+use wasmraid::reshape::offline::{Target, reshape};
 use wasmraid::sandbox::Sandbox;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,18 +45,8 @@ pub enum Kind {
     Reshape,
 }
 
-pub const KINDS: [Kind; 10] = [
-    Kind::Writes,
-    Kind::FailMidWrite,
-    Kind::Rebuild,
-    Kind::ReAdd,
-    Kind::Replace,
-    Kind::Spare,
-    Kind::CheckRepair,
-    Kind::Remote,
-    Kind::Resync,
-    Kind::Reshape,
-];
+pub const KINDS: [Kind; 10] =
+    [Kind::Writes, Kind::FailMidWrite, Kind::Rebuild, Kind::ReAdd, Kind::Replace, Kind::Spare, Kind::CheckRepair, Kind::Remote, Kind::Resync, Kind::Reshape];
 
 impl Kind {
     pub fn name(self) -> &'static str {

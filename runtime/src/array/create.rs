@@ -145,7 +145,7 @@ pub fn create(legs: &[Arc<dyn BlockDevice>], sandbox: &Arc<Sandbox>, o: &CreateO
         .iter()
         .enumerate()
         .map(|(i, leg)| {
-            let sb = Superblock { leg_index: i as u32, leg_uuid: leg_uuids[i], leg_chunks: template.leg_sizes[i], ..template.clone() };
+            let sb = template.for_slot(i);
             sb.check_on(leg.size())
                 .and_then(|()| sb.check_layout(d.stripes, d.spare_chunks))
                 .map(|()| sb)

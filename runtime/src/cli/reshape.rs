@@ -94,7 +94,8 @@ pub fn reshape_cmd(a: ReshapeArgs, sandbox_args: &SandboxArgs) -> anyhow::Result
     };
     let bar = indicatif::ProgressBar::new(1000);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("   reshape [{bar:40}] {percent:>3}% {elapsed_precise} (eta {eta})").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template("   reshape [{bar:40}] {percent:>3}% {elapsed_precise} (eta {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let rate = a.sync_rate.as_deref().map(parse_size).transpose()?.unwrap_or(0);
     let out = reshape(&legs, &added, &sandbox, target.as_ref(), MAX_WINDOW, rate, &mut |p, end| bar.set_position(p.saturating_mul(1000) / end.max(1)));

@@ -203,6 +203,17 @@ impl Reader<'_> {
 }
 
 impl Superblock {
+    /// The block slot `i`'s own leg carries: the array's fields with that
+    /// slot's index, uuid and size (what `create` and a reshape write).
+    pub fn for_slot(&self, i: usize) -> Superblock {
+        Superblock {
+            leg_index: i as u32,
+            leg_uuid: self.legs.get(i).copied().unwrap_or_default(),
+            leg_chunks: self.leg_sizes.get(i).copied().unwrap_or(0),
+            ..self.clone()
+        }
+    }
+
     /// The block as written to disk.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer { buf: Vec::with_capacity(BLOCK) };
@@ -470,29 +481,9 @@ mod tests {
         }
     }
 
-    pub(crate) fn reshaping() -> Superblock {
-        let mut sb = sample();
-        sb.legs.push([6; 16]);
-        sb.failed.push(false);
-        sb.spared.push(None);
-        sb.recovering.push(None);
-        sb.leg_sizes.push(1000);
-        sb.reshape = Some(Reshape {
-            layout_name: "raid6".into(),
-            args: "left-symmetric".into(),
-            chunk_sectors: 256,
-            data_offset: (1 << 20) - (128 << 10),
-            component_sha256: [7; 32],
-            component_offset: 40960,
-            component_len: 30000,
-            old_slots: 3,
-            position: 3 << 20,
-        });
-        sb
-    }
-
     #[test]
     fn a_reshape_record_round_trips_and_marks_the_block() {
+        use crate::meta::validate::tests::reshaping;
         let sb = reshaping();
         let block = sb.encode();
         assert_eq!(u32::from_le_bytes(block[8..12].try_into().unwrap()), VERSION_RESHAPE);

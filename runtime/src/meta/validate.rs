@@ -108,7 +108,11 @@ impl Superblock {
             ("legs", self.legs.len() == other.legs.len()),
             // Where a reshape has reached differs between generations; what
             // it reshapes to does not.
-            ("reshape", self.reshape.as_ref().map(|r| (&r.layout_name, &r.args, r.chunk_sectors, r.data_offset, r.component_sha256, r.old_slots)) == other.reshape.as_ref().map(|r| (&r.layout_name, &r.args, r.chunk_sectors, r.data_offset, r.component_sha256, r.old_slots))),
+            (
+                "reshape",
+                self.reshape.as_ref().map(|r| (&r.layout_name, &r.args, r.chunk_sectors, r.data_offset, r.component_sha256, r.old_slots))
+                    == other.reshape.as_ref().map(|r| (&r.layout_name, &r.args, r.chunk_sectors, r.data_offset, r.component_sha256, r.old_slots)),
+            ),
         ];
         fields.into_iter().find(|(_, same)| !same).map(|(name, _)| name)
     }
@@ -263,7 +267,10 @@ impl Superblock {
             return Err(invalid("reshape.old_slots", format!("{} of the array's {} slots", r.old_slots, self.legs.len())));
         }
         if !r.data_offset.is_multiple_of(ALIGN) || r.data_offset > self.data_offset {
-            return Err(invalid("reshape.data_offset", format!("{} is not a {ALIGN}-byte boundary at or before the data offset {}", r.data_offset, self.data_offset)));
+            return Err(invalid(
+                "reshape.data_offset",
+                format!("{} is not a {ALIGN}-byte boundary at or before the data offset {}", r.data_offset, self.data_offset),
+            ));
         }
         if r.component_len == 0 || r.component_len > MAX_COMPONENT_BYTES {
             return Err(invalid("reshape.component_len", format!("{} bytes (1 to {MAX_COMPONENT_BYTES})", r.component_len)));
@@ -281,7 +288,10 @@ impl Superblock {
         {
             return Err(invalid(
                 "reshape.component_offset",
-                format!("{} bytes at {start} are not clear of the superblocks, the bitmap copies and the old component, before the new data offset {}", r.component_len, r.data_offset),
+                format!(
+                    "{} bytes at {start} are not clear of the superblocks, the bitmap copies and the old component, before the new data offset {}",
+                    r.component_len, r.data_offset
+                ),
             ));
         }
         Ok(())

@@ -105,9 +105,8 @@ impl Reshaping {
         let w = windows.next(position / sb)?;
         let end = (w.end * sb).min(self.new.size());
         self.position.write().window_end = end;
-        let moved = self.move_window(position, end).and_then(|()| {
-            record(end).map_err(|source| ReshapeError::Io { position, what: "recording the position", source })
-        });
+        let moved =
+            self.move_window(position, end).and_then(|()| record(end).map_err(|source| ReshapeError::Io { position, what: "recording the position", source }));
         {
             let mut p = self.position.write();
             if moved.is_ok() {

@@ -117,7 +117,12 @@ fn members(devices: &[Arc<dyn BlockDevice>]) -> Result<Members, OfflineError> {
             return Err(refused(format!("{} belongs to array '{}' ({}), not '{}'", dev.describe(), sb.name, uuid_text(&sb.array_uuid), newest.name)));
         }
         if sb.generation + 1 < newest.generation {
-            return Err(refused(format!("{} is at generation {}, behind the array's {}: assemble the array and let it recover first", dev.describe(), sb.generation, newest.generation)));
+            return Err(refused(format!(
+                "{} is at generation {}, behind the array's {}: assemble the array and let it recover first",
+                dev.describe(),
+                sb.generation,
+                newest.generation
+            )));
         }
         if newest.legs.get(i) != Some(&sb.leg_uuid) || slots[i].is_some() {
             return Err(refused(format!("{} claims slot {i}, which the array gives to another leg", dev.describe())));
@@ -165,7 +170,7 @@ fn write_all(slots: &[Arc<dyn BlockDevice>], sb: &mut Superblock) -> Result<(), 
         .iter()
         .enumerate()
         .map(|(i, dev)| {
-            let b = Superblock { leg_index: i as u32, leg_uuid: sb.legs[i], leg_chunks: sb.leg_sizes[i], ..sb.clone() };
+            let b = sb.for_slot(i);
             b.check_on(dev.size()).map(|()| b).map_err(|error| MetaError::Superblock { leg: dev.describe(), error })
         })
         .collect::<Result<_, _>>()?;
@@ -192,8 +197,8 @@ pub fn reshape(
     let m = members(devices)?;
     let (mut sb, mut slots) = (m.newest, m.slots);
     let old_component = store::read_component(&*slots[0], &sb)?;
-    match (&sb.reshape, target) {
-        (None, Some(t)) => start(&mut sb, &mut slots, added, sandbox, &old_component, t)?,
+    let started = match (&sb.reshape, target) {
+        (None, Some(t)) => Some(start(&mut sb, &mut slots, added, sandbox, &old_component, t)?),
         (None, None) => return Err(refused(format!("'{}' has no reshape under way to continue", sb.name))),
         (Some(r), Some(_)) => {
             return Err(refused(format!(
@@ -201,13 +206,20 @@ pub fn reshape(
                 sb.name, r.layout_name, r.args, r.position
             )));
         }
-        (Some(_), None) => {}
-    }
+        (Some(_), None) => None,
+    };
     let Some(r) = sb.reshape.clone() else { return Err(refused("no reshape recorded")) };
     let old_slots = r.old_slots as usize;
-    let a = prove(sandbox, &old_component, old_geometry(&sb, old_slots), "old")?;
-    let new_component = store::read_reshape_component(&*slots[0], &sb)?;
-    let b = prove(sandbox, &new_component, new_geometry(&sb, &r), "new")?;
+    // A reshape just started has proven both layouts; one continued proves
+    // them from what the legs store.
+    let (a, b) = match started {
+        Some(proven) => proven,
+        None => {
+            let a = prove(sandbox, &old_component, old_geometry(&sb, old_slots), "old")?;
+            let new_component = store::read_reshape_component(&*slots[0], &sb)?;
+            (a, prove(sandbox, &new_component, new_geometry(&sb, &r), "new")?)
+        }
+    };
     let sb_bytes = u64::from(b.descriptor.data_chunks) * b.geometry.chunk_bytes();
     sb.check_reshape_position(sb_bytes, b.capacity_bytes()).map_err(|error| MetaError::Superblock { leg: slots[0].describe(), error })?;
     let shift = sb.data_offset - r.data_offset;
@@ -268,13 +280,16 @@ pub fn reshape(
 
 /// The first leg `array` saw fail, and why.
 fn failed_leg(array: &Array) -> Option<String> {
-    array.legs().iter().enumerate().find(|(_, l)| !l.is_alive()).map(|(i, l)| {
-        format!("leg {i} ({}) failed during the move: {}", l.device().describe(), l.last_error().unwrap_or_else(|| "no error recorded".into()))
-    })
+    array
+        .legs()
+        .iter()
+        .enumerate()
+        .find(|(_, l)| !l.is_alive())
+        .map(|(i, l)| format!("leg {i} ({}) failed during the move: {}", l.device().describe(), l.last_error().unwrap_or_else(|| "no error recorded".into())))
 }
 
 /// Check the array and the target, store the new component on every leg
-/// and record the reshape at position 0.
+/// and record the reshape at position 0. Returns both layouts, proven.
 fn start(
     sb: &mut Superblock,
     slots: &mut Vec<Arc<dyn BlockDevice>>,
@@ -282,7 +297,7 @@ fn start(
     sandbox: &Arc<Sandbox>,
     old_component: &[u8],
     t: &Target,
-) -> Result<(), OfflineError> {
+) -> Result<(ProvenLayout, ProvenLayout), OfflineError> {
     let name = sb.name.clone();
     if sb.dirty || sb.unsynced {
         return Err(refused(format!("'{name}' was not stopped cleanly: assemble it and let its resync finish first")));
@@ -298,7 +313,12 @@ fn start(
     }
     for dev in added {
         if let Ok(other) = store::read_superblock(&**dev) {
-            return Err(refused(format!("{} already belongs to array '{}' ({}): erase it before adding it", dev.describe(), other.name, uuid_text(&other.array_uuid))));
+            return Err(refused(format!(
+                "{} already belongs to array '{}' ({}): erase it before adding it",
+                dev.describe(),
+                other.name,
+                uuid_text(&other.array_uuid)
+            )));
         }
     }
     let old_chunk = sb.chunk_bytes();
@@ -350,7 +370,7 @@ fn start(
     }
     write_all(slots, &mut grown)?;
     *sb = grown;
-    Ok(())
+    Ok((a, b))
 }
 
 /// The new layout alone: bitmap copies first (every region clean), then

@@ -42,7 +42,9 @@ pub enum PlanError {
     NoData,
     #[error("the old layout is aperiodic with {stripes} stripes; a reshape plan tracks at most {APERIODIC_STRIPES_MAX}")]
     TooManyStripes { stripes: u64 },
-    #[error("stripe {stripe} of the new layout writes up to byte {end} of leg {leg}'s data, beyond the {limit} that the old layout's unmoved data leaves free with a shift of {shift} bytes")]
+    #[error(
+        "stripe {stripe} of the new layout writes up to byte {end} of leg {leg}'s data, beyond the {limit} that the old layout's unmoved data leaves free with a shift of {shift} bytes"
+    )]
     Unsafe { stripe: u64, leg: u32, end: u64, limit: u64, shift: u64 },
     #[error("the new layout's chunk at {what} does not fit 64 bits")]
     Overflow { what: &'static str },

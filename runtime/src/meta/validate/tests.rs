@@ -54,7 +54,7 @@ pub(crate) fn reshaping() -> Superblock {
     let component_offset = (sb.component_offset + sb.component_len).div_ceil(4096) * 4096;
     sb.reshape = Some(crate::meta::superblock::Reshape {
         layout_name: "raid6".into(),
-        args: String::new(),
+        args: "left-symmetric".into(),
         chunk_sectors: 128,
         data_offset: sb.data_offset - (256 << 10),
         component_sha256: [8; 32],
