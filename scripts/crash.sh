@@ -9,6 +9,7 @@
 #   scripts/crash.sh 1000000 --jobs 2      # a long campaign
 #   scripts/crash.sh 2000 --layout raid5 --workload rebuild,re-add
 #   scripts/crash.sh 20000 --workload reshape   # written, stopped, reshaped offline to one more leg
+#   scripts/crash.sh 20000 --workload reshape-online   # the same reshape while served, writes going on across it
 #   scripts/crash.sh --layout raid5 --workload rebuild --seed 17 --at 4211 --persist nothing,everything,prefix:3,nothing
 #                                          # replay a reported violation (the run is re-made from its seed;
 #                                          # its threads interleave anew, so a replay may need a few tries)

@@ -16,8 +16,10 @@ cargo test --release --workspace
 echo "== the power-loss simulator: 20,000 crash states over raid1, raid5, raid6, raid10, pyramid and draid, every workload"
 ./scripts/crash.sh 20000 --jobs 2
 
-echo "== the power-loss simulator over reshapes: 20,000 crash states of raid1, raid5 and raid6 written, stopped and reshaped offline to one more leg; mid-reshape states finished with --continue"
+echo "== the power-loss simulator over reshapes: 20,000 crash states of raid1, raid5 and raid6 written, stopped and reshaped offline to one more leg; mid-reshape states finished by assemble"
 ./scripts/crash.sh 20000 --workload reshape --jobs 2
+echo "== the same, reshaped to one more leg while served, the writes going on across the moving position"
+./scripts/crash.sh 20000 --workload reshape-online --jobs 2
 
 echo "== fuzzing, 40 s per target: superblocks, bitmap copies, guest layout answers, the NBD client's handshake and replies, dm tables, NBD requests"
 ./scripts/fuzz.sh 40

@@ -635,7 +635,9 @@ fn a_superblock_claiming_a_leg_larger_than_its_device_is_refused() {
 }
 
 /// Legs whose superblocks record a reshape under way are not assembled
-/// through the old layout alone: half the data would read wrong.
+/// through the old layout alone (half the data would read wrong): the
+/// move goes on first, and here, the new component being forged, fails
+/// saying where the reshape stands.
 #[test]
 fn legs_recording_a_reshape_are_not_read_through_one_layout() {
     let r = rig("raid5", 4, 16 << 20, "", true);

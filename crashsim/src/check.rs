@@ -52,7 +52,7 @@ pub struct Outcome {
     pub needs_sync: usize,
     /// Legs failed in turn and the array read again.
     pub failed_in_turn: usize,
-    /// A reshape was under way and was finished with `--continue`.
+    /// A reshape was under way and was finished by assemble.
     pub reshape_continued: bool,
 }
 
@@ -137,14 +137,13 @@ fn settle(array: &Arc<Array>) -> Result<(), Violation> {
 pub fn check(rec: &Recorded, oracle: &Oracle, crash: &Crash, sandbox: &Arc<Sandbox>, outcome: &mut Outcome) -> Result<(), Violation> {
     let images = materialize(rec, crash);
     let mems = devices(&images);
-    let mut attempt = assemble(as_block_devices(&mems, &[]), sandbox, &assemble_options(false));
-    if attempt.as_ref().err().is_some_and(|e| e.to_string().contains("--continue")) {
-        // A reshape under way: finished as the operator would, then assembled.
-        outcome.reshape_continued = true;
-        wasmraid::reshape::offline::reshape(&as_block_devices(&mems, &[]), &[], sandbox, None, 48 << 10, 0, &mut |_, _| {})
-            .map_err(|e| violation("a", format!("reshape --continue failed: {e}")))?;
-        attempt = assemble(as_block_devices(&mems, &[]), sandbox, &assemble_options(false));
-    }
+    // A reshape under way is finished by assemble itself.
+    outcome.reshape_continued = as_block_devices(&mems, &[])
+        .iter()
+        .filter_map(|d| wasmraid::meta::store::read_superblock(&**d).ok())
+        .max_by_key(|sb| sb.generation)
+        .is_some_and(|sb| sb.reshape.is_some());
+    let attempt = assemble(as_block_devices(&mems, &[]), sandbox, &assemble_options(false));
     let assembled = match attempt {
         Ok(a) => a,
         Err(e) => {

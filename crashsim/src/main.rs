@@ -166,7 +166,7 @@ fn campaign(args: &Args) -> anyhow::Result<u64> {
     }
     let t = totals.lock();
     println!(
-        "{} runs in {:.0?}; of the states: {} refused as the write hole (then forced and checked), {} resumed an interrupted rebuild, {} a replacement, {} resynced regions after assemble, {} finished a reshape with --continue; {} reads with a leg failed in turn",
+        "{} runs in {:.0?}; of the states: {} refused as the write hole (then forced and checked), {} resumed an interrupted rebuild, {} a replacement, {} resynced regions after assemble, {} finished a reshape on assemble; {} reads with a leg failed in turn",
         runs.load(Ordering::Relaxed),
         started.elapsed(),
         t.write_hole,

@@ -61,6 +61,9 @@ pub struct Rig {
     pub log: Arc<WriteLog>,
     pub devices: Mutex<Vec<Dev>>,
     pub array: Arc<Array>,
+    /// The array as a daemon serves it: writes go through it, and a
+    /// served reshape swaps what it holds.
+    pub table: Arc<wasmraid::table::Table>,
     /// The array's size in oracle blocks.
     pub blocks: u64,
     pub history: History,
@@ -102,7 +105,8 @@ impl Rig {
         let stack: Vec<Arc<dyn BlockDevice>> = devices.iter().map(|d| d.fault.clone() as Arc<dyn BlockDevice>).collect();
         let assembled = assemble(stack, sandbox, &assemble_options(false))?;
         let blocks = assembled.array.size() / BLOCK as u64;
-        Ok(Rig { log, devices: Mutex::new(devices), array: assembled.array, blocks, history: History::default(), next_id: AtomicU64::new(1) })
+        let table = Arc::new(wasmraid::table::Table::single("sim", assembled.array.clone()));
+        Ok(Rig { log, devices: Mutex::new(devices), array: assembled.array, table, blocks, history: History::default(), next_id: AtomicU64::new(1) })
     }
 
     /// A new empty device under the log (for `leg add` and `replace`).
@@ -128,7 +132,7 @@ impl Rig {
             pattern(id, first + k as u64, block);
         }
         let op = self.history.issue(Request::Write { first, blocks, id, fua }, self.log.tick());
-        let ok = self.array.write_at(&data, first * BLOCK as u64, fua).is_ok();
+        let ok = self.table.write_at(&data, first * BLOCK as u64, fua).is_ok();
         if ok {
             self.history.ack(op, self.log.tick());
         }
@@ -137,7 +141,7 @@ impl Rig {
 
     pub fn zero(&self, first: u64, blocks: u64, fua: bool) -> bool {
         let op = self.history.issue(Request::Zero { first, blocks, fua }, self.log.tick());
-        let ok = self.array.write_zeroes(first * BLOCK as u64, blocks * BLOCK as u64, fua).is_ok();
+        let ok = self.table.write_zeroes(first * BLOCK as u64, blocks * BLOCK as u64, fua).is_ok();
         if ok {
             self.history.ack(op, self.log.tick());
         }
@@ -146,7 +150,7 @@ impl Rig {
 
     pub fn flush(&self) -> bool {
         let op = self.history.issue(Request::Flush, self.log.tick());
-        let ok = self.array.flush().is_ok();
+        let ok = self.table.flush().is_ok();
         if ok {
             self.history.ack(op, self.log.tick());
         }

@@ -43,10 +43,24 @@ pub enum Kind {
     /// After the writes, the array is stopped and reshaped offline to the
     /// same layout over one more leg (`wasmraid reshape --add-legs`).
     Reshape,
+    /// The same reshape of the array while it is served, the writes going
+    /// on across it (`reshape::online`).
+    ReshapeOnline,
 }
 
-pub const KINDS: [Kind; 10] =
-    [Kind::Writes, Kind::FailMidWrite, Kind::Rebuild, Kind::ReAdd, Kind::Replace, Kind::Spare, Kind::CheckRepair, Kind::Remote, Kind::Resync, Kind::Reshape];
+pub const KINDS: [Kind; 11] = [
+    Kind::Writes,
+    Kind::FailMidWrite,
+    Kind::Rebuild,
+    Kind::ReAdd,
+    Kind::Replace,
+    Kind::Spare,
+    Kind::CheckRepair,
+    Kind::Remote,
+    Kind::Resync,
+    Kind::Reshape,
+    Kind::ReshapeOnline,
+];
 
 impl Kind {
     pub fn name(self) -> &'static str {
@@ -61,6 +75,7 @@ impl Kind {
             Kind::Remote => "remote",
             Kind::Resync => "resync",
             Kind::Reshape => "reshape",
+            Kind::ReshapeOnline => "reshape-online",
         }
     }
 
@@ -74,7 +89,7 @@ impl Kind {
             Kind::Spare => spare_chunks > 0,
             // Layouts that take any number of legs (pyramid's scheme and
             // draid's groups are made for theirs).
-            Kind::Reshape => matches!(spec.name, "raid1" | "raid5" | "raid6"),
+            Kind::Reshape | Kind::ReshapeOnline => matches!(spec.name, "raid1" | "raid5" | "raid6"),
             _ => spec.legs > 0,
         }
     }
@@ -115,20 +130,24 @@ pub fn run(kind: Kind, spec: LayoutSpec, seed: u64, sandbox: &Arc<Sandbox>) -> a
     let rig = Arc::new(Rig::new(spec, sandbox, RigOptions { assume_clean: kind != Kind::Resync, remote: (kind == Kind::Remote).then_some(victim) })?);
     rig.array.sync.rate_limit.store(SYNC_RATE, Ordering::Relaxed);
     let writers = 1 + rng.below(2) as usize;
-    let per_writer = 40 + rng.below(50);
+    // A served reshape moves while many writes go on.
+    let per_writer = (40 + rng.below(50)) * if kind == Kind::ReshapeOnline { 4 } else { 1 };
     let progress = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut events = Vec::new();
+    let mut reshaping = None;
 
     let daemon = {
         let (rig, stop) = (rig.clone(), stop.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Acquire) {
-                let a = &rig.array;
-                let _ = a.bitmap_daemon();
-                let _ = a.mark_clean_if_idle(Duration::from_millis(1));
-                a.readd_reconnected_legs();
-                a.start_needed_sync();
+                // What the table serves now (nothing while a reshape moves).
+                for a in &rig.table.arrays() {
+                    let _ = a.bitmap_daemon();
+                    let _ = a.mark_clean_if_idle(Duration::from_millis(1));
+                    a.readd_reconnected_legs();
+                    a.start_needed_sync();
+                }
                 std::thread::sleep(Duration::from_micros(300));
             }
         })
@@ -144,6 +163,22 @@ pub fn run(kind: Kind, spec: LayoutSpec, seed: u64, sandbox: &Arc<Sandbox>) -> a
     let at = |frac: u64| total * frac / 100;
     match kind {
         Kind::Writes | Kind::Resync | Kind::Reshape => {}
+        Kind::ReshapeOnline => {
+            wait_for(&progress, at(10 + rng.below(30)));
+            let target = Target { component: wasmraid::builtins::find(spec.name).unwrap_or_default().to_vec(), args: spec.args.into(), chunk_sectors: None };
+            let added: Vec<Arc<dyn BlockDevice>> = vec![rig.new_device()];
+            // Slow enough that the writes left land on both sides of the
+            // position as it moves (the array is about 600 KiB).
+            let o = || wasmraid::reshape::online::Options { rate: 8 << 20, grace: Duration::ZERO, max_window: 48 << 10, ..Default::default() };
+            let mut started = None;
+            retry(|| {
+                started = Some(wasmraid::reshape::online::start(&rig.table, sandbox, &added, &target, o()).map_err(|e| e.to_string())?);
+                Ok(())
+            });
+            let online = started.ok_or_else(|| anyhow::anyhow!("the served reshape never started (the array stayed busy)"))?;
+            events.push(format!("reshape started while served at {} writes", progress.load(Ordering::Relaxed)));
+            reshaping = Some(online);
+        }
         Kind::FailMidWrite => {
             let p1 = at(20 + rng.below(40));
             wait_for(&progress, p1);
@@ -209,6 +244,21 @@ pub fn run(kind: Kind, spec: LayoutSpec, seed: u64, sandbox: &Arc<Sandbox>) -> a
     for h in handles {
         h.join().map_err(|_| anyhow::anyhow!("a writer thread panicked"))?;
     }
+    if let Some(online) = &reshaping {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while online.moving() && Instant::now() < deadline {
+            if let wasmraid::reshape::online::State::Failed(e) = online.state() {
+                anyhow::bail!("the served reshape failed: {e}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        events.push(format!("served reshape: {:?}", online.state()));
+        if online.state() != wasmraid::reshape::online::State::Finished {
+            anyhow::bail!("the served reshape did not finish: {}", online.status());
+        }
+    }
+    // The array served now (the reshaped one after a served reshape).
+    let array = rig.table.arrays().first().cloned().unwrap_or_else(|| rig.array.clone());
     // Let background work finish, as the daemon would: nothing running,
     // nothing to start, no leg mid-rebuild and none waiting to be re-added
     // (the daemon thread may be inside a re-add, holding the membership
@@ -217,27 +267,27 @@ pub fn run(kind: Kind, spec: LayoutSpec, seed: u64, sandbox: &Arc<Sandbox>) -> a
     // its leg is re-added once more).
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        rig.array.sync.wait();
+        array.sync.wait();
         std::thread::sleep(Duration::from_millis(2));
-        let pending = rig.array.legs().iter().any(|l| l.health() == Health::Recovering || (l.health() == Health::Dead && l.lost_link.load(Ordering::Acquire)));
-        if !pending && rig.array.sync.action() == SyncAction::Idle && rig.array.start_needed_sync().is_none() {
+        let pending = array.legs().iter().any(|l| l.health() == Health::Recovering || (l.health() == Health::Dead && l.lost_link.load(Ordering::Acquire)));
+        if !pending && array.sync.action() == SyncAction::Idle && array.start_needed_sync().is_none() {
             break;
         }
     }
-    rig.array.sync.wait();
+    array.sync.wait();
     rig.flush();
     stop.store(true, Ordering::Release);
     daemon.join().map_err(|_| anyhow::anyhow!("the daemon thread panicked"))?;
-    if let Some(r) = rig.array.sync.last_result.lock().clone() {
+    if let Some(r) = array.sync.last_result.lock().clone() {
         events.push(r);
     }
-    let health = rig.array.health_chars();
+    let health = array.health_chars();
     events.push(format!("health {health}"));
     // Liveness: what the workload did must have healed the array (a lost
     // link re-added by itself, a rebuild finished), except a leg that
     // now lives in distributed spares.
     if kind != Kind::Spare && health.chars().any(|c| c != 'A') {
-        let why: Vec<String> = rig.array.legs().iter().enumerate().filter_map(|(i, l)| l.last_error().map(|e| format!("leg {i}: {e}"))).collect();
+        let why: Vec<String> = array.legs().iter().enumerate().filter_map(|(i, l)| l.last_error().map(|e| format!("leg {i}: {e}"))).collect();
         anyhow::bail!("the array did not heal: {health} after {} ({})", events.join("; "), why.join("; "));
     }
     if kind == Kind::Reshape {

@@ -32,6 +32,8 @@ pub struct Served {
     pub stop: Notify,
     /// Every change the watcher sees (`control::events`), for `monitor`.
     pub events: tokio::sync::broadcast::Sender<control::events::Event>,
+    /// The reshape of its array started in this daemon, if any.
+    pub reshape: parking_lot::Mutex<Option<Arc<crate::reshape::online::Online>>>,
 }
 
 impl Served {
@@ -54,7 +56,8 @@ impl Served {
                 "id": u.id, "device": u.path, "queues": u.queues, "depth": u.depth, "recovered": u.recovered, "zero_copy": u.zero_copy,
                 "state": ublk::state(u.id),
             })),
-            "arrays": self.table.arrays.iter().map(|a| control::status::array_status(a)).collect::<Vec<_>>(),
+            "arrays": self.table.arrays().iter().map(|a| control::status::array_status(a)).collect::<Vec<_>>(),
+            "reshape": self.reshape.lock().as_ref().map(|r| r.status()),
         })
     }
 }
@@ -64,7 +67,7 @@ impl Served {
     pub fn watched(&self) -> serde_json::Value {
         serde_json::json!({
             "name": self.name,
-            "arrays": self.table.arrays.iter().map(|a| control::status::watched(a)).collect::<Vec<_>>(),
+            "arrays": self.table.arrays().iter().map(|a| control::status::watched(a)).collect::<Vec<_>>(),
         })
     }
 }
@@ -108,7 +111,7 @@ pub struct Frontends {
 /// stripe, or plain 4 KiB hints.
 pub fn limits(table: &Table) -> ublk::Limits {
     let mut limits = ublk::Limits::plain(table.size());
-    if let [array] = &table.arrays[..] {
+    if let [array] = &table.arrays()[..] {
         let layout = array.layout();
         let chunk = layout.geometry.chunk_sectors.saturating_mul(512);
         limits.io_min = chunk;
@@ -181,6 +184,7 @@ pub async fn run(
         ublk: ublk_started.clone(),
         stop: Notify::new(),
         events: tokio::sync::broadcast::channel(control::events::BACKLOG).0,
+        reshape: parking_lot::Mutex::new(None),
     });
     let control_task = tokio::spawn(control::server::run(listener, served.clone()));
     let watcher = {
@@ -213,12 +217,14 @@ pub async fn run(
     // whose link came back, and start what an array needs (resume an
     // interrupted rebuild, resync, rebuild into distributed spares), as
     // md's recovery thread does.
+    // The arrays are read each time: a reshape takes the array away while
+    // it moves it, and gives back the reshaped one.
     let daemon = {
-        let arrays: Vec<_> = table.arrays.to_vec();
+        let table = table.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(SAFE_MODE_DELAY).await;
-                for a in &arrays {
+                for a in &table.arrays() {
                     let a = a.clone();
                     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || {
                         a.mark_clean_if_idle(SAFE_MODE_DELAY)?;
@@ -234,7 +240,7 @@ pub async fn run(
             }
         })
     };
-    for a in table.arrays.iter().filter(|a| a.meta.is_none()) {
+    for a in table.arrays().iter().filter(|a| a.meta.is_none()) {
         if recovering_ublk {
             // The dead server may have left stripes torn anywhere, and
             // nothing on disk says where: recompute all the redundancy.
@@ -307,8 +313,13 @@ pub async fn run(
     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || t.flush()).await {
         tracing::error!("final flush failed: {e}");
     }
+    // A reshape under way records where it stopped, cleanly.
+    let reshape = served.reshape.lock().clone();
+    if let Some(r) = reshape {
+        let _ = tokio::task::spawn_blocking(move || r.stop()).await;
+    }
     // A clean stop: mark idle regions clean and the arrays not dirty.
-    for a in table.arrays.iter().cloned() {
+    for a in table.arrays().iter().cloned() {
         let name = a.name().to_string();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || a.shutdown()).await {
             tracing::error!(array = %name, "clean shutdown failed: {e}");

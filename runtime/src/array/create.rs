@@ -196,9 +196,16 @@ pub struct Assembled {
 pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &AssembleOptions) -> Result<Assembled, CreateError> {
     let mut report = Vec::new();
     let mut found: Vec<(Arc<dyn BlockDevice>, Superblock)> = Vec::new();
+    // Devices with no superblock: an added leg of a reshape just begun may
+    // be one.
+    let mut blank: Vec<Arc<dyn BlockDevice>> = Vec::new();
     for dev in devices {
         match store::read_superblock(&*dev) {
             Ok(sb) => found.push((dev, sb)),
+            Err(e @ crate::meta::store::MetaError::NoSuperblock { .. }) => {
+                report.push(LegReport { device: dev.describe(), slot: None, accepted: false, reason: e.to_string() });
+                blank.push(dev);
+            }
             Err(e) => report.push(LegReport { device: dev.describe(), slot: None, accepted: false, reason: e.to_string() }),
         }
     }
@@ -235,14 +242,31 @@ pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &
         .map(|(dev, sb)| (dev.describe(), sb.clone()))
         .ok_or_else(|| CreateError::Refused("no member legs".into()))?;
     if let Some(r) = &newest.reshape {
-        // Read through one layout, half the data would be wrong.
-        return Err(CreateError::Refused(format!(
-            "{newest_dev} records a reshape of '{}' to {} ({}) under way at byte {}: finish it with `wasmraid reshape {} --continue --legs LEGS` (every leg, those added included) before assembling",
-            newest.name, r.layout_name, r.args, r.position, newest.name
-        )));
+        // Read through one layout, half the data would be wrong: finish
+        // the move first (a crash or a stop interrupted it), then assemble.
+        tracing::info!(array = %newest.name, to = %r.layout_name, position = r.position, "{newest_dev} records a reshape under way: going on with it before assembling");
+        let legs: Vec<Arc<dyn BlockDevice>> = members.iter().map(|(d, _)| d.clone()).chain(blank).collect();
+        let done = crate::reshape::offline::reshape(&legs, &[], sandbox, None, crate::reshape::offline::MAX_WINDOW, 0, &mut |_, _| {}).map_err(|e| {
+            CreateError::Refused(format!(
+                "{newest_dev} records a reshape of '{}' to {} ({}) under way at byte {}; going on with it failed: {e}",
+                newest.name, r.layout_name, r.args, r.position
+            ))
+        })?;
+        tracing::info!(array = %done.name, from = %done.from, to = %done.to, resumed_at = done.resumed_at, "reshape finished");
+        return assemble(legs, sandbox, o);
     }
     let freshest = Claim { device: &newest_dev, sb: &newest };
-    let contradictions: Vec<String> = members.iter().filter_map(|(dev, sb)| contradiction(&freshest, &Claim { device: &dev.describe(), sb })).collect();
+    // A leg the array recorded failed is left out below whatever it holds
+    // (one that failed during a reshape still describes the old layout).
+    let recorded_failed = |sb: &Superblock| {
+        let i = sb.leg_index as usize;
+        newest.failed.get(i) == Some(&true) && newest.legs.get(i) == Some(&sb.leg_uuid) && sb.generation < newest.generation
+    };
+    let contradictions: Vec<String> = members
+        .iter()
+        .filter(|(_, sb)| !recorded_failed(sb))
+        .filter_map(|(dev, sb)| contradiction(&freshest, &Claim { device: &dev.describe(), sb }))
+        .collect();
     if !contradictions.is_empty() && !o.force {
         return Err(CreateError::Refused(format!(
             "the superblocks contradict each other: {}; one of them is damaged or forged. Check the legs with `wasmraid examine`; \
@@ -263,7 +287,9 @@ pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &
             Some(format!("slot {i} does not exist in an array of {n} legs"))
         } else if newest.legs[i] != sb.leg_uuid && !is_replacement {
             Some(format!("slot {i} now belongs to leg {} (this leg, {}, was replaced)", uuid_text(&newest.legs[i]), uuid_text(&sb.leg_uuid)))
-        } else if let Some(c) = contradiction(&freshest, &Claim { device: &dev.describe(), sb: &sb }) {
+        } else if let Some(c) =
+            (is_replacement || !recorded_failed(&sb)).then(|| contradiction(&freshest, &Claim { device: &dev.describe(), sb: &sb })).flatten()
+        {
             Some(format!("left out by --force, which trusts the freshest superblock: {c}"))
         } else if sb.generation + 1 < newest.generation {
             Some(format!("stale: generation {} is older than the array's {} (it missed changes; re-add it to recover it)", sb.generation, newest.generation))

@@ -258,6 +258,7 @@ impl Array {
     /// Both copies of the bitmap on every writable leg: all A, then all B.
     fn persist_bitmap(&self, states: &[State], serial: u64) -> Result<(), ArrayError> {
         let Some(meta) = &self.meta else { return Ok(()) };
+        self.check_not_retired()?;
         let template = meta.template.lock().clone();
         for which in [0u8, 1] {
             let mut written = 0;

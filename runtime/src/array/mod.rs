@@ -150,7 +150,16 @@ pub struct Array {
     dead_before_clearing: std::sync::atomic::AtomicUsize,
     /// The last answer of `undecodable_stripe`, for the legs then alive.
     beyond_tolerance: Mutex<Option<(Vec<bool>, Option<u64>)>>,
+    /// For an array without metadata of its own (the two layouts of a
+    /// served reshape): what records its leg failures on disk.
+    failure_recorder: std::sync::OnceLock<FailureRecorder>,
+    /// Its legs were handed to a reshape (`retire`): it writes no more
+    /// metadata.
+    retired: std::sync::atomic::AtomicBool,
 }
+
+/// Records an array's dead legs on disk (`Array::set_failure_recorder`).
+pub type FailureRecorder = Box<dyn Fn(&Array) -> Result<(), ArrayError> + Send + Sync>;
 
 impl Array {
     /// An array over `legs` (device, data offset in bytes) laid out by a
@@ -182,6 +191,8 @@ impl Array {
             safe_mode: safe_mode::SafeMode::new(true),
             beyond_tolerance: Mutex::new(None),
             dead_before_clearing: std::sync::atomic::AtomicUsize::new(0),
+            failure_recorder: std::sync::OnceLock::new(),
+            retired: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -272,8 +283,36 @@ impl Array {
         self.settle_failures()
     }
 
+    /// Have `record` make this array's leg failures durable (it has no
+    /// metadata of its own): called, like a superblock write, before a
+    /// request that skipped a dead leg is acknowledged. Set once.
+    pub fn set_failure_recorder(&self, record: FailureRecorder) {
+        let _ = self.failure_recorder.set(record);
+    }
+
+    /// Hand the legs over (to a reshape, once this array stopped cleanly
+    /// and no request is in flight): from now on it writes no superblock
+    /// and no bitmap, whoever still holds it (a daemon tick under way);
+    /// `false` takes it back (a reshape that could not be recorded).
+    pub fn retire(&self, retired: bool) {
+        self.retired.store(retired, Ordering::SeqCst);
+    }
+
+    pub(crate) fn check_not_retired(&self) -> Result<(), ArrayError> {
+        if self.retired.load(Ordering::SeqCst) {
+            return Err(ArrayError::Refused(format!("{} handed its legs to a reshape: it records nothing more on them", self.name)));
+        }
+        Ok(())
+    }
+
     fn write_superblocks_raw(&self, dirty: Option<bool>) -> Result<(), ArrayError> {
-        let Some(meta) = &self.meta else { return Ok(()) };
+        let Some(meta) = &self.meta else {
+            return match self.failure_recorder.get() {
+                Some(record) => record(self),
+                None => Ok(()),
+            };
+        };
+        self.check_not_retired()?;
         let mut template = meta.template.lock();
         if let Some(d) = dirty {
             template.dirty = d;

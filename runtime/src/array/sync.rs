@@ -284,6 +284,16 @@ impl Array {
         self.write_superblocks(None)
     }
 
+    /// Recompute the redundancy of the stripes in `stripes`, then flush:
+    /// a reshape continued after a crash does this for the stripes the new
+    /// layout served untracked by any bitmap.
+    pub fn resync_stripes(&self, stripes: std::ops::Range<u64>) -> Result<(), ArrayError> {
+        for s in stripes {
+            self.rewrite_redundancy(s, None)?;
+        }
+        self.flush_legs()
+    }
+
     /// Read every live data chunk of stripe `s` and write its parity and
     /// copies (only those on `only_leg`, when given). Bytes moved.
     pub(super) fn rewrite_redundancy(&self, s: u64, only_leg: Option<u32>) -> Result<u64, ArrayError> {

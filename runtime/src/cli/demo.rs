@@ -74,11 +74,11 @@ fn serve_demo(sandbox: &Arc<wasmraid::sandbox::Sandbox>) -> anyhow::Result<()> {
         format!("0 {sectors} wasm raid6 128 6 {}", pairs.join(" "))
     };
     let probe = Table::bind(&parse::parse(&line(1))?, BindContext::new("demo", sandbox.clone(), OpenFlags::default()))?;
-    let sectors = probe.arrays[0].layout().capacity_bytes() / 512;
+    let sectors = probe.arrays()[0].layout().capacity_bytes() / 512;
     drop(probe);
     let table = Arc::new(Table::bind(&parse::parse(&line(sectors))?, BindContext::new("demo", sandbox.clone(), OpenFlags::default()))?);
     println!("table: {}\n", table.text().replace(&format!("{}/", dir.path().display()), ""));
-    print!("{}", Grid::of(&table.arrays[0].layout(), 0..6, 1 << 16)?.text());
+    print!("{}", Grid::of(&table.arrays()[0].layout(), 0..6, 1 << 16)?.text());
     println!();
 
     let socket = dir.path().join("nbd.sock");

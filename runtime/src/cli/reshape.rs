@@ -1,7 +1,9 @@
-//! `wasmraid reshape`: move a stopped array's data to another layout (more
-//! legs, another chunk, another component), like `mdadm --grow`, in the
-//! foreground with a progress bar; `--continue` finishes one a crash or an
-//! interrupt left half done, `--abort` takes back one that moved nothing.
+//! `wasmraid reshape`: move an array's data to another layout (more legs,
+//! another chunk, another component), like `mdadm --grow`. A served array
+//! is reshaped by its daemon while it serves (`--wait` follows it); a
+//! stopped one here, in the foreground with a progress bar. `--continue`
+//! finishes one a crash or an interrupt left half done (`assemble` does
+//! too), `--abort` takes back one that moved nothing.
 
 use super::SandboxArgs;
 use anyhow::{Context, bail};
@@ -16,11 +18,12 @@ use wasmraid::units::{format_size, parse_size};
 
 #[derive(Args)]
 pub struct ReshapeArgs {
-    /// The array's name (it must not be served: stop it first).
+    /// The array's name. Served (`wasmraid serve`/`assemble`), its daemon
+    /// reshapes it online; stopped, it is reshaped here.
     name: String,
-    /// The array's legs, comma separated (with --continue: every leg,
-    /// those being added included).
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// A stopped array's legs, comma separated (with --continue: every
+    /// leg, those being added included).
+    #[arg(long, value_delimiter = ',')]
     legs: Vec<PathBuf>,
     /// Legs to add, comma separated: new slots after the array's.
     #[arg(long, value_delimiter = ',')]
@@ -46,6 +49,10 @@ pub struct ReshapeArgs {
     /// 100M; default: as fast as the legs go.
     #[arg(long, value_name = "SIZE")]
     sync_rate: Option<String>,
+    /// For a served array: follow the reshape with a progress bar until
+    /// it is over.
+    #[arg(long)]
+    wait: bool,
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
 }
@@ -57,12 +64,94 @@ fn open(paths: &[PathBuf]) -> anyhow::Result<Vec<Arc<dyn BlockDevice>>> {
     paths.iter().map(|p| wasmraid::device::open_leg(&p.to_string_lossy(), flags).with_context(|| format!("opening {}", p.display()))).collect()
 }
 
+fn chunk_sectors(chunk: &Option<String>) -> anyhow::Result<Option<u32>> {
+    let Some(c) = chunk else { return Ok(None) };
+    let bytes = parse_size(c)?;
+    if bytes == 0 || bytes % 512 != 0 || bytes / 512 > u64::from(u32::MAX) {
+        bail!("chunk size {c} must be a non-zero multiple of 512 bytes");
+    }
+    Ok(Some((bytes / 512) as u32))
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(1000);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("   reshape [{bar:40}] {percent:>3}% {elapsed_precise} (eta {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Ask the daemon serving the array to reshape it; with `--wait`, follow
+/// its status until the move is over.
+fn reshape_served(a: &ReshapeArgs, socket: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use wasmraid::control::{Request, client::call};
+    if a.resume || a.abort {
+        bail!(
+            "{} is being served: a reshape under way there goes on by itself (`wasmraid status {}`); --continue and --abort are for a stopped array",
+            a.name,
+            a.name
+        );
+    }
+    let text = |p: &PathBuf| p.to_string_lossy().into_owned();
+    let request = Request::Reshape {
+        add_legs: a.add_legs.iter().map(text).collect(),
+        layout: a.layout.clone(),
+        args: a.args.clone(),
+        chunk_sectors: chunk_sectors(&a.chunk)?,
+        rate: a.sync_rate.as_deref().map(parse_size).transpose()?.unwrap_or(0),
+    };
+    // Proving the new layout may take a while.
+    let r = call(socket, &request, std::time::Duration::from_secs(600))?;
+    if !r.ok {
+        bail!("{}: {}", a.name, r.error.unwrap_or_default());
+    }
+    let s = &r.result;
+    println!(
+        "{}: reshaping {} over {} legs -> {} over {} legs, {} -> {} usable, in the background",
+        a.name,
+        s["from"].as_str().unwrap_or("?"),
+        s["legs_before"],
+        s["to"].as_str().unwrap_or("?"),
+        s["legs_after"],
+        format_size(s["size_before"].as_u64().unwrap_or(0)),
+        format_size(s["size_after"].as_u64().unwrap_or(0))
+    );
+    if !a.wait {
+        println!("follow it with: wasmraid status {}", a.name);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let bar = progress_bar();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let r = call(socket, &Request::Status, std::time::Duration::from_secs(10))?;
+        let s = &r.result["reshape"];
+        bar.set_position((s["progress"].as_f64().unwrap_or(0.0) * 1000.0) as u64);
+        match s["state"].as_str() {
+            Some("moving") => continue,
+            Some("finished") => {
+                bar.finish_and_clear();
+                println!("{}: reshaped to {} over {} legs", a.name, s["to"].as_str().unwrap_or("?"), s["legs_after"]);
+                if let Some(note) = s["grows"].as_str() {
+                    println!("{}: {} usable now; {note}", a.name, format_size(s["size_after"].as_u64().unwrap_or(0)));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            other => {
+                bar.finish_and_clear();
+                bail!("{}: the reshape is {}: {}", a.name, other.unwrap_or("gone"), s["error"].as_str().unwrap_or("see the daemon's log"));
+            }
+        }
+    }
+}
+
 pub fn reshape_cmd(a: ReshapeArgs, sandbox_args: &SandboxArgs) -> anyhow::Result<ExitCode> {
     let run_dir = a.run_dir.clone().unwrap_or_else(wasmraid::control::default_run_dir);
     let socket = wasmraid::control::socket_path(&run_dir, &a.name);
     if wasmraid::control::client::call(&socket, &wasmraid::control::Request::Status, std::time::Duration::from_secs(5)).is_ok() {
-        bail!("{} is being served: stop it first (`wasmraid stop {}`); reshaping a served array is not built yet", a.name, a.name);
+        return reshape_served(&a, &socket);
     }
+    let Some(first) = a.legs.first() else { bail!("{} is not served: give its legs with --legs", a.name) };
     let sandbox = sandbox_args.sandbox()?;
     let legs = open(&a.legs)?;
     if a.abort {
@@ -74,29 +163,15 @@ pub fn reshape_cmd(a: ReshapeArgs, sandbox_args: &SandboxArgs) -> anyhow::Result
     let target = if a.resume {
         None
     } else {
-        let sb = wasmraid::meta::store::read_superblock(&*legs[0]).with_context(|| format!("reading {}", a.legs[0].display()))?;
+        let sb = wasmraid::meta::store::read_superblock(&*legs[0]).with_context(|| format!("reading {}", first.display()))?;
         // Without --layout, the array's own component (whatever its origin).
         let bytes = match &a.layout {
             Some(layout) => wasmraid::builtins::resolve(layout)?.1.into_owned(),
             None => wasmraid::meta::store::read_component(&*legs[0], &sb)?,
         };
-        let chunk_sectors = match &a.chunk {
-            Some(c) => {
-                let bytes = parse_size(c)?;
-                if bytes == 0 || bytes % 512 != 0 {
-                    bail!("chunk size {c} must be a non-zero multiple of 512 bytes");
-                }
-                Some((bytes / 512) as u32)
-            }
-            None => None,
-        };
-        Some(Target { component: bytes, args: a.args.clone(), chunk_sectors })
+        Some(Target { component: bytes, args: a.args.clone(), chunk_sectors: chunk_sectors(&a.chunk)? })
     };
-    let bar = indicatif::ProgressBar::new(1000);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("   reshape [{bar:40}] {percent:>3}% {elapsed_precise} (eta {eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar();
     let rate = a.sync_rate.as_deref().map(parse_size).transpose()?.unwrap_or(0);
     let out = reshape(&legs, &added, &sandbox, target.as_ref(), MAX_WINDOW, rate, &mut |p, end| bar.set_position(p.saturating_mul(1000) / end.max(1)));
     bar.finish_and_clear();

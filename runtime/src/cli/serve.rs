@@ -240,7 +240,7 @@ pub fn run(a: ServeArgs, sandbox_args: &SandboxArgs) -> anyhow::Result<ExitCode>
         (None, Some(layout)) => {
             // Prove once to learn the capacity, then bind the whole array.
             let probe = bind(&a.name, &layout_table(&a, layout, 1)?, &sandbox, flags)?;
-            let sectors = probe.arrays.first().map(|x| x.size() / 512).unwrap_or(0);
+            let sectors = probe.arrays().first().map(|x| x.size() / 512).unwrap_or(0);
             drop(probe);
             bind(&a.name, &layout_table(&a, layout, sectors)?, &sandbox, flags)?
         }

@@ -56,6 +56,21 @@ pub enum Request {
         array: Option<String>,
         device: String,
     },
+    /// Move the served array's data to another layout, in the background
+    /// (`reshape::online`).
+    Reshape {
+        /// Leg devices to add, as new slots after the array's.
+        #[serde(default)]
+        add_legs: Vec<String>,
+        /// A component file or built-in name; None keeps the array's.
+        layout: Option<String>,
+        #[serde(default)]
+        args: String,
+        chunk_sectors: Option<u32>,
+        /// Bytes a second (0: unlimited).
+        #[serde(default)]
+        rate: u64,
+    },
     Stop,
     /// Stay connected and receive every event (`events.rs`) as a JSON
     /// line, after one `TestMessage` per array when `test` is set.

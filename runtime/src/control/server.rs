@@ -112,6 +112,29 @@ async fn with_array(served: &Arc<Served>, array: Option<String>, f: impl FnOnce(
     }
 }
 
+/// Start reshaping the served array (`reshape::online`): returns once the
+/// data moves in the background.
+fn reshape(
+    served: &Served,
+    add_legs: Vec<String>,
+    layout: Option<String>,
+    args: String,
+    chunk_sectors: Option<u32>,
+    rate: u64,
+) -> Result<serde_json::Value, String> {
+    let array = find_array(served, None)?;
+    let component = match &layout {
+        Some(l) => crate::builtins::resolve(l).map_err(|e| e.to_string())?.1.into_owned(),
+        None => array.meta.as_ref().map(|m| m.component.clone()).ok_or_else(|| format!("{} has no superblocks to record a reshape in", array.name()))?,
+    };
+    let added = add_legs.iter().map(|p| open(p).map_err(|e| format!("{p}: {e}"))).collect::<Result<Vec<_>, _>>()?;
+    let target = crate::reshape::offline::Target { component, args, chunk_sectors };
+    let o = crate::reshape::online::Options { rate, ublk: served.ublk.as_ref().map(|u| (u.id, u.path.clone())), ..Default::default() };
+    let online = crate::reshape::online::start(&served.table, &served.sandbox, &added, &target, o).map_err(|e| e.to_string())?;
+    *served.reshape.lock() = Some(online.clone());
+    Ok(online.status())
+}
+
 /// Lowers this thread's scheduling priority while alive.
 struct Niced {
     previous: libc::c_int,
@@ -150,7 +173,15 @@ fn success(result: serde_json::Value) -> Response {
 
 /// The array a request names, or the only one.
 fn find_array(served: &Served, name: Option<&str>) -> Result<Arc<Array>, String> {
-    let arrays = &served.table.arrays;
+    if let Some(r) = served.reshape.lock().as_ref().filter(|r| r.moving()) {
+        return Err(format!(
+            "{} is reshaping ({}): legs, layout and syncs change once it is over (`wasmraid status {}` shows how far it is)",
+            served.name,
+            r.status()["to"].as_str().unwrap_or("another layout"),
+            served.name
+        ));
+    }
+    let arrays = &served.table.arrays();
     let names = || arrays.iter().map(|a| a.name().to_string()).collect::<Vec<_>>().join(", ");
     match name {
         Some(n) => arrays.iter().find(|a| a.name() == n).cloned().ok_or_else(|| format!("no array named {n:?} (arrays: {})", names())),
@@ -191,6 +222,20 @@ async fn handle(served: &Arc<Served>, request: Request) -> Response {
                 Ok(serde_json::json!({"array": a.name(), "started": action.name()}))
             })
             .await
+        }
+        Request::SyncRate { array: None, bytes_per_second } if served.reshape.lock().as_ref().is_some_and(|r| r.moving()) => {
+            if let Some(r) = served.reshape.lock().as_ref() {
+                r.rate.store(bytes_per_second, std::sync::atomic::Ordering::Relaxed);
+            }
+            success(serde_json::json!({"reshape": served.name, "rate": bytes_per_second}))
+        }
+        Request::Reshape { add_legs, layout, args, chunk_sectors, rate } => {
+            let served = served.clone();
+            match tokio::task::spawn_blocking(move || reshape(&served, add_legs, layout, args, chunk_sectors, rate)).await {
+                Ok(Ok(v)) => success(v),
+                Ok(Err(e)) => failure(e),
+                Err(e) => failure(format!("reshape task failed: {e}")),
+            }
         }
         Request::SyncRate { array, bytes_per_second } => {
             with_array(served, array, move |a| {

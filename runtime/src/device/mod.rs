@@ -10,6 +10,7 @@ pub mod nbd;
 pub mod ring;
 pub mod staged;
 pub mod status;
+pub mod swappable;
 
 use std::io;
 use std::sync::Arc;

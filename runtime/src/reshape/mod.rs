@@ -10,6 +10,7 @@
 
 pub mod device;
 pub mod offline;
+pub mod online;
 pub mod plan;
 
 #[cfg(test)]

@@ -88,16 +88,16 @@ fn refused(why: impl Into<String>) -> OfflineError {
 }
 
 /// The legs of one array, by slot, with their freshest superblock.
-struct Members {
-    newest: Superblock,
-    slots: Vec<Arc<dyn BlockDevice>>,
+pub(super) struct Members {
+    pub newest: Superblock,
+    pub slots: Vec<Arc<dyn BlockDevice>>,
 }
 
 /// Read every device's superblock; all must be of one array, every slot
 /// present once. In a reshape just started (position 0), an added slot
 /// whose superblock did not make it is filled, in order, by the devices
 /// that hold none.
-fn members(devices: &[Arc<dyn BlockDevice>]) -> Result<Members, OfflineError> {
+pub(super) fn members(devices: &[Arc<dyn BlockDevice>]) -> Result<Members, OfflineError> {
     let mut found = Vec::new();
     let mut blank = Vec::new();
     for dev in devices {
@@ -113,6 +113,10 @@ fn members(devices: &[Arc<dyn BlockDevice>]) -> Result<Members, OfflineError> {
     let mut slots: Vec<Option<Arc<dyn BlockDevice>>> = vec![None; newest.legs.len()];
     for (dev, sb) in &found {
         let i = sb.leg_index as usize;
+        if sb.array_uuid == newest.array_uuid && newest.failed.get(i) == Some(&true) && newest.legs.get(i) == Some(&sb.leg_uuid) {
+            // Failed during the move: never read again (below).
+            continue;
+        }
         if sb.array_uuid != newest.array_uuid {
             return Err(refused(format!("{} belongs to array '{}' ({}), not '{}'", dev.describe(), sb.name, uuid_text(&sb.array_uuid), newest.name)));
         }
@@ -132,11 +136,18 @@ fn members(devices: &[Arc<dyn BlockDevice>]) -> Result<Members, OfflineError> {
     let mut blank = blank.into_iter();
     let just_started = newest.reshape.as_ref().filter(|r| r.position == 0).map(|r| r.old_slots as usize);
     for (i, slot) in slots.iter_mut().enumerate() {
-        if slot.is_none() {
-            match (just_started, blank.next()) {
-                (Some(old_slots), Some(dev)) if i >= old_slots => *slot = Some(dev),
-                _ => return Err(refused(format!("slot {i} of '{}' ({}) is missing: a reshape needs every leg", newest.name, uuid_text(&newest.legs[i])))),
-            }
+        if slot.is_some() {
+            continue;
+        }
+        if newest.failed.get(i) == Some(&true) {
+            // A leg that failed during the move holds nothing the reshape
+            // reads: it goes on without it.
+            *slot = Some(Arc::new(crate::device::missing::Missing { what: format!("slot {i}, failed during the reshape") }));
+            continue;
+        }
+        match (just_started, blank.next()) {
+            (Some(old_slots), Some(dev)) if i >= old_slots => *slot = Some(dev),
+            _ => return Err(refused(format!("slot {i} of '{}' ({}) is missing: a reshape needs every leg", newest.name, uuid_text(&newest.legs[i])))),
         }
     }
     if let Some(dev) = blank.next() {
@@ -145,25 +156,25 @@ fn members(devices: &[Arc<dyn BlockDevice>]) -> Result<Members, OfflineError> {
     Ok(Members { newest, slots: slots.into_iter().flatten().collect() })
 }
 
-fn prove(sandbox: &Arc<Sandbox>, bytes: &[u8], geometry: Geometry, which: &'static str) -> Result<ProvenLayout, OfflineError> {
+pub(super) fn prove(sandbox: &Arc<Sandbox>, bytes: &[u8], geometry: Geometry, which: &'static str) -> Result<ProvenLayout, OfflineError> {
     let loaded = Arc::new(component::load(sandbox, bytes)?);
     ProvenLayout::prove(loaded, geometry).map_err(|source| OfflineError::Layout { which, source })
 }
 
 /// The new layout's geometry, from the superblock alone (never from device
 /// sizes, which may change between a crash and the run that continues).
-fn new_geometry(sb: &Superblock, r: &Reshape) -> Geometry {
+pub(super) fn new_geometry(sb: &Superblock, r: &Reshape) -> Geometry {
     let (old, new) = (sb.chunk_bytes(), u64::from(r.chunk_sectors) * 512);
     Geometry { chunk_sectors: r.chunk_sectors, leg_chunks: sb.leg_sizes.iter().map(|&c| c * old / new).collect(), args: r.args.clone() }
 }
 
-fn old_geometry(sb: &Superblock, old_slots: usize) -> Geometry {
+pub(super) fn old_geometry(sb: &Superblock, old_slots: usize) -> Geometry {
     Geometry { chunk_sectors: sb.chunk_sectors, leg_chunks: sb.leg_sizes[..old_slots].to_vec(), args: sb.args.clone() }
 }
 
 /// Write `sb`, one generation on, to every slot (each its own index and
 /// uuid), checked first as assemble will check it.
-fn write_all(slots: &[Arc<dyn BlockDevice>], sb: &mut Superblock) -> Result<(), OfflineError> {
+pub(super) fn write_all(slots: &[Arc<dyn BlockDevice>], sb: &mut Superblock) -> Result<(), OfflineError> {
     sb.generation += 1;
     sb.updated = now();
     let blocks: Vec<Superblock> = slots
@@ -174,10 +185,33 @@ fn write_all(slots: &[Arc<dyn BlockDevice>], sb: &mut Superblock) -> Result<(), 
             b.check_on(dev.size()).map(|()| b).map_err(|error| MetaError::Superblock { leg: dev.describe(), error })
         })
         .collect::<Result<_, _>>()?;
-    for (dev, b) in slots.iter().zip(&blocks) {
-        store::write_superblock(&**dev, b)?;
+    for (i, (dev, b)) in slots.iter().zip(&blocks).enumerate() {
+        // A failed leg keeps its last superblock: older, it is never
+        // taken for in sync.
+        if !sb.failed.get(i).copied().unwrap_or(false) {
+            store::write_superblock(&**dev, b)?;
+        }
     }
     Ok(())
+}
+
+/// Legs either layout saw fail: dead in both, and failed in `sb` (for the
+/// caller to write). True when `sb` changed.
+pub(super) fn note_failures(old: &Array, new: &Array, sb: &mut Superblock) -> bool {
+    let mut changed = false;
+    for (i, failed) in sb.failed.iter_mut().enumerate() {
+        let dead = |a: &Array| a.legs().get(i).is_some_and(|l| !l.is_alive());
+        if dead(old) || dead(new) || *failed {
+            for a in [old, new] {
+                if a.legs().get(i).is_some_and(|l| l.is_alive()) {
+                    a.mark_dead(i, if *failed { "recorded failed by the reshape" } else { "failed in the reshape's other layout" });
+                }
+            }
+            changed |= !*failed;
+            *failed = true;
+        }
+    }
+    changed
 }
 
 /// Start (with a target, adding `added`) or continue (without: `devices`
@@ -196,9 +230,14 @@ pub fn reshape(
 ) -> Result<Outcome, OfflineError> {
     let m = members(devices)?;
     let (mut sb, mut slots) = (m.newest, m.slots);
-    let old_component = store::read_component(&*slots[0], &sb)?;
+    let old_component = store::read_component(&**first_live(&sb, &slots), &sb)?;
     let started = match (&sb.reshape, target) {
-        (None, Some(t)) => Some(start(&mut sb, &mut slots, added, sandbox, &old_component, t)?),
+        (None, Some(t)) => {
+            check_in_sync(&sb)?;
+            let planned = plan_start(&sb, slots.len(), added, sandbox, &old_component, t)?;
+            commit_start(&mut sb, &mut slots, added, &planned, &t.component, false)?;
+            Some((planned.old, planned.new))
+        }
         (None, None) => return Err(refused(format!("'{}' has no reshape under way to continue", sb.name))),
         (Some(r), Some(_)) => {
             return Err(refused(format!(
@@ -208,97 +247,203 @@ pub fn reshape(
         }
         (Some(_), None) => None,
     };
-    let Some(r) = sb.reshape.clone() else { return Err(refused("no reshape recorded")) };
-    let old_slots = r.old_slots as usize;
     // A reshape just started has proven both layouts; one continued proves
     // them from what the legs store.
     let (a, b) = match started {
         Some(proven) => proven,
-        None => {
-            let a = prove(sandbox, &old_component, old_geometry(&sb, old_slots), "old")?;
-            let new_component = store::read_reshape_component(&*slots[0], &sb)?;
-            (a, prove(sandbox, &new_component, new_geometry(&sb, &r), "new")?)
-        }
+        None => prove_recorded(&sb, &slots, sandbox, &old_component)?,
     };
-    let sb_bytes = u64::from(b.descriptor.data_chunks) * b.geometry.chunk_bytes();
-    sb.check_reshape_position(sb_bytes, b.capacity_bytes()).map_err(|error| MetaError::Superblock { leg: slots[0].describe(), error })?;
-    let shift = sb.data_offset - r.data_offset;
-    let (from, to, size_before, size_after) = (a.name.clone(), b.name.clone(), a.capacity_bytes(), b.capacity_bytes());
-    let old = Arc::new(Array::new(format!("{}-old", sb.name), slots[..old_slots].iter().map(|d| (d.clone(), sb.data_offset)).collect(), a));
-    let new = Arc::new(Array::new(format!("{}-new", sb.name), slots.iter().map(|d| (d.clone(), r.data_offset)).collect(), b));
-    let (la, lb) = (old.layout(), new.layout());
-    // A bitmap region keeps covering about as much data as it did.
-    let region_bytes = sb.region_stripes.saturating_mul(u64::from(la.descriptor.data_chunks) * la.geometry.chunk_bytes());
-    let mut windows = Windows::new(&la, &lb, shift, max_window.min(MAX_WINDOW)).map_err(ReshapeError::from)?;
-    let moving = Reshaping::new(old.clone(), new.clone(), sb_bytes, r.position)?;
+    let p = Prepared::new(sb, slots, a, b)?;
+    let resumed_at = p.recorded();
+    let (la, lb) = (p.old.layout(), p.new.layout());
+    let mut windows = Windows::new(&la, &lb, p.shift, max_window.min(MAX_WINDOW)).map_err(ReshapeError::from)?;
+    let moving = Reshaping::new(p.old.clone(), p.new.clone(), p.stripe_bytes, resumed_at)?;
     let mut count = 0;
     let started = std::time::Instant::now();
-    loop {
-        let mut record = |p: u64| -> std::io::Result<()> {
-            // The superblocks say every leg is in sync: a window a leg
-            // missed (it failed while read or written, the array going on
-            // degraded) must not be recorded as moved.
-            if let Some(why) = failed_leg(&old).or_else(|| failed_leg(&new)) {
-                return Err(std::io::Error::other(format!("{why}; the reshape stops here: find out why, then run it again with --continue")));
+    while let Some(at) = moving.step(&mut windows, &mut |at| p.record(at))? {
+        count += 1;
+        progress(at, p.size_after);
+        // At most `rate` bytes a second (md's speed_limit_max).
+        if rate > 0 {
+            let due = std::time::Duration::from_secs_f64((at - resumed_at) as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
             }
-            if let Some(rec) = sb.reshape.as_mut() {
-                rec.position = p;
-            }
-            write_all(&slots, &mut sb).map_err(|e| std::io::Error::other(e.to_string()))
-        };
-        match moving.step(&mut windows, &mut record)? {
-            Some(p) => {
-                count += 1;
-                progress(p, size_after);
-                // At most `rate` bytes a second (md's speed_limit_max).
-                if rate > 0 {
-                    let due = std::time::Duration::from_secs_f64((p - r.position) as f64 / rate as f64);
-                    if let Some(wait) = due.checked_sub(started.elapsed()) {
-                        std::thread::sleep(wait);
-                    }
-                }
-            }
-            None => break,
         }
     }
-    finish(&mut sb, &slots, &lb, region_bytes)?;
-    let moving = started.elapsed();
-    Ok(Outcome {
-        name: sb.name.clone(),
-        from,
-        to,
-        legs_before: old_slots,
-        legs_after: slots.len(),
-        size_before,
-        size_after,
-        shift,
-        resumed_at: r.position,
-        windows: count,
-        moving,
-    })
+    p.finish()?;
+    Ok(p.outcome(resumed_at, count, started.elapsed()))
 }
 
-/// The first leg `array` saw fail, and why.
-fn failed_leg(array: &Array) -> Option<String> {
-    array
-        .legs()
-        .iter()
-        .enumerate()
-        .find(|(_, l)| !l.is_alive())
-        .map(|(i, l)| format!("leg {i} ({}) failed during the move: {}", l.device().describe(), l.last_error().unwrap_or_else(|| "no error recorded".into())))
+/// The first slot not recorded failed (`members` leaves a failed one
+/// out), where the components are read.
+fn first_live<'a>(sb: &Superblock, slots: &'a [Arc<dyn BlockDevice>]) -> &'a Arc<dyn BlockDevice> {
+    slots.iter().zip(&sb.failed).find(|(_, f)| !**f).map_or(&slots[0], |(d, _)| d)
 }
 
-/// Check the array and the target, store the new component on every leg
-/// and record the reshape at position 0. Returns both layouts, proven.
-fn start(
-    sb: &mut Superblock,
-    slots: &mut Vec<Arc<dyn BlockDevice>>,
-    added: &[Arc<dyn BlockDevice>],
+/// Both layouts of a recorded reshape, proven from what the legs store.
+pub(super) fn prove_recorded(
+    sb: &Superblock,
+    slots: &[Arc<dyn BlockDevice>],
     sandbox: &Arc<Sandbox>,
     old_component: &[u8],
-    t: &Target,
 ) -> Result<(ProvenLayout, ProvenLayout), OfflineError> {
-    let name = sb.name.clone();
+    let Some(r) = &sb.reshape else { return Err(refused("no reshape recorded")) };
+    let a = prove(sandbox, old_component, old_geometry(sb, r.old_slots as usize), "old")?;
+    let new_component = store::read_reshape_component(&**first_live(sb, slots), sb)?;
+    Ok((a, prove(sandbox, &new_component, new_geometry(sb, r), "new")?))
+}
+
+/// A reshape recorded on the legs, ready to move: the arrays of both
+/// layouts over them (without metadata of their own: the superblock here
+/// records their leg failures, before any request that skipped a dead leg
+/// is acknowledged), and what the move records.
+pub struct Prepared {
+    pub name: String,
+    sb: Arc<parking_lot::Mutex<Superblock>>,
+    slots: Arc<Vec<Arc<dyn BlockDevice>>>,
+    pub old: Arc<Array>,
+    pub new: Arc<Array>,
+    /// How far the new layout's data sits before the old one's.
+    pub shift: u64,
+    /// The new layout's data per stripe.
+    pub stripe_bytes: u64,
+    region_bytes: u64,
+    pub from: String,
+    pub to: String,
+    pub legs_before: usize,
+    pub size_before: u64,
+    pub size_after: u64,
+}
+
+impl Prepared {
+    /// Check the recorded position, build both arrays (legs recorded failed
+    /// dead in both), and, when the superblocks say the array was served
+    /// and not stopped cleanly, resync what the new layout served.
+    pub fn new(sb: Superblock, slots: Vec<Arc<dyn BlockDevice>>, a: ProvenLayout, b: ProvenLayout) -> Result<Prepared, OfflineError> {
+        let Some(r) = sb.reshape.clone() else { return Err(refused("no reshape recorded")) };
+        let old_slots = r.old_slots as usize;
+        let stripe_bytes = u64::from(b.descriptor.data_chunks) * b.geometry.chunk_bytes();
+        sb.check_reshape_position(stripe_bytes, b.capacity_bytes()).map_err(|error| MetaError::Superblock { leg: slots[0].describe(), error })?;
+        let (from, to, size_before, size_after) = (a.name.clone(), b.name.clone(), a.capacity_bytes(), b.capacity_bytes());
+        // A bitmap region keeps covering about as much data as it did.
+        let region_bytes = sb.region_stripes.saturating_mul(u64::from(a.descriptor.data_chunks) * a.geometry.chunk_bytes());
+        let old = Arc::new(Array::new(format!("{}-old", sb.name), slots[..old_slots].iter().map(|d| (d.clone(), sb.data_offset)).collect(), a));
+        let new = Arc::new(Array::new(format!("{}-new", sb.name), slots.iter().map(|d| (d.clone(), r.data_offset)).collect(), b));
+        let name = sb.name.clone();
+        let dirty = sb.dirty;
+        let p = Prepared {
+            name,
+            shift: sb.data_offset - r.data_offset,
+            sb: Arc::new(parking_lot::Mutex::new(sb)),
+            slots: Arc::new(slots),
+            old,
+            new,
+            stripe_bytes,
+            region_bytes,
+            from,
+            to,
+            legs_before: old_slots,
+            size_before,
+            size_after,
+        };
+        for array in [&p.old, &p.new] {
+            let (sb, slots) = (p.sb.clone(), p.slots.clone());
+            let (old, new) = (Arc::downgrade(&p.old), Arc::downgrade(&p.new));
+            array.set_failure_recorder(Box::new(move |_| {
+                let (Some(old), Some(new)) = (old.upgrade(), new.upgrade()) else { return Ok(()) };
+                let mut sb = sb.lock();
+                if note_failures(&old, &new, &mut sb) {
+                    write_all(&slots, &mut sb).map_err(|e| crate::array::ArrayError::Refused(format!("recording a failed leg: {e}")))?;
+                }
+                Ok(())
+            }));
+        }
+        note_failures(&p.old, &p.new, &mut p.sb.lock());
+        if dirty {
+            // Served and not stopped cleanly: stripes the new layout served
+            // may be torn, and no bitmap says which.
+            let below = r.position / stripe_bytes;
+            p.new.resync_stripes(0..below).map_err(|e| refused(format!("resyncing the moved part of '{}': {e}", p.name)))?;
+        }
+        Ok(p)
+    }
+
+    /// The position the legs record.
+    pub fn recorded(&self) -> u64 {
+        self.sb.lock().reshape.as_ref().map_or(0, |r| r.position)
+    }
+
+    pub fn legs_after(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn slots(&self) -> &[Arc<dyn BlockDevice>] {
+        &self.slots
+    }
+
+    /// Record `position` (with any leg failed meanwhile) in every live
+    /// leg's superblock.
+    pub fn record(&self, position: u64) -> std::io::Result<()> {
+        let mut sb = self.sb.lock();
+        note_failures(&self.old, &self.new, &mut sb);
+        if let Some(rec) = sb.reshape.as_mut() {
+            rec.position = position;
+        }
+        write_all(&self.slots, &mut sb).map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    /// Record whether the array is served (`dirty`: writes go on that no
+    /// bitmap tracks) at the position reached.
+    pub fn set_dirty(&self, dirty: bool) -> Result<(), OfflineError> {
+        let mut sb = self.sb.lock();
+        note_failures(&self.old, &self.new, &mut sb);
+        sb.dirty = dirty;
+        write_all(&self.slots, &mut sb)
+    }
+
+    /// Everything moved: the new layout alone, recorded.
+    pub fn finish(&self) -> Result<(), OfflineError> {
+        let mut sb = self.sb.lock();
+        note_failures(&self.old, &self.new, &mut sb);
+        sb.dirty = false;
+        finish(&mut sb, &self.slots, &self.new.layout(), self.region_bytes)
+    }
+
+    pub fn array_uuid(&self) -> [u8; 16] {
+        self.sb.lock().array_uuid
+    }
+
+    pub fn outcome(&self, resumed_at: u64, windows: u64, moving: std::time::Duration) -> Outcome {
+        Outcome {
+            name: self.name.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            legs_before: self.legs_before,
+            legs_after: self.slots.len(),
+            size_before: self.size_before,
+            size_after: self.size_after,
+            shift: self.shift,
+            resumed_at,
+            windows,
+            moving,
+        }
+    }
+}
+
+/// A reshape checked and proven, not yet recorded anywhere: what
+/// `commit_start` writes.
+pub struct Planned {
+    record: Reshape,
+    /// The chunks each added leg holds, in the old chunk size.
+    added_chunks: Vec<u64>,
+    pub old: ProvenLayout,
+    pub new: ProvenLayout,
+}
+
+/// Refuse an array that is not cleanly stopped with every leg in sync.
+fn check_in_sync(sb: &Superblock) -> Result<(), OfflineError> {
+    let name = &sb.name;
     if sb.dirty || sb.unsynced {
         return Err(refused(format!("'{name}' was not stopped cleanly: assemble it and let its resync finish first")));
     }
@@ -308,7 +453,22 @@ fn start(
     if sb.replacement.is_some() {
         return Err(refused(format!("'{name}' has a replacement under way: let it finish first")));
     }
-    if slots.len() + added.len() > MAX_LEGS {
+    Ok(())
+}
+
+/// Check the target against the array `sb` describes (over `old_slots`
+/// legs, `added` to come) and prove both layouts, writing nothing: a
+/// served array does this before it pauses.
+pub fn plan_start(
+    sb: &Superblock,
+    old_slots: usize,
+    added: &[Arc<dyn BlockDevice>],
+    sandbox: &Arc<Sandbox>,
+    old_component: &[u8],
+    t: &Target,
+) -> Result<Planned, OfflineError> {
+    let name = sb.name.clone();
+    if old_slots + added.len() > MAX_LEGS {
         return Err(refused(format!("an array has at most {MAX_LEGS} legs")));
     }
     for dev in added {
@@ -327,15 +487,7 @@ fn start(
         return Err(refused(format!("a chunk of {chunk_sectors} sectors: use 1 to {} sectors", crate::meta::validate::MAX_CHUNK_SECTORS)));
     }
     // Added legs hold what the old ones do: data from the old offset on.
-    let mut grown = sb.clone();
-    for dev in added {
-        grown.legs.push(new_uuid());
-        grown.failed.push(false);
-        grown.spared.push(None);
-        grown.recovering.push(None);
-        grown.leg_sizes.push(dev.size().saturating_sub(sb.data_offset) / old_chunk);
-    }
-    let old_slots = slots.len();
+    let added_chunks: Vec<u64> = added.iter().map(|dev| dev.size().saturating_sub(sb.data_offset) / old_chunk).collect();
     let a = prove(sandbox, old_component, old_geometry(sb, old_slots), "old")?;
     let component_offset = (sb.component_offset + sb.component_len).div_ceil(SHIFT_ALIGN) * SHIFT_ALIGN;
     let mut record = Reshape {
@@ -349,7 +501,7 @@ fn start(
         old_slots: old_slots as u32,
         position: 0,
     };
-    let b = prove(sandbox, &t.component, new_geometry(&grown, &record), "new")?;
+    let b = prove(sandbox, &t.component, new_geometry(&grown(sb, &added_chunks), &record), "new")?;
     record.layout_name = b.name.clone();
     let need = minimal_shift(&a, &b).map_err(ReshapeError::from)?;
     let metadata_end = (sb.bitmap_offset + 2 * sb.bitmap_bytes).max(component_offset + record.component_len);
@@ -363,19 +515,53 @@ fn start(
     // Half the room (but what is needed): windows grow with the shift, and
     // the other half is left for the next reshape.
     record.data_offset = sb.data_offset - (room / 2 / SHIFT_ALIGN * SHIFT_ALIGN).min(MAX_SHIFT).max(need);
-    slots.extend(added.iter().cloned());
-    grown.reshape = Some(record);
-    for dev in slots.iter() {
-        store::write_reshape_component(&**dev, &grown, &t.component)?;
+    Ok(Planned { record, added_chunks, old: a, new: b })
+}
+
+/// `sb` with the slots of the added legs.
+fn grown(sb: &Superblock, added_chunks: &[u64]) -> Superblock {
+    let mut g = sb.clone();
+    for &chunks in added_chunks {
+        g.legs.push(new_uuid());
+        g.failed.push(false);
+        g.spared.push(None);
+        g.recovering.push(None);
+        g.leg_sizes.push(chunks);
     }
-    write_all(slots, &mut grown)?;
-    *sb = grown;
-    Ok((a, b))
+    g
+}
+
+/// Record a planned reshape at position 0: the new component stored on
+/// every leg (`slots` gains the added ones), then every superblock, with
+/// `dirty` as given (a served array's writes go on untracked by a bitmap).
+/// `sb` must still describe the array the plan was made for.
+pub fn commit_start(
+    sb: &mut Superblock,
+    slots: &mut Vec<Arc<dyn BlockDevice>>,
+    added: &[Arc<dyn BlockDevice>],
+    planned: &Planned,
+    component: &[u8],
+    dirty: bool,
+) -> Result<(), OfflineError> {
+    check_in_sync(sb)?;
+    if old_geometry(sb, slots.len()) != planned.old.geometry || added.len() != planned.added_chunks.len() {
+        return Err(refused(format!("'{}' changed while its reshape was being planned: run it again", sb.name)));
+    }
+    let mut g = grown(sb, &planned.added_chunks);
+    g.reshape = Some(planned.record.clone());
+    g.dirty = dirty;
+    slots.extend(added.iter().cloned());
+    for dev in slots.iter() {
+        store::write_reshape_component(&**dev, &g, component)?;
+    }
+    write_all(slots, &mut g)?;
+    *sb = g;
+    Ok(())
 }
 
 /// The new layout alone: bitmap copies first (every region clean), then
 /// the superblocks.
-fn finish(sb: &mut Superblock, slots: &[Arc<dyn BlockDevice>], b: &ProvenLayout, region_bytes: u64) -> Result<(), OfflineError> {
+pub(super) fn finish(sb: &mut Superblock, slots: &[Arc<dyn BlockDevice>], b: &ProvenLayout, region_bytes: u64) -> Result<(), OfflineError> {
     let Some(r) = sb.reshape.take() else { return Ok(()) };
     let stripe_bytes = u64::from(b.descriptor.data_chunks) * b.geometry.chunk_bytes();
     let mut region_stripes = area::region_stripes(stripe_bytes, region_bytes.max(area::REGION_MIN));
@@ -396,7 +582,10 @@ fn finish(sb: &mut Superblock, slots: &[Arc<dyn BlockDevice>], b: &ProvenLayout,
     sb.events_cleared = sb.generation + 1;
     sb.check_layout(b.descriptor.stripes, b.descriptor.spare_chunks).map_err(|error| MetaError::Superblock { leg: slots[0].describe(), error })?;
     let states = vec![State::Clean; sb.regions as usize];
-    for dev in slots {
+    for (i, dev) in slots.iter().enumerate() {
+        if sb.failed.get(i).copied().unwrap_or(false) {
+            continue;
+        }
         for which in [0, 1] {
             store::write_bitmap_copy(&**dev, sb, which, &states, sb.generation + 1)?;
         }

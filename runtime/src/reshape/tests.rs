@@ -428,7 +428,7 @@ fn a_power_loss_with_writes_during_a_move_keeps_every_acknowledged_one() {
 
 mod offline_runs {
     //! The whole reshape of a stopped array through its superblocks, and
-    //! a power loss anywhere in it, finished by `--continue`.
+    //! a power loss anywhere in it, finished by `assemble` or `--continue`.
     use super::*;
     use crate::array::create::{AssembleOptions, CreateOptions, assemble, create};
     use crate::meta::store;
@@ -505,7 +505,7 @@ mod offline_runs {
     }
 
     #[test]
-    fn an_array_mid_reshape_is_not_assembled_and_continues() {
+    fn an_array_mid_reshape_continues_when_assembled() {
         let (images, data) = stopped("raid5", 4, 1);
         let legs = devices(&images);
         // Stop the move after two windows by failing the third record.
@@ -521,10 +521,15 @@ mod offline_runs {
             }))
         };
         assert!(stopped_early.is_err());
-        let e = assemble(legs.clone(), &SANDBOX, &options()).err().expect("refused mid-reshape").to_string();
-        assert!(e.contains("--continue"), "{e}");
-        let out = reshape(&legs, &[], &SANDBOX, None, 64 << 10, 0, &mut |_, _| {}).expect("continue");
-        assert!(out.resumed_at > 0, "{out:?}");
+        let position =
+            legs.iter().filter_map(|l| store::read_superblock(&**l).ok()).max_by_key(|sb| sb.generation).and_then(|sb| sb.reshape).map(|r| r.position);
+        assert!(position.is_some_and(|p| p > 0), "stopped mid-move: {position:?}");
+        // Assembling goes on with the move, then serves the new layout.
+        let a = assemble(legs.clone(), &SANDBOX, &options()).expect("assembled after finishing the move").array;
+        assert_eq!((a.legs().len(), a.layout().name.as_str()), (5, "raid6"));
+        drop(a);
+        let e = reshape(&legs, &[], &SANDBOX, None, 64 << 10, 0, &mut |_, _| {}).expect_err("nothing left to continue").to_string();
+        assert!(e.contains("no reshape under way"), "{e}");
         reads_back(&legs, &data).expect("reads back");
     }
 
@@ -546,34 +551,25 @@ mod offline_runs {
             for persist in [Persist::Nothing, Persist::Everything, Persist::Random { seed: at, percent: 50 }] {
                 let crashed: Vec<Image> = (0..5).map(|l| crash_image(&images[l], &entries, l as u32, at, persist).0).collect();
                 let legs = devices(&crashed);
-                let outcome = match assemble(legs.clone(), &SANDBOX, &options()) {
-                    Ok(a) if a.array.legs().len() == 4 => {
-                        // The start was not recorded: the old layout, whole.
-                        drop(a);
-                        reads_back(&legs[..4], &data).map(|_| ())
-                    }
-                    Ok(a) => {
-                        drop(a);
-                        reads_back(&legs, &data).map(|_| ())
-                    }
-                    Err(e) if e.to_string().contains("--continue") => {
+                let recorded = legs.iter().filter_map(|l| store::read_superblock(&**l).ok()).max_by_key(|sb| sb.generation).and_then(|sb| sb.reshape);
+                let outcome = match recorded.map(|r| r.position) {
+                    Some(moved) => {
                         continued += 1;
-                        let moved = legs
-                            .iter()
-                            .filter_map(|l| store::read_superblock(&**l).ok())
-                            .max_by_key(|sb| sb.generation)
-                            .and_then(|sb| sb.reshape)
-                            .map(|r| r.position);
-                        // Every other state that moved nothing is aborted instead;
-                        // once something moved, abort refuses.
-                        if at % 2 == 0 || moved != Some(0) {
-                            if moved != Some(0) {
+                        // Every other state that moved nothing is aborted
+                        // instead; once something moved, abort refuses. The
+                        // rest: assembling goes on with the move (the odd
+                        // ones by `--continue` first).
+                        if at % 2 == 0 || moved != 0 {
+                            if moved != 0 {
                                 let e = abort(&legs).err().map(|e| e.to_string()).unwrap_or_default();
-                                assert!(e.contains("past its point of no return"), "abort at {moved:?}: {e}");
+                                assert!(e.contains("past its point of no return"), "abort at {moved}: {e}");
                             }
-                            reshape(&legs, &[], &SANDBOX, None, 64 << 10, 0, &mut |_, _| {})
-                                .map_err(|e| e.to_string())
-                                .and_then(|_| reads_back(&legs, &data).map(|_| ()))
+                            let continued_first = if at % 4 == 1 {
+                                reshape(&legs, &[], &SANDBOX, None, 64 << 10, 0, &mut |_, _| {}).map(|_| ()).map_err(|e| e.to_string())
+                            } else {
+                                Ok(())
+                            };
+                            continued_first.and_then(|()| reads_back(&legs, &data).map(|_| ()))
                         } else {
                             aborted += 1;
                             abort(&legs)
@@ -582,7 +578,18 @@ mod offline_runs {
                                 .and_then(|size| if size == data.len() as u64 { Ok(()) } else { Err(format!("aborted, the array holds {size} bytes")) })
                         }
                     }
-                    Err(e) => Err(e.to_string()),
+                    None => match assemble(legs.clone(), &SANDBOX, &options()) {
+                        Ok(a) if a.array.legs().len() == 4 => {
+                            // The start was not recorded: the old layout, whole.
+                            drop(a);
+                            reads_back(&legs[..4], &data).map(|_| ())
+                        }
+                        Ok(a) => {
+                            drop(a);
+                            reads_back(&legs, &data).map(|_| ())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    },
                 };
                 if let Err(e) = outcome {
                     panic!("crash at {at} keeping {persist}: {e}");

@@ -6,15 +6,19 @@ pub mod parse;
 pub mod targets;
 
 use crate::array::Array;
+use crate::device::swappable::Swappable;
 use crate::device::{BlockDevice, check_range};
 use bind::BindContext;
+use parking_lot::RwLock;
 use parse::{Line, TableError, TableSpec};
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 struct Segment {
     start: u64,
-    len: u64,
+    /// Grows only in a single-array table whose array reshapes bigger.
+    len: AtomicU64,
     device: Arc<dyn BlockDevice>,
     line: Line,
 }
@@ -24,8 +28,12 @@ pub struct Table {
     name: String,
     segments: Vec<Segment>,
     index: index::SegmentIndex,
-    size: u64,
-    pub arrays: Vec<Arc<Array>>,
+    size: AtomicU64,
+    /// The arrays status and the daemon see: none while a reshape moves
+    /// the one array (`reshape::online` owns it then).
+    arrays: RwLock<Vec<Arc<Array>>>,
+    /// A single-array table's array, which a reshape swaps while served.
+    swappable: Option<Arc<Swappable>>,
 }
 
 impl Table {
@@ -35,22 +43,56 @@ impl Table {
         let mut segments = Vec::with_capacity(spec.lines.len());
         for line in &spec.lines {
             let device = targets::build(line, &mut ctx)?;
-            segments.push(Segment { start: line.start * 512, len: line.length * 512, device, line: line.clone() });
+            segments.push(Segment { start: line.start * 512, len: AtomicU64::new(line.length * 512), device, line: line.clone() });
         }
         let starts: Vec<u64> = segments.iter().map(|s| s.start / 512).collect();
-        Ok(Table { name: ctx.name.clone(), size: spec.sectors() * 512, index: index::SegmentIndex::new(&starts), segments, arrays: ctx.arrays })
+        Ok(Table {
+            name: ctx.name.clone(),
+            size: AtomicU64::new(spec.sectors() * 512),
+            index: index::SegmentIndex::new(&starts),
+            segments,
+            arrays: RwLock::new(ctx.arrays),
+            swappable: None,
+        })
     }
 
-    /// A table of one segment: a whole array.
+    /// A table of one segment: a whole array, which a reshape may swap
+    /// for the same data laid out otherwise while it is served.
     pub fn single(name: &str, array: Arc<Array>) -> Table {
         let len = array.size();
         let line = Line { number: 1, start: 0, length: len / 512, target: "wasm".into(), args: Vec::new() };
+        let swappable = Arc::new(Swappable::new(array.clone()));
         Table {
             name: name.into(),
-            segments: vec![Segment { start: 0, len, device: array.clone(), line }],
+            segments: vec![Segment { start: 0, len: AtomicU64::new(len), device: swappable.clone(), line }],
             index: index::SegmentIndex::new(&[0]),
-            size: len,
-            arrays: vec![array],
+            size: AtomicU64::new(len),
+            arrays: RwLock::new(vec![array]),
+            swappable: Some(swappable),
+        }
+    }
+
+    /// The arrays it serves now.
+    pub fn arrays(&self) -> Vec<Arc<Array>> {
+        self.arrays.read().clone()
+    }
+
+    pub fn set_arrays(&self, arrays: Vec<Arc<Array>>) {
+        *self.arrays.write() = arrays;
+    }
+
+    /// The swappable device of a single-array table.
+    pub fn swappable(&self) -> Option<&Arc<Swappable>> {
+        self.swappable.as_ref()
+    }
+
+    /// A single-array table grows to `bytes` (its array reshaped bigger).
+    /// Never shrinks: a request already checked against the old size
+    /// stays within the new one.
+    pub fn grow_single(&self, bytes: u64) {
+        if let [seg] = &self.segments[..] {
+            seg.len.fetch_max(bytes, Ordering::AcqRel);
+            self.size.fetch_max(bytes, Ordering::AcqRel);
         }
     }
 
@@ -60,7 +102,7 @@ impl Table {
             .iter()
             .map(|s| {
                 let args: Vec<&str> = s.line.args.iter().map(|f| f.text.as_str()).collect();
-                format!("{} {} {} {}", s.start / 512, s.len / 512, s.line.target, args.join(" ")).trim_end().to_string()
+                format!("{} {} {} {}", s.start / 512, s.len.load(Ordering::Acquire) / 512, s.line.target, args.join(" ")).trim_end().to_string()
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -75,7 +117,7 @@ impl Table {
             let at = offset + done;
             let seg = &self.segments[self.index.find(at / 512)];
             let within = at - seg.start;
-            let piece = (seg.len - within).min(len - done);
+            let piece = (seg.len.load(Ordering::Acquire).saturating_sub(within)).min(len - done).max(1);
             f(&*seg.device, within, done as usize, piece as usize)
                 .map_err(|e| io::Error::new(e.kind(), format!("{} line {}: {e}", self.name, seg.line.number)))?;
             done += piece;
@@ -86,7 +128,7 @@ impl Table {
 
 impl BlockDevice for Table {
     fn size(&self) -> u64 {
-        self.size
+        self.size.load(Ordering::Acquire)
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.each(offset, buf.len() as u64, |d, at, from, n| d.read_at(&mut buf[from..from + n], at))
@@ -115,7 +157,7 @@ impl BlockDevice for Table {
         format!("{} ({} segment(s))", self.name, self.segments.len())
     }
     fn arrays(&self) -> Vec<Arc<Array>> {
-        self.arrays.clone()
+        Table::arrays(self)
     }
     fn zeroes_fast(&self, offset: u64, len: u64) -> bool {
         let mut fast = true;
@@ -123,7 +165,7 @@ impl BlockDevice for Table {
             fast &= d.zeroes_fast(at, n as u64);
             Ok(())
         });
-        fast && offset.checked_add(len).is_some_and(|end| end <= self.size)
+        fast && offset.checked_add(len).is_some_and(|end| end <= self.size())
     }
     fn block_sizes(&self) -> crate::device::BlockSizes {
         self.segments.iter().map(|s| s.device.block_sizes()).reduce(crate::device::BlockSizes::merge).unwrap_or_default()
@@ -136,14 +178,14 @@ impl BlockDevice for Table {
         check_range(self, offset, len).ok()?;
         let seg = self.segments.get(self.index.find(offset / 512))?;
         let within = offset.checked_sub(seg.start)?;
-        (within + len <= seg.len).then(|| seg.device.stage_read(within, len)).flatten()
+        (within + len <= seg.len.load(Ordering::Acquire)).then(|| seg.device.stage_read(within, len)).flatten()
     }
     /// Staged when the write lies within one segment.
     fn stage_write(&self, offset: u64, len: u64, fua: bool) -> Option<Box<dyn crate::device::staged::StagedWrite + '_>> {
         check_range(self, offset, len).ok()?;
         let seg = self.segments.get(self.index.find(offset / 512))?;
         let within = offset.checked_sub(seg.start)?;
-        (within + len <= seg.len).then(|| seg.device.stage_write(within, len, fua)).flatten()
+        (within + len <= seg.len.load(Ordering::Acquire)).then(|| seg.device.stage_write(within, len, fua)).flatten()
     }
     fn read_extents(&self, offset: u64, len: u64, buf_offset: usize, out: &mut Vec<crate::device::Extent>) -> bool {
         let not_direct = || io::Error::other("");

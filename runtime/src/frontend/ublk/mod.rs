@@ -280,6 +280,21 @@ pub fn stop(id: u32) -> Result<(), UblkFrontendError> {
     on_control_thread(id, "stopping", move |ctrl| ctrl.kill_dev().map(|_| ()).map_err(driver(format!("cannot stop device {id}"))))
 }
 
+/// Resize live device `id` to `bytes` (a reshape grew the array), on
+/// kernels whose driver has UBLK_F_UPDATE_SIZE (6.16+). False: this
+/// kernel cannot; the size applies at the device's next start.
+pub fn resize(id: u32, bytes: u64) -> Result<bool, UblkFrontendError> {
+    let wanted = u64::from(sys::UBLK_F_UPDATE_SIZE);
+    if UblkCtrl::get_features().map_or(0, |features| features & wanted) == 0 {
+        return Ok(false);
+    }
+    // The driver takes sectors' worth of bytes; an array's size is whole
+    // sectors already.
+    let bytes = bytes / 512 * 512;
+    on_control_thread(id, "resizing", move |ctrl| ctrl.update_size(bytes).map(|_| ()).map_err(driver(format!("cannot resize device {id}"))))?;
+    Ok(true)
+}
+
 /// Delete device `id` (one whose server is gone; a live one is stopped
 /// first by the kernel).
 pub fn delete(id: u32) -> Result<(), UblkFrontendError> {
