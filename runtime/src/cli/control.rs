@@ -67,10 +67,44 @@ pub fn status(run_dir: &Option<PathBuf>, name: &str, json: bool) -> anyhow::Resu
             if u["recovered"].as_bool() == Some(true) { ", recovered" } else { "" }
         );
     }
+    if let Some(x) = r["reshape"].as_object() {
+        print_reshape(x);
+    }
     for a in r["arrays"].as_array().into_iter().flatten() {
         print_array(a, "");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A served reshape, as /proc/mdstat shows one: where, how fast, and from
+/// what to what.
+fn print_reshape(x: &serde_json::Map<String, serde_json::Value>) {
+    let n = |k: &str| x.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    let s = |k: &str| x.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let rate = match n("rate") {
+        0 => "unlimited".to_string(),
+        r => format!("{}/s", format_size(r)),
+    };
+    println!(
+        "reshape {} of {}: {} over {} legs -> {} over {} legs, {:.1}% ({} of {}), speed {}/s, rate {rate}, legs {}",
+        s("state"),
+        s("array"),
+        s("from"),
+        n("legs_before"),
+        s("to"),
+        n("legs_after"),
+        x.get("progress").and_then(|v| v.as_f64()).unwrap_or(0.0) * 100.0,
+        format_size(n("position")),
+        format_size(n("size_after")),
+        format_size(n("speed_bytes_per_second")),
+        s("health")
+    );
+    if let Some(e) = x.get("error").and_then(|v| v.as_str()) {
+        println!("  stopped: {e}");
+    }
+    if let Some(g) = x.get("grows").and_then(|v| v.as_str()) {
+        println!("  grows {} -> {}: {g}", format_size(n("size_before")), format_size(n("size_after")));
+    }
 }
 
 /// A connection's TLS session as `status --json` has it (`tls::Session`),

@@ -128,18 +128,54 @@ impl Swappable {
         }
     }
 
+    /// For the calls a frontend makes on its own event loop (extents,
+    /// staged requests), which must never block it: while paused, None,
+    /// and the frontend serves the request the plain way, on a thread that
+    /// may wait. (A queue thread blocked here could not complete the staged
+    /// requests the pause waits for.)
+    fn try_enter(&self) -> Option<Entered<'_>> {
+        if *self.paused.lock() {
+            return None;
+        }
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        if *self.paused.lock() {
+            drop(Entered(self));
+            return None;
+        }
+        Some(Entered(self))
+    }
+
     /// Hold new requests and wait for those in flight (one pause at a
     /// time: a second waits for the first to end).
     pub fn pause(&self) -> Paused<'_> {
+        loop {
+            if let Some(p) = self.pause_within(std::time::Duration::from_secs(3600)) {
+                return p;
+            }
+        }
+    }
+
+    /// `pause`, giving up (and letting requests go on) when those in
+    /// flight are not done within `limit`: a leg that hangs must not hold
+    /// every request back for ever.
+    pub fn pause_within(&self, limit: std::time::Duration) -> Option<Paused<'_>> {
+        let deadline = std::time::Instant::now() + limit;
         let mut paused = self.paused.lock();
         while *paused {
-            self.changed.wait(&mut paused);
+            if self.changed.wait_until(&mut paused, deadline).timed_out() {
+                return None;
+            }
         }
         *paused = true;
         while self.inflight.load(Ordering::Acquire) > 0 {
+            if std::time::Instant::now() >= deadline {
+                *paused = false;
+                self.changed.notify_all();
+                return None;
+            }
             self.changed.wait_for(&mut paused, std::time::Duration::from_millis(10));
         }
-        Paused(self)
+        Some(Paused(self))
     }
 }
 
@@ -202,20 +238,20 @@ impl BlockDevice for Swappable {
     /// before a reshape starts stay valid: its first window writes only
     /// below the old data (`reshape::plan`).
     fn read_extents(&self, offset: u64, len: u64, buf_offset: usize, out: &mut Vec<Extent>) -> bool {
-        let _in = self.enter();
+        let Some(_in) = self.try_enter() else { return false };
         self.now().read_extents(offset, len, buf_offset, out)
     }
     fn direct_file(&self, offset: u64, buf: *const u8, len: usize) -> Option<(Arc<std::fs::File>, u64)> {
-        let _in = self.enter();
+        let _in = self.try_enter()?;
         self.now().direct_file(offset, buf, len)
     }
     fn stage_write(&self, offset: u64, len: u64, fua: bool) -> Option<Box<dyn StagedWrite + '_>> {
-        let entered = self.enter();
+        let entered = self.try_enter()?;
         let inner = self.now().stage_write(offset, len, fua)?;
         Some(Box::new(GatedWrite { inner, _in: entered }))
     }
     fn stage_read(&self, offset: u64, len: u64) -> Option<Box<dyn StagedRead + '_>> {
-        let entered = self.enter();
+        let entered = self.try_enter()?;
         let inner = self.now().stage_read(offset, len)?;
         Some(Box::new(GatedRead { inner, _in: entered }))
     }
@@ -267,6 +303,28 @@ mod tests {
         assert_eq!(back, [1; 512]);
         b.read_at(&mut back, 0).unwrap();
         assert_eq!(back, [2; 512]);
+    }
+
+    #[test]
+    fn a_pause_turns_staged_requests_away_rather_than_blocking() {
+        let s = Swappable::new(Arc::new(MemLeg::new("m", 1 << 20)));
+        let p = s.pause();
+        // On a frontend's event loop: answered at once, never waited on.
+        assert!(s.stage_write(0, 512, false).is_none());
+        assert!(s.stage_read(0, 512).is_none());
+        assert!(!s.read_extents(0, 512, 0, &mut Vec::new()));
+        drop(p);
+    }
+
+    #[test]
+    fn a_pause_gives_up_when_requests_in_flight_do_not_finish() {
+        let s = Swappable::new(Arc::new(MemLeg::new("m", 1 << 20)));
+        let held = s.enter();
+        assert!(s.pause_within(std::time::Duration::from_millis(50)).is_none());
+        drop(held);
+        // Not left paused: requests go on, and a pause works again.
+        s.write_at(&[1; 512], 0, false).unwrap();
+        assert!(s.pause_within(std::time::Duration::from_millis(50)).is_some());
     }
 
     #[test]

@@ -40,6 +40,9 @@ use std::time::{Duration, Instant};
 /// this is a second margin).
 const GRACE: Duration = Duration::from_millis(100);
 
+/// Most a swap waits for requests in flight to finish.
+const PAUSE_LIMIT: Duration = Duration::from_secs(30);
+
 /// Where a served reshape is.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -111,7 +114,9 @@ pub fn start(table: &Arc<Table>, sandbox: &Arc<Sandbox>, added: &[Arc<dyn BlockD
         let sb = meta.template.lock().clone();
         offline::plan_start(&sb, array.legs().len(), added, sandbox, &meta.component, target)?
     };
-    let paused = swappable.pause();
+    let paused = swappable
+        .pause_within(PAUSE_LIMIT)
+        .ok_or_else(|| refused(format!("requests in flight on {} did not finish within {PAUSE_LIMIT:?}: nothing changed, try again", array.name())))?;
     if !table.arrays().iter().any(|a| Arc::ptr_eq(a, &array)) {
         return Err(refused(format!("{} started reshaping meanwhile", array.name())));
     }
@@ -261,7 +266,16 @@ impl Online {
     /// now assemble into. Returns its size.
     fn swap_in_new(&self, table: &Arc<Table>, sandbox: &Arc<Sandbox>, daemon_sleep: Duration) -> Result<u64, String> {
         let swappable = table.swappable().ok_or("the table lost its array")?;
-        let paused = swappable.pause();
+        // Everything is moved: the two layouts serve the new one alone
+        // until the pause succeeds.
+        let paused = loop {
+            match swappable.pause_within(PAUSE_LIMIT) {
+                Some(p) => break p,
+                None => {
+                    tracing::warn!(array = %self.prepared.name, "requests in flight did not finish within {PAUSE_LIMIT:?}; trying again to finish the reshape")
+                }
+            }
+        };
         self.reshaping.flush().map_err(|e| e.to_string())?;
         self.prepared.finish().map_err(|e| e.to_string())?;
         let live: Vec<Arc<dyn BlockDevice>> =

@@ -54,10 +54,12 @@ online() { # leg-to-add layout legs-after
         result "reshape-online: /dev/ublkb0 resized live ($sectors_before -> $(sectors) sectors), ext4 grown online"
     elif [ "$4" = grows ]; then
         grep -q "next start" /tmp/reshape.out || { cat /tmp/reshape.out; fail "the reshape did not say when the size applies"; }
+        cat /tmp/reshape.out
         umount /mnt || fail "umount failed"
         stop_server ro
         assemble ro --legs "$(legs "$3")" --direct
         [ "$(sectors)" -gt "$sectors_before" ] || fail "/dev/ublkb0 did not grow after a restart"
+        e2fsck -f -p /dev/ublkb0 >/dev/null 2>&1; [ $? -le 1 ] || fail "e2fsck after the reshape to $2 found errors"
         resize2fs /dev/ublkb0 >/dev/null 2>&1 || fail "resize2fs after the reshape to $2 failed"
         mount /dev/ublkb0 /mnt || fail "mount after the reshape to $2 failed"
         result "reshape-online: /dev/ublkb0 grew at its next start ($sectors_before -> $(sectors) sectors; this kernel cannot resize it live)"
