@@ -39,12 +39,7 @@ fn stopped_raid5(dir: &Path) -> (Vec<PathBuf>, Vec<u8>) {
     assert!(ok, "{out}");
     FileLeg::create(&legs[4], 24 << 20).unwrap();
     let a = up(&legs[..4]);
-    let mut data = vec![0u8; a.size() as usize];
-    let mut state = 5u64;
-    for b in data.iter_mut() {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        *b = (state >> 33) as u8;
-    }
+    let data = pattern(a.size() as usize, 5);
     a.write(&data, 0, false).unwrap();
     a.shutdown().unwrap();
     (legs, data)
@@ -112,13 +107,13 @@ fn served_raid5() -> (Arc<tempfile::TempDir>, Vec<PathBuf>, Vec<u8>, Served) {
     (dir, legs, data, served)
 }
 
-/// What fio wrote (`FIO_BYTES` from 0) verified by fio, the rest of
+/// What fio wrote (`fio_bytes` from 0) verified by fio, the rest of
 /// `data` and zeroes after it read back, parity right everywhere.
-fn tail_reads_back(legs: &[PathBuf], data: &[u8]) {
+fn tail_reads_back(legs: &[PathBuf], data: &[u8], fio_bytes: u64) {
     let b = up(legs);
     let mut got = vec![0u8; b.size() as usize];
     b.read(&mut got, 0).unwrap();
-    let from = FIO_BYTES as usize;
+    let from = fio_bytes as usize;
     assert!(got[from..data.len()] == data[from..], "what fio did not write reads back");
     assert!(got[data.len()..].iter().all(|&x| x == 0), "the added space reads as zeroes");
     assert_eq!((0..b.layout().descriptor.stripes).map(|s| b.scrub_stripe(s, false).unwrap()).sum::<u64>(), 0, "parity agrees everywhere");
@@ -159,38 +154,105 @@ fn a_served_raid5_grows_by_a_leg_under_fio_verify() {
     let stopped = served.ctl(&["stop", "r"]);
     assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
     drop(served);
-    tail_reads_back(&legs, &data);
+    tail_reads_back(&legs, &data, FIO_BYTES);
 }
 
-/// kill -9 of the daemon in the middle of a served reshape, after fio
-/// wrote across it: `wasmraid assemble` resyncs what the new layout
-/// served, moves the rest, serves the new layout, and fio verifies every
-/// block it wrote.
-#[test]
-fn a_served_reshape_killed_mid_move_resumes_on_assemble() {
+/// One reshape of issue 18's list, served: created with `wasmraid
+/// create` over `legs` legs (chunk 64K), filled, served, reshaped with
+/// `extra` (adding `add` legs) at 8 MiB/s while fio writes across the
+/// moving position, the daemon killed -9 in the middle; `wasmraid
+/// assemble` resyncs what the new layout served, moves the rest and serves
+/// `to`, and fio verifies every block it wrote.
+fn served_reshape_killed_mid_move(layout: &str, legs: usize, add: usize, extra: &[&str], to: &str) {
     wasmraid_tests::require("fio");
-    let (dir, legs, data, mut served) = served_raid5();
-    let run = served.run_dir.display().to_string();
-    let (ok, out) = wasmraid(&["reshape", "r", "--add-legs", &list(&legs[4..]), "--sync-rate", "8M", "--run-dir", &run]);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let paths: Vec<PathBuf> = (0..legs + add).map(|i| dir.path().join(format!("leg{i}"))).collect();
+    let (ok, out) = wasmraid(&["create", "r", "--layout", layout, "--legs", &list(&paths[..legs]), "--create-legs", "24M", "--chunk", "64K"]);
     assert!(ok, "{out}");
-    let (clean, text) = fio_job(&served.uri(), &["--do_verify=0"]);
+    for p in &paths[legs..] {
+        FileLeg::create(p, 24 << 20).unwrap();
+    }
+    let data = {
+        let a = up(&paths[..legs]);
+        let data = pattern(a.size() as usize, legs as u64);
+        a.write(&data, 0, false).unwrap();
+        a.shutdown().unwrap();
+        data
+    };
+    let fio_bytes = (data.len() as u64 / 2).min(FIO_BYTES) >> 20 << 20;
+    let size = format!("--size={}M", fio_bytes >> 20);
+    let mut served = Served::assemble(&dir, "r", &paths[..legs], &[]);
+    let run = served.run_dir.display().to_string();
+    let added = list(&paths[legs..]);
+    let mut args = vec!["reshape", "r", "--sync-rate", "8M", "--run-dir", &run];
+    if add > 0 {
+        args.extend(["--add-legs", &added]);
+    }
+    args.extend(extra);
+    let (ok, out) = wasmraid(&args);
+    assert!(ok, "{out}");
+    let (clean, text) = fio_job(&served.uri(), &[&size, "--do_verify=0"]);
     assert!(clean, "fio writes across the reshape: {text}");
     let status = served.status();
     assert_eq!(status["reshape"]["state"], "moving", "still moving when killed: {status}");
-    // Refused while it moves.
+    assert!(status["reshape"]["position"].as_u64().unwrap() > 0, "{status}");
+    // Membership waits for the move.
     let out = served.ctl(&["leg", "fail", "r", "1"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is reshaping"), "{}", String::from_utf8_lossy(&out.stderr));
     served.child.kill().unwrap();
     served.child.wait().unwrap();
     drop(served);
-    let again = Served::assemble(&dir, "r", &legs, &[]);
+    let again = Served::assemble(&dir, "r", &paths, &[]);
     assert!(again.log_says("going on with it before assembling"), "{}", again.log());
-    let (clean, text) = fio_job(&again.uri(), &["--verify_only"]);
+    let (clean, text) = fio_job(&again.uri(), &[&size, "--verify_only"]);
     assert!(clean, "fio verifies what it wrote before the kill: {text}");
     let status = again.status();
-    assert_eq!(status["arrays"][0]["legs"].as_array().map(Vec::len), Some(5), "{status}");
+    assert_eq!(status["arrays"][0]["layout"], to, "{status}");
+    assert_eq!(status["arrays"][0]["legs"].as_array().map(Vec::len), Some(legs + add), "{status}");
     let stopped = again.ctl(&["stop", "r"]);
     assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
     drop(again);
-    tail_reads_back(&legs, &data);
+    tail_reads_back(&paths, &data, fio_bytes);
+}
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn served_raid5_to_raid6_adding_a_leg_killed_mid_move() {
+    served_reshape_killed_mid_move("raid5", 4, 1, &["--layout", "raid6"], "raid6");
+}
+
+#[test]
+fn served_raid1_to_raid5_killed_mid_move() {
+    served_reshape_killed_mid_move("raid1", 2, 1, &["--layout", "raid5"], "raid5");
+}
+
+#[test]
+fn served_chunk_64k_to_256k_killed_mid_move() {
+    served_reshape_killed_mid_move("raid5", 4, 0, &["--chunk", "256K"], "raid5");
+}
+
+#[test]
+fn served_raid6_to_pyramid_on_more_legs_killed_mid_move() {
+    served_reshape_killed_mid_move("raid6", 6, 3, &["--layout", "pyramid", "--args", "111s1222s2g"], "pyramid");
+}
+
+/// Another component over the same legs: raid5's rotation to raid4's
+/// dedicated parity leg.
+#[test]
+fn served_raid5_to_another_component_killed_mid_move() {
+    served_reshape_killed_mid_move("raid5", 4, 0, &["--layout", "raid4"], "raid4");
+}
+
+#[test]
+fn served_raid5_4_to_5_legs_killed_mid_move() {
+    served_reshape_killed_mid_move("raid5", 4, 1, &[], "raid5");
 }

@@ -44,6 +44,21 @@ stop_server() {
     done
 }
 status() { wasmraid status "$1" --run-dir "$RUN"; }
+# The size of the file system mounted at /mnt, in KiB.
+fs_blocks() { df -k /mnt | awk 'NR == 2 { print $2 }'; }
+# check_growth yes|no LABEL: the file system at /mnt grew since $before
+# (yes) or did not shrink (no); says so with the count of files in
+# /tmp/sums, and moves $before on.
+check_growth() {
+    now=$(fs_blocks)
+    if [ "$1" = yes ]; then
+        [ "$now" -gt "$before" ] || fail "the file system did not grow ($before to $now KiB)"
+    else
+        [ "$now" -ge "$before" ] || fail "the file system shrank ($before to $now KiB)"
+    fi
+    echo "$2: $(wc -l < /tmp/sums) files identical, file system $before -> $now KiB"
+    before=$now
+}
 
 # fio verify job on /dev/ublkb0 (8k random writes at depth 32, crc32c).
 fio_verify() {

@@ -14,8 +14,7 @@ mkdir -p /mnt/a/b
 for i in 1 2 3 4 5 6; do dd if=/dev/urandom of="/mnt/a/f$i" bs=64k count=$((i * 7)) 2>/dev/null; done
 dd if=/dev/urandom of=/mnt/a/b/big bs=1M count=40 2>/dev/null
 (cd /mnt && find . -type f | sort | xargs sha256sum) > /tmp/sums
-blocks() { df -k /mnt | awk 'NR == 2 { print $2 }'; }
-before=$(blocks)
+before=$(fs_blocks)
 umount /mnt || fail "umount failed"
 stop_server rs
 grow() { # legs-now legs-after layout grows(yes|no)
@@ -28,14 +27,7 @@ grow() { # legs-now legs-after layout grows(yes|no)
     resize2fs /dev/ublkb0 >/dev/null 2>&1 || fail "resize2fs after the reshape to $3 failed"
     mount /dev/ublkb0 /mnt || fail "mount after the reshape to $3 failed"
     (cd /mnt && sha256sum -c /tmp/sums >/dev/null) || fail "files differ after the reshape to $3 over $2 legs"
-    now=$(blocks)
-    if [ "$4" = yes ]; then
-        [ "$now" -gt "$before" ] || fail "the file system did not grow ($before to $now KiB)"
-    else
-        [ "$now" -ge "$before" ] || fail "the file system shrank ($before to $now KiB)"
-    fi
-    echo "$3 over $2 legs: $(wc -l < /tmp/sums) files identical, file system $before -> $now KiB"
-    before=$now
+    check_growth "$4" "$3 over $2 legs"
     umount /mnt
     stop_server rs
 }

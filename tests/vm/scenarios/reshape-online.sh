@@ -15,7 +15,6 @@ mkdir -p /mnt && mount /dev/ublkb0 /mnt || fail "mount failed"
 mkdir -p /mnt/a
 for i in 1 2 3 4; do dd if=/dev/urandom of="/mnt/a/f$i" bs=64k count=$((i * 40)) 2>/dev/null; done
 sync
-blocks() { df -k /mnt | awk 'NR == 2 { print $2 }'; }
 sectors() { cat /sys/block/ublkb0/size; }
 sums() { (cd /mnt && find . -type f | sort | xargs sha256sum) > /tmp/sums; }
 check_sums() { # what
@@ -31,8 +30,8 @@ writer() { # tag: fsync'ed files of 256 KiB until /tmp/stop-writer appears (at m
     done
 }
 sums
-before=$(blocks)
-online() { # leg-to-add layout legs-after
+before=$(fs_blocks)
+online() { # leg-to-add layout legs-after grows(yes|no)
     rm -f /tmp/stop-writer /tmp/writer-failed
     writer "$3" &
     wpid=$!
@@ -52,7 +51,7 @@ online() { # leg-to-add layout legs-after
     if [ "$(sectors)" -gt "$sectors_before" ]; then
         resize2fs /dev/ublkb0 >/dev/null 2>&1 || fail "online resize2fs after the reshape to $2 failed"
         result "reshape-online: /dev/ublkb0 resized live ($sectors_before -> $(sectors) sectors), ext4 grown online"
-    elif [ "$4" = grows ]; then
+    elif [ "$4" = yes ]; then
         grep -q "next start" /tmp/reshape.out || { cat /tmp/reshape.out; fail "the reshape did not say when the size applies"; }
         cat /tmp/reshape.out
         umount /mnt || fail "umount failed"
@@ -64,17 +63,10 @@ online() { # leg-to-add layout legs-after
         mount /dev/ublkb0 /mnt || fail "mount after the reshape to $2 failed"
         result "reshape-online: /dev/ublkb0 grew at its next start ($sectors_before -> $(sectors) sectors; this kernel cannot resize it live)"
     fi
-    now=$(blocks)
-    if [ "$4" = grows ]; then
-        [ "$now" -gt "$before" ] || fail "the file system did not grow ($before to $now KiB)"
-    else
-        [ "$now" -ge "$before" ] || fail "the file system shrank ($before to $now KiB)"
-    fi
-    echo "$2 over $3 legs: $(wc -l < /tmp/sums) files identical, file system $before -> $now KiB"
-    before=$now
+    check_growth "$4" "$2 over $3 legs"
 }
-online "$(legs 5 | cut -d, -f5)" raid5 5 grows
-online "$(legs 6 | cut -d, -f6)" raid6 6 keeps
+online "$(legs 5 | cut -d, -f5)" raid5 5 yes
+online "$(legs 6 | cut -d, -f6)" raid6 6 no
 umount /mnt || fail "umount failed"
 stop_server ro
 assemble ro --legs "$(legs 6)" --direct
