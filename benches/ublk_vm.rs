@@ -13,7 +13,8 @@
 //! - reshape: raid5 over 4 legs grown to 5 (64 KiB chunks, the whole array
 //!   written first) against `mdadm --grow` on the same legs, alternating,
 //!   median of three: end to end (wasmraid's proving both layouts
-//!   included), and wasmraid's move alone (issue 18's bar).
+//!   included), wasmraid's move alone, and the served array reshaped by
+//!   its daemon (`reshape --wait`), as md's is (issue 18's bar).
 //!
 //! TCG makes absolute figures meaningless; the ratio wasmraid / md is the
 //! figure. Bar: 1.0x md for every row (issue 15). A ratio below the bar is
@@ -31,7 +32,7 @@ use std::process::{Command, Stdio};
 const BAR: f64 = 1.0;
 const SCENARIOS: [&str; 3] = ["perf-raid0", "perf-parity", "perf-reshape"];
 /// Every figure the two scenarios print (`<name> md=.. wasmraid=.. ratio=..`).
-const ROWS: [(&str, &str); 10] = [
+const ROWS: [(&str, &str); 11] = [
     ("randread-4k-iops", "raid0, 4 legs, 4k random read, depth 32 (IOPS)"),
     ("seqread-1m-mibs", "raid0, 4 legs, 1 MiB sequential read, depth 32 (MiB/s)"),
     ("raid5-randwrite-4k-iops", "raid5, 4 legs, 4k random write, depth 32 (IOPS)"),
@@ -42,6 +43,7 @@ const ROWS: [(&str, &str); 10] = [
     ("raid6-degraded-randread-4k-iops", "raid6, 6 legs, 4k random read, leg 1 failed, depth 32 (IOPS)"),
     ("reshape-raid5-4to5-mibs", "reshape raid5 4 to 5 legs, end to end (MiB/s of the old array)"),
     ("reshape-raid5-4to5-move-mibs", "reshape raid5 4 to 5 legs, the move alone (MiB/s of the old array)"),
+    ("reshape-raid5-4to5-online-mibs", "reshape raid5 4 to 5 legs, served over ublk as md's is, end to end (MiB/s of the old array)"),
 ];
 
 struct Figure {

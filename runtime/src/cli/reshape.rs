@@ -123,7 +123,7 @@ fn reshape_served(a: &ReshapeArgs, socket: &std::path::Path) -> anyhow::Result<E
     }
     let bar = progress_bar();
     loop {
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::thread::sleep(std::time::Duration::from_millis(50));
         let r = call(socket, &Request::Status, std::time::Duration::from_secs(10))?;
         let s = &r.result["reshape"];
         bar.set_position((s["progress"].as_f64().unwrap_or(0.0) * 1000.0) as u64);

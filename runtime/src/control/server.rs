@@ -127,7 +127,19 @@ fn reshape(
         Some(l) => crate::builtins::resolve(l).map_err(|e| e.to_string())?.1.into_owned(),
         None => array.meta.as_ref().map(|m| m.component.clone()).ok_or_else(|| format!("{} has no superblocks to record a reshape in", array.name()))?,
     };
-    let added = add_legs.iter().map(|p| open(p).map_err(|e| format!("{p}: {e}"))).collect::<Result<Vec<_>, _>>()?;
+    // O_DIRECT where the file system has it: the move writes the added
+    // legs whole, and through the page cache each byte would be copied
+    // twice more (a third of the move's time under the VM bed's TCG).
+    let direct = crate::device::file::OpenFlags { direct: true, ..Default::default() };
+    let added = add_legs
+        .iter()
+        .map(|p| {
+            crate::device::file::FileLeg::open(std::path::Path::new(p), direct)
+                .map(|l| Arc::new(l) as Arc<dyn crate::device::BlockDevice>)
+                .or_else(|_| open(p))
+                .map_err(|e| format!("{p}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let target = crate::reshape::offline::Target { component, args, chunk_sectors };
     let o = crate::reshape::online::Options { rate, ublk: served.ublk.as_ref().map(|u| (u.id, u.path.clone())), ..Default::default() };
     let online = crate::reshape::online::start(&served.table, &served.sandbox, &added, &target, o).map_err(|e| e.to_string())?;

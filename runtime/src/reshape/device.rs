@@ -61,6 +61,9 @@ pub struct Reshaping {
     position: RwLock<Position>,
     /// Requests waiting for the window to close.
     closed: (Mutex<()>, Condvar),
+    /// The move's buffer, kept from window to window: a new one each time
+    /// would be faulted in page by page (or zeroed) again.
+    buffer: Mutex<Vec<u8>>,
 }
 
 /// One part of a request: which side serves it (a range of bytes).
@@ -80,7 +83,14 @@ impl Reshaping {
         if stripe_bytes == 0 || !recorded.is_multiple_of(stripe_bytes) {
             return Err(ReshapeError::Misaligned { position: recorded, stripe: stripe_bytes });
         }
-        Ok(Reshaping { old, new, stripe_bytes, position: RwLock::new(Position { recorded, window_end: recorded }), closed: (Mutex::new(()), Condvar::new()) })
+        Ok(Reshaping {
+            old,
+            new,
+            stripe_bytes,
+            position: RwLock::new(Position { recorded, window_end: recorded }),
+            closed: (Mutex::new(()), Condvar::new()),
+            buffer: Mutex::new(Vec::new()),
+        })
     }
 
     /// The position the legs hold.
@@ -123,10 +133,17 @@ impl Reshaping {
         let io = |what: &'static str| move |source: io::Error| ReshapeError::Io { position, what, source };
         let old_end = self.old.size();
         if position < old_end {
-            let mut storage = vec![0u8; (end - position) as usize + ALIGN - 1];
-            let buf = aligned(&mut storage, (end - position) as usize);
+            let mut storage = self.buffer.lock();
+            let len = (end - position) as usize;
+            if storage.len() < len + ALIGN - 1 {
+                *storage = vec![0u8; len + ALIGN - 1];
+            }
+            let buf = aligned(&mut storage, len);
             let have = (old_end.min(end) - position) as usize;
             self.old.read_at(&mut buf[..have], position).map_err(io("reading the old layout"))?;
+            // Past the old capacity: zeroes (the buffer holds an earlier
+            // window there).
+            buf[have..].fill(0);
             self.new.write_at(buf, position, false).map_err(io("writing the new layout"))?;
         } else {
             self.new.write_zeroes(position, end - position, false).map_err(io("zeroing the new layout's added space"))?;

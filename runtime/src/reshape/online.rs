@@ -34,10 +34,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long the mover waits after the swap before moving: a frontend may
-/// still be reading extents the array handed out just before it (those
-/// lie in the old layout's data, which the first window never writes;
-/// this is a second margin).
+/// How long after the swap the mover waits before its second window: a
+/// frontend may still be reading extents the array handed out just before
+/// the swap. Those lie in the old layout's data, which the first window
+/// never writes (`plan.rs`: its chunks end below every unmoved old chunk,
+/// and at position 0 every old chunk is unmoved); the second may.
 const GRACE: Duration = Duration::from_millis(100);
 
 /// Most a swap waits for requests in flight to finish.
@@ -82,7 +83,8 @@ pub struct Options {
     /// The ublk device serving the array, if any (id, path): resized live
     /// where the kernel can, else at its next start.
     pub ublk: Option<(u32, String)>,
-    /// How long the mover waits after the swap (`GRACE`).
+    /// How long after the swap the mover waits before its second window
+    /// (`GRACE`).
     pub grace: Duration,
     /// Most data one window moves (at most `MAX_WINDOW`).
     pub max_window: u64,
@@ -98,6 +100,7 @@ impl Default for Options {
 /// `added`. Returns once the reshape is recorded and serving; the data
 /// moves in the background.
 pub fn start(table: &Arc<Table>, sandbox: &Arc<Sandbox>, added: &[Arc<dyn BlockDevice>], target: &Target, o: Options) -> Result<Arc<Online>, OfflineError> {
+    let asked = Instant::now();
     let swappable = table.swappable().ok_or_else(|| refused("only a device serving one whole array reshapes online (this one serves a table)"))?;
     let array = match &table.arrays()[..] {
         [a] => a.clone(),
@@ -114,6 +117,7 @@ pub fn start(table: &Arc<Table>, sandbox: &Arc<Sandbox>, added: &[Arc<dyn BlockD
         let sb = meta.template.lock().clone();
         offline::plan_start(&sb, array.legs().len(), added, sandbox, &meta.component, target)?
     };
+    let proved = asked.elapsed();
     let paused = swappable
         .pause_within(PAUSE_LIMIT)
         .ok_or_else(|| refused(format!("requests in flight on {} did not finish within {PAUSE_LIMIT:?}: nothing changed, try again", array.name())))?;
@@ -171,7 +175,11 @@ pub fn start(table: &Arc<Table>, sandbox: &Arc<Sandbox>, added: &[Arc<dyn BlockD
     });
     table.set_arrays(Vec::new());
     drop(paused);
-    tracing::info!(array = %online.prepared.name, from = %online.prepared.from, to = %online.prepared.to, "reshape started");
+    tracing::info!(
+        array = %online.prepared.name, from = %online.prepared.from, to = %online.prepared.to,
+        proving_ms = proved.as_millis() as u64, paused_ms = (asked.elapsed() - proved).as_millis() as u64,
+        "reshape started"
+    );
     let daemon_sleep = meta.intent.daemon_sleep;
     let (o2, t, s, grace, window) = (online.clone(), table.clone(), sandbox.clone(), o.grace, o.max_window.min(MAX_WINDOW));
     let mover = std::thread::Builder::new()
@@ -213,7 +221,7 @@ impl Online {
     }
 
     fn run(&self, table: &Arc<Table>, sandbox: &Arc<Sandbox>, daemon_sleep: Duration, grace: Duration, max_window: u64) {
-        std::thread::sleep(grace);
+        let swapped = Instant::now();
         let (la, lb) = (self.prepared.old.layout(), self.prepared.new.layout());
         let mut windows = match Windows::new(&la, &lb, self.prepared.shift, max_window) {
             Ok(w) => w,
@@ -224,6 +232,14 @@ impl Online {
                 return self.set_state(State::Stopped);
             }
             let before = self.reshaping.recorded();
+            if before > 0 {
+                // The first window writes only below the old layout's data,
+                // so it need not wait out the grace; the second may write
+                // where extents handed out before the swap point.
+                if let Some(rest) = grace.checked_sub(swapped.elapsed()) {
+                    std::thread::sleep(rest);
+                }
+            }
             let t = Instant::now();
             match self.reshaping.step(&mut windows, &mut |at| self.prepared.record(at)) {
                 Ok(Some(at)) => self.pace(at - before, t),
@@ -231,9 +247,14 @@ impl Online {
                 Err(e) => return self.fail(e.to_string()),
             }
         }
+        let moved = swapped.elapsed();
         match self.swap_in_new(table, sandbox, daemon_sleep) {
             Ok(size) => {
-                tracing::info!(array = %self.prepared.name, to = %self.prepared.to, size, "reshape finished");
+                tracing::info!(
+                    array = %self.prepared.name, to = %self.prepared.to, size,
+                    moving_ms = moved.as_millis() as u64, finishing_ms = (swapped.elapsed() - moved).as_millis() as u64,
+                    "reshape finished"
+                );
                 if size > self.prepared.size_before {
                     self.resize_ublk(size);
                 }

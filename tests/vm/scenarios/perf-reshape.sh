@@ -2,8 +2,10 @@
 # chunks) grown to 5, the same legs, the whole array written first with the
 # same fio pattern; timed from the command to the end of the move. md: its
 # speed limits lifted, `mdadm --grow --raid-devices=5` with a backup file
-# in RAM, waited for with `mdadm --wait`. wasmraid: the array stopped,
-# `wasmraid reshape --add-legs` (compiling and proving both layouts
+# in RAM, waited for with `mdadm --wait`. wasmraid offline: the array
+# stopped, `wasmraid reshape --add-legs` (compiling and proving both
+# layouts included). wasmraid online: the array served over ublk, as md's
+# is, `wasmraid reshape --add-legs --wait` to its daemon (proving
 # included). Alternating, PERF_ROUNDS (3) each; the figure is the old
 # array's MiB moved per second, and the ratio wasmraid / md.
 rounds=${PERF_ROUNDS:-3}
@@ -46,17 +48,32 @@ wasmraid_round() {
     # which compiles their components under TCG, left out).
     move=$(sed -n 's/^moved .*(\([0-9]*\) MiB\/s.*/\1/p' /tmp/reshape.out)
 }
-md=""; w=""; wm=""
+online_round() {
+    wipe 5
+    wasmraid create pr --layout raid5 --legs "$(legs 4)" --chunk 64K --assume-clean >/dev/null || fail "wasmraid create failed"
+    assemble pr --legs "$(legs 4)" --direct --max-io 1M
+    fill /dev/ublkb0
+    bytes=$(cat /sys/block/ublkb0/size); bytes=$((bytes * 512))
+    t0=$(now)
+    wasmraid reshape pr --add-legs /dev/vde --wait --run-dir "$RUN" > /tmp/reshape.out 2>&1 || { cat /tmp/reshape.out; fail "wasmraid reshape (served) failed"; }
+    t1=$(now)
+    grep -q "reshaped to raid5 over 5 legs" /tmp/reshape.out || { cat /tmp/reshape.out; fail "the served reshape did not finish"; }
+    stop_server pr
+    mibs "$bytes" "$t0" "$t1"
+}
+md=""; w=""; wm=""; on=""
 for round in $(seq "$rounds"); do
-    if [ $((round % 2)) = 1 ]; then
-        md_round; md="$md $fig"; wasmraid_round; w="$w $fig"; wm="$wm $move"
-    else
-        wasmraid_round; w="$w $fig"; wm="$wm $move"; md_round; md="$md $fig"
-    fi
-    result "round $round (MiB/s of the old array moved): md$md  wasmraid$w  (wasmraid's move alone$wm)"
+    case $((round % 3)) in
+    1) md_round; md="$md $fig"; wasmraid_round; w="$w $fig"; wm="$wm $move"; online_round; on="$on $fig" ;;
+    2) wasmraid_round; w="$w $fig"; wm="$wm $move"; online_round; on="$on $fig"; md_round; md="$md $fig" ;;
+    0) online_round; on="$on $fig"; md_round; md="$md $fig"; wasmraid_round; w="$w $fig"; wm="$wm $move" ;;
+    esac
+    result "round $round (MiB/s of the old array moved): md$md  wasmraid offline$w  (its move alone$wm)  wasmraid online$on"
 done
 m=$(median $md); u=$(median $w)
 [ -n "$m" ] && [ "$m" -gt 0 ] || fail "no md figure"
 result "reshape-raid5-4to5-mibs md=$m wasmraid=$u ratio=$(ratio "$u" "$m")"
 v=$(median $wm)
 result "reshape-raid5-4to5-move-mibs md=$m wasmraid=$v ratio=$(ratio "$v" "$m") (wasmraid's move alone, proving left out)"
+o=$(median $on)
+result "reshape-raid5-4to5-online-mibs md=$m wasmraid=$o ratio=$(ratio "$o" "$m") (served over ublk, as md's is)"
