@@ -655,6 +655,7 @@ fn legs_recording_a_reshape_are_not_read_through_one_layout() {
             component_len: 4096,
             old_slots: 4,
             position: 1 << 20,
+            new_slots: 0,
         });
         store::write_superblock(&*dev, &sb).unwrap();
     }

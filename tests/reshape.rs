@@ -87,7 +87,7 @@ fn a_leg_failing_mid_move_is_recorded_failed_and_the_move_goes_on() {
     let (legs, data) = stopped_raid5(dir.path());
     let mut devs = open(&legs);
     devs[4] = Arc::new(BadRange { inner: devs[4].clone(), range: (12 << 20)..(13 << 20), writes_too: true });
-    let target = Target { component: wasmraid::builtins::find("raid5").unwrap().to_vec(), args: String::new(), chunk_sectors: None };
+    let target = Target { component: wasmraid::builtins::find("raid5").unwrap().to_vec(), args: String::new(), chunk_sectors: None, remove_slots: Vec::new() };
     reshape(&devs[..4], &devs[4..], &sandbox(), Some(&target), 64 << 10, 0, &mut |_, _| {}).expect("the move goes on degraded");
     let newest = open(&legs[..4]).iter().filter_map(|l| store::read_superblock(&**l).ok()).max_by_key(|sb| sb.generation).unwrap();
     assert_eq!(newest.failed, [false, false, false, false, true], "leg 4 is recorded failed");
@@ -164,6 +164,7 @@ fn a_served_raid5_grows_by_a_leg_under_fio_verify() {
 /// assemble` resyncs what the new layout served, moves the rest and serves
 /// `to`, and fio verifies every block it wrote.
 fn served_reshape_killed_mid_move(layout: &str, legs: usize, add: usize, extra: &[&str], to: &str) {
+    let after = if extra.contains(&"--remove-legs") { legs - 1 } else { legs + add };
     wasmraid_tests::require("fio");
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let paths: Vec<PathBuf> = (0..legs + add).map(|i| dir.path().join(format!("leg{i}"))).collect();
@@ -208,11 +209,11 @@ fn served_reshape_killed_mid_move(layout: &str, legs: usize, add: usize, extra: 
     assert!(clean, "fio verifies what it wrote before the kill: {text}");
     let status = again.status();
     assert_eq!(status["arrays"][0]["layout"], to, "{status}");
-    assert_eq!(status["arrays"][0]["legs"].as_array().map(Vec::len), Some(legs + add), "{status}");
+    assert_eq!(status["arrays"][0]["legs"].as_array().map(Vec::len), Some(after), "{status}");
     let stopped = again.ctl(&["stop", "r"]);
     assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
     drop(again);
-    tail_reads_back(&paths, &data, fio_bytes);
+    tail_reads_back(&paths[..after], &data, fio_bytes);
 }
 
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
@@ -250,6 +251,13 @@ fn served_raid6_to_pyramid_on_more_legs_killed_mid_move() {
 #[test]
 fn served_raid5_to_another_component_killed_mid_move() {
     served_reshape_killed_mid_move("raid5", 4, 0, &["--layout", "raid4"], "raid4");
+}
+
+/// The last leg taken out: raid6 over 6 to raid5 over the first 5 (the
+/// same capacity), `--remove-legs 5`.
+#[test]
+fn served_raid6_to_raid5_removing_a_leg_killed_mid_move() {
+    served_reshape_killed_mid_move("raid6", 6, 0, &["--layout", "raid5", "--remove-legs", "5"], "raid5");
 }
 
 #[test]

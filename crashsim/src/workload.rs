@@ -165,7 +165,12 @@ pub fn run(kind: Kind, spec: LayoutSpec, seed: u64, sandbox: &Arc<Sandbox>) -> a
         Kind::Writes | Kind::Resync | Kind::Reshape => {}
         Kind::ReshapeOnline => {
             wait_for(&progress, at(10 + rng.below(30)));
-            let target = Target { component: wasmraid::builtins::find(spec.name).unwrap_or_default().to_vec(), args: spec.args.into(), chunk_sectors: None };
+            let target = Target {
+                component: wasmraid::builtins::find(spec.name).unwrap_or_default().to_vec(),
+                args: spec.args.into(),
+                chunk_sectors: None,
+                remove_slots: Vec::new(),
+            };
             let added: Vec<Arc<dyn BlockDevice>> = vec![rig.new_device()];
             // Slow enough that the writes left land on both sides of the
             // position as it moves (the array is about 600 KiB).
@@ -294,7 +299,12 @@ pub fn run(kind: Kind, spec: LayoutSpec, seed: u64, sandbox: &Arc<Sandbox>) -> a
         rig.array.shutdown().map_err(|e| anyhow::anyhow!("stopping the array before the reshape: {e}"))?;
         let legs: Vec<Arc<dyn BlockDevice>> = rig.devices.lock().iter().map(|d| d.fault.clone() as Arc<dyn BlockDevice>).collect();
         let added: Vec<Arc<dyn BlockDevice>> = vec![rig.new_device()];
-        let target = Target { component: wasmraid::builtins::find(spec.name).unwrap_or_default().to_vec(), args: spec.args.into(), chunk_sectors: None };
+        let target = Target {
+            component: wasmraid::builtins::find(spec.name).unwrap_or_default().to_vec(),
+            args: spec.args.into(),
+            chunk_sectors: None,
+            remove_slots: Vec::new(),
+        };
         // Small windows: many positions recorded, crash points between them.
         let out = reshape(&legs, &added, sandbox, Some(&target), 48 << 10, 0, &mut |_, _| {}).map_err(|e| anyhow::anyhow!("the reshape: {e}"))?;
         events.push(format!("reshaped offline: {} over {} legs to {} over {} ({} windows)", out.from, out.legs_before, out.to, out.legs_after, out.windows));

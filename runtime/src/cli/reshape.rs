@@ -28,6 +28,10 @@ pub struct ReshapeArgs {
     /// Legs to add, comma separated: new slots after the array's.
     #[arg(long, value_delimiter = ',')]
     add_legs: Vec<PathBuf>,
+    /// Slots to take out, comma separated: the array's last ones (their
+    /// data moves to the others; the array may not shrink).
+    #[arg(long, value_delimiter = ',', conflicts_with = "add_legs")]
+    remove_legs: Vec<usize>,
     /// The new layout: a component file or a built-in name (default: the
     /// array's own).
     #[arg(long)]
@@ -39,11 +43,11 @@ pub struct ReshapeArgs {
     #[arg(long)]
     chunk: Option<String>,
     /// Finish a reshape that was interrupted.
-    #[arg(long = "continue", conflicts_with_all = ["add_legs", "layout", "chunk"])]
+    #[arg(long = "continue", conflicts_with_all = ["add_legs", "remove_legs", "layout", "chunk"])]
     resume: bool,
     /// Take back a reshape that was interrupted before it moved anything
     /// (refused, saying so, once it has: then only --continue finishes it).
-    #[arg(long, conflicts_with_all = ["add_legs", "layout", "chunk", "resume"])]
+    #[arg(long, conflicts_with_all = ["add_legs", "remove_legs", "layout", "chunk", "resume"])]
     abort: bool,
     /// Move at most this much a second (like md's speed_limit_max), e.g.
     /// 100M; default: as fast as the legs go.
@@ -99,6 +103,7 @@ fn reshape_served(a: &ReshapeArgs, socket: &std::path::Path) -> anyhow::Result<E
         layout: a.layout.clone(),
         args: a.args.clone(),
         chunk_sectors: chunk_sectors(&a.chunk)?,
+        remove_legs: a.remove_legs.clone(),
         rate: a.sync_rate.as_deref().map(parse_size).transpose()?.unwrap_or(0),
     };
     // Proving the new layout may take a while.
@@ -169,7 +174,7 @@ pub fn reshape_cmd(a: ReshapeArgs, sandbox_args: &SandboxArgs) -> anyhow::Result
             Some(layout) => wasmraid::builtins::resolve(layout)?.1.into_owned(),
             None => wasmraid::meta::store::read_component(&*legs[0], &sb)?,
         };
-        Some(Target { component: bytes, args: a.args.clone(), chunk_sectors: chunk_sectors(&a.chunk)? })
+        Some(Target { component: bytes, args: a.args.clone(), chunk_sectors: chunk_sectors(&a.chunk)?, remove_slots: a.remove_legs.clone() })
     };
     let bar = progress_bar();
     let rate = a.sync_rate.as_deref().map(parse_size).transpose()?.unwrap_or(0);

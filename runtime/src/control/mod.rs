@@ -67,6 +67,9 @@ pub enum Request {
         #[serde(default)]
         args: String,
         chunk_sectors: Option<u32>,
+        /// The array's last slots, to take out.
+        #[serde(default)]
+        remove_legs: Vec<usize>,
         /// Bytes a second (0: unlimited).
         #[serde(default)]
         rate: u64,

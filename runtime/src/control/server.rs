@@ -118,12 +118,12 @@ fn reshape(
     served: &Served,
     add_legs: Vec<String>,
     layout: Option<String>,
-    args: String,
-    chunk_sectors: Option<u32>,
+    mut target: crate::reshape::offline::Target,
     rate: u64,
 ) -> Result<serde_json::Value, String> {
     let array = find_array(served, None)?;
-    let component = match &layout {
+    // The component: the one named, or the array's own.
+    target.component = match &layout {
         Some(l) => crate::builtins::resolve(l).map_err(|e| e.to_string())?.1.into_owned(),
         None => array.meta.as_ref().map(|m| m.component.clone()).ok_or_else(|| format!("{} has no superblocks to record a reshape in", array.name()))?,
     };
@@ -140,7 +140,6 @@ fn reshape(
                 .map_err(|e| format!("{p}: {e}"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let target = crate::reshape::offline::Target { component, args, chunk_sectors };
     let o = crate::reshape::online::Options { rate, ublk: served.ublk.as_ref().map(|u| (u.id, u.path.clone())), ..Default::default() };
     let online = crate::reshape::online::start(&served.table, &served.sandbox, &added, &target, o).map_err(|e| e.to_string())?;
     *served.reshape.lock() = Some(online.clone());
@@ -241,9 +240,10 @@ async fn handle(served: &Arc<Served>, request: Request) -> Response {
             }
             success(serde_json::json!({"reshape": served.name, "rate": bytes_per_second}))
         }
-        Request::Reshape { add_legs, layout, args, chunk_sectors, rate } => {
+        Request::Reshape { add_legs, layout, args, chunk_sectors, remove_legs, rate } => {
             let served = served.clone();
-            match tokio::task::spawn_blocking(move || reshape(&served, add_legs, layout, args, chunk_sectors, rate)).await {
+            let target = crate::reshape::offline::Target { component: Vec::new(), args, chunk_sectors, remove_slots: remove_legs };
+            match tokio::task::spawn_blocking(move || reshape(&served, add_legs, layout, target, rate)).await {
                 Ok(Ok(v)) => success(v),
                 Ok(Err(e)) => failure(e),
                 Err(e) => failure(format!("reshape task failed: {e}")),

@@ -62,9 +62,10 @@ pub fn contradiction(freshest: &Claim, leg: &Claim) -> Option<String> {
 fn finished_reshape_behind(f: &Superblock, l: &Superblock) -> bool {
     l.generation + 1 == f.generation
         && f.reshape.is_none()
-        && l.legs == f.legs
         && l.reshape.as_ref().is_some_and(|r| {
-            r.layout_name == f.layout_name
+            let kept = if r.new_slots == 0 { l.legs.len() } else { r.new_slots as usize };
+            l.legs.get(..kept) == Some(&f.legs[..])
+                && r.layout_name == f.layout_name
                 && r.args == f.args
                 && r.chunk_sectors == f.chunk_sectors
                 && r.data_offset == f.data_offset

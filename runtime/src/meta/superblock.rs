@@ -90,7 +90,9 @@ pub struct Superblock {
 /// A reshape under way (md's `reshape_position` and new geometry). The
 /// fields above describe the old layout over the first `old_slots` slots;
 /// slots from `old_slots` on were added for the new layout, whose data
-/// starts at `data_offset` on every leg, before the old layout's.
+/// starts at `data_offset` on every leg, before the old layout's. The new
+/// layout is over the first `new_slots` slots (0: all of them; fewer when
+/// the last legs are being removed).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Reshape {
     pub layout_name: String,
@@ -102,6 +104,7 @@ pub struct Reshape {
     pub component_offset: u64,
     pub component_len: u64,
     pub old_slots: u32,
+    pub new_slots: u32,
     /// Bytes of the array below which the new layout holds the data, on
     /// the legs, durably; the old layout holds the rest.
     pub position: u64,
@@ -274,6 +277,9 @@ impl Superblock {
             w.u64(r.component_len);
             w.u32(r.old_slots);
             w.u64(r.position);
+            // After the position: records written before legs could be
+            // removed hold 0 here, which means every slot.
+            w.u32(r.new_slots);
         }
         w.buf.resize(BLOCK - 4, 0);
         let crc = crc32c::crc32c(&w.buf);
@@ -376,6 +382,7 @@ impl Superblock {
                 component_len: r.u64(),
                 old_slots: r.u32(),
                 position: r.u64(),
+                new_slots: r.u32(),
             })
         } else {
             None

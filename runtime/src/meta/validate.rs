@@ -110,8 +110,8 @@ impl Superblock {
             // it reshapes to does not.
             (
                 "reshape",
-                self.reshape.as_ref().map(|r| (&r.layout_name, &r.args, r.chunk_sectors, r.data_offset, r.component_sha256, r.old_slots))
-                    == other.reshape.as_ref().map(|r| (&r.layout_name, &r.args, r.chunk_sectors, r.data_offset, r.component_sha256, r.old_slots)),
+                self.reshape.as_ref().map(|r| (&r.layout_name, &r.args, r.chunk_sectors, r.data_offset, r.component_sha256, r.old_slots, r.new_slots))
+                    == other.reshape.as_ref().map(|r| (&r.layout_name, &r.args, r.chunk_sectors, r.data_offset, r.component_sha256, r.old_slots, r.new_slots)),
             ),
         ];
         fields.into_iter().find(|(_, same)| !same).map(|(name, _)| name)
@@ -265,6 +265,10 @@ impl Superblock {
         }
         if r.old_slots == 0 || r.old_slots as usize > self.legs.len() {
             return Err(invalid("reshape.old_slots", format!("{} of the array's {} slots", r.old_slots, self.legs.len())));
+        }
+        // Legs are removed or added, not both.
+        if r.new_slots != 0 && (r.new_slots as usize >= self.legs.len() || r.old_slots as usize != self.legs.len()) {
+            return Err(invalid("reshape.new_slots", format!("{} of the array's {} slots ({} before the reshape)", r.new_slots, self.legs.len(), r.old_slots)));
         }
         if !r.data_offset.is_multiple_of(ALIGN) || r.data_offset > self.data_offset {
             return Err(invalid(

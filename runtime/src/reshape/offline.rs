@@ -61,6 +61,14 @@ pub struct Target {
     pub args: String,
     /// None keeps the array's chunk.
     pub chunk_sectors: Option<u32>,
+    /// Slots to take out of the array: its last ones (md too removes the
+    /// highest-numbered devices); their data moves to the others.
+    pub remove_slots: Vec<usize>,
+}
+
+/// How many slots the new layout of `r` spans.
+fn new_slot_count(sb: &Superblock, r: &Reshape) -> usize {
+    if r.new_slots == 0 { sb.legs.len() } else { (r.new_slots as usize).min(sb.legs.len()) }
 }
 
 /// What a reshape did.
@@ -165,7 +173,8 @@ pub(super) fn prove(sandbox: &Arc<Sandbox>, bytes: &[u8], geometry: Geometry, wh
 /// sizes, which may change between a crash and the run that continues).
 pub(super) fn new_geometry(sb: &Superblock, r: &Reshape) -> Geometry {
     let (old, new) = (sb.chunk_bytes(), u64::from(r.chunk_sectors) * 512);
-    Geometry { chunk_sectors: r.chunk_sectors, leg_chunks: sb.leg_sizes.iter().map(|&c| c * old / new).collect(), args: r.args.clone() }
+    let slots = &sb.leg_sizes[..new_slot_count(sb, r)];
+    Geometry { chunk_sectors: r.chunk_sectors, leg_chunks: slots.iter().map(|&c| c * old / new).collect(), args: r.args.clone() }
 }
 
 pub(super) fn old_geometry(sb: &Superblock, old_slots: usize) -> Geometry {
@@ -329,7 +338,8 @@ impl Prepared {
         // A bitmap region keeps covering about as much data as it did.
         let region_bytes = sb.region_stripes.saturating_mul(u64::from(a.descriptor.data_chunks) * a.geometry.chunk_bytes());
         let old = Arc::new(Array::new(format!("{}-old", sb.name), slots[..old_slots].iter().map(|d| (d.clone(), sb.data_offset)).collect(), a));
-        let new = Arc::new(Array::new(format!("{}-new", sb.name), slots.iter().map(|d| (d.clone(), r.data_offset)).collect(), b));
+        let new_slots = new_slot_count(&sb, &r);
+        let new = Arc::new(Array::new(format!("{}-new", sb.name), slots[..new_slots].iter().map(|d| (d.clone(), r.data_offset)).collect(), b));
         let name = sb.name.clone();
         let dirty = sb.dirty;
         let p = Prepared {
@@ -375,7 +385,7 @@ impl Prepared {
     }
 
     pub fn legs_after(&self) -> usize {
-        self.slots.len()
+        self.new.legs().len()
     }
 
     pub fn slots(&self) -> &[Arc<dyn BlockDevice>] {
@@ -420,7 +430,7 @@ impl Prepared {
             from: self.from.clone(),
             to: self.to.clone(),
             legs_before: self.legs_before,
-            legs_after: self.slots.len(),
+            legs_after: self.legs_after(),
             size_before: self.size_before,
             size_after: self.size_after,
             shift: self.shift,
@@ -471,6 +481,21 @@ pub fn plan_start(
     if old_slots + added.len() > MAX_LEGS {
         return Err(refused(format!("an array has at most {MAX_LEGS} legs")));
     }
+    let mut remove = t.remove_slots.clone();
+    remove.sort_unstable();
+    remove.dedup();
+    if !remove.is_empty() {
+        if !added.is_empty() {
+            return Err(refused("a reshape adds legs or removes them, not both: do one, then the other"));
+        }
+        let first = old_slots.saturating_sub(remove.len());
+        if remove.len() >= old_slots || remove.iter().enumerate().any(|(k, &s)| s != first + k) {
+            return Err(refused(format!(
+                "only the last slots of '{name}' can be removed (slots {first} to {} of its {old_slots}, and not all): replace a leg to move its data into a last slot first",
+                old_slots.saturating_sub(1)
+            )));
+        }
+    }
     for dev in added {
         if let Ok(other) = store::read_superblock(&**dev) {
             return Err(refused(format!(
@@ -500,6 +525,7 @@ pub fn plan_start(
         component_len: t.component.len() as u64,
         old_slots: old_slots as u32,
         position: 0,
+        new_slots: if remove.is_empty() { 0 } else { (old_slots - remove.len()) as u32 },
     };
     let b = prove(sandbox, &t.component, new_geometry(&grown(sb, &added_chunks), &record), "new")?;
     record.layout_name = b.name.clone();
@@ -562,7 +588,15 @@ pub fn commit_start(
 /// The new layout alone: bitmap copies first (every region clean), then
 /// the superblocks.
 pub(super) fn finish(sb: &mut Superblock, slots: &[Arc<dyn BlockDevice>], b: &ProvenLayout, region_bytes: u64) -> Result<(), OfflineError> {
-    let Some(r) = sb.reshape.take() else { return Ok(()) };
+    let Some(r) = sb.reshape.clone() else { return Ok(()) };
+    // Removed slots leave the array here.
+    let kept = new_slot_count(sb, &r);
+    sb.reshape = None;
+    sb.legs.truncate(kept);
+    sb.failed.truncate(kept);
+    sb.spared.truncate(kept);
+    sb.recovering.truncate(kept);
+    let (slots, removed) = slots.split_at(kept.min(slots.len()));
     let stripe_bytes = u64::from(b.descriptor.data_chunks) * b.geometry.chunk_bytes();
     let mut region_stripes = area::region_stripes(stripe_bytes, region_bytes.max(area::REGION_MIN));
     while copy_bytes(b.descriptor.stripes.div_ceil(region_stripes)) > sb.bitmap_bytes {
@@ -590,7 +624,15 @@ pub(super) fn finish(sb: &mut Superblock, slots: &[Arc<dyn BlockDevice>], b: &Pr
             store::write_bitmap_copy(&**dev, sb, which, &states, sb.generation + 1)?;
         }
     }
-    write_all(slots, sb)
+    write_all(slots, sb)?;
+    for dev in removed {
+        // Best effort: a removed leg whose superblock survives claims a
+        // slot the array no longer has, and assemble leaves it out.
+        if let Err(e) = store::erase_superblock(&**dev) {
+            tracing::warn!("{} was removed from '{}' but its superblock could not be erased: {e}", dev.describe(), sb.name);
+        }
+    }
+    Ok(())
 }
 
 /// Take back a reshape that has moved nothing yet: superblocks describing

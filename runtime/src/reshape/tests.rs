@@ -465,7 +465,7 @@ mod offline_runs {
     }
 
     fn target(layout: &str) -> Target {
-        Target { component: crate::builtins::find(layout).expect("built-in").to_vec(), args: String::new(), chunk_sectors: None }
+        Target { component: crate::builtins::find(layout).expect("built-in").to_vec(), args: String::new(), chunk_sectors: None, remove_slots: Vec::new() }
     }
 
     /// Assemble `legs` and check they read `data`, then zeroes, with every
@@ -502,6 +502,44 @@ mod offline_runs {
             Err(OfflineError::Move(ReshapeError::Plan(PlanError::Shrinks { .. }))) => {}
             other => panic!("expected a refusal to shrink, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn raid6_over_6_to_raid5_over_5_removes_the_last_leg() {
+        let (images, data) = stopped("raid6", 6, 0);
+        let legs = devices(&images);
+        let mut t = target("raid5");
+        t.remove_slots = vec![5];
+        let out = reshape(&legs, &[], &SANDBOX, Some(&t), 64 << 10, 0, &mut |_, _| {}).expect("reshape");
+        assert_eq!((out.legs_before, out.legs_after, out.size_after), (6, 5, out.size_before), "{out:?}");
+        assert!(store::read_superblock(&*legs[5]).is_err(), "the removed leg's superblock is erased");
+        // Offered with the others, the removed leg is left out.
+        let a = assemble(legs.clone(), &SANDBOX, &options()).expect("assemble").array;
+        assert_eq!((a.legs().len(), a.layout().name.as_str(), a.health_chars().as_str()), (5, "raid5", "AAAAA"));
+        drop(a);
+        reads_back(&legs[..5], &data).expect("reads back");
+    }
+
+    #[test]
+    fn only_the_last_legs_are_removed_and_never_while_adding() {
+        let (images, _) = stopped("raid6", 6, 1);
+        let legs = devices(&images);
+        for (remove, added, why) in [
+            (vec![2], 0, "only the last slots"),
+            (vec![4], 0, "only the last slots"),
+            (vec![0, 1, 2, 3, 4, 5], 0, "only the last slots"),
+            (vec![5], 1, "adds legs or removes them, not both"),
+        ] {
+            let mut t = target("raid5");
+            t.remove_slots = remove.clone();
+            let e = reshape(&legs[..6], &legs[6..6 + added], &SANDBOX, Some(&t), 64 << 10, 0, &mut |_, _| {}).expect_err("refused").to_string();
+            assert!(e.contains(why), "{remove:?}: {e}");
+        }
+        // raid5 over 4 from raid6 over 6: fewer data legs, refused as a shrink.
+        let mut t = target("raid5");
+        t.remove_slots = vec![4, 5];
+        let e = reshape(&legs[..6], &[], &SANDBOX, Some(&t), 64 << 10, 0, &mut |_, _| {}).expect_err("refused").to_string();
+        assert!(e.contains("may not shrink"), "{e}");
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub(crate) fn reshaping() -> Superblock {
         component_len: 40_000,
         old_slots: 3,
         position: 6 << 20,
+        new_slots: 0,
     });
     sb
 }
@@ -83,6 +84,12 @@ fn a_reshape_record_is_bounded_like_the_geometry_it_leads_to() {
     reshape_refused("reshape.chunk_sectors", |r| r.chunk_sectors = MAX_CHUNK_SECTORS + 1);
     reshape_refused("reshape.old_slots", |r| r.old_slots = 0);
     reshape_refused("reshape.old_slots", |r| r.old_slots = 5);
+    // Removing legs while adding them, or all of them.
+    reshape_refused("reshape.new_slots", |r| r.new_slots = 2);
+    reshape_refused("reshape.new_slots", |r| {
+        r.old_slots = 4;
+        r.new_slots = 4;
+    });
     // Data moves towards the start, never into the metadata.
     reshape_refused("reshape.data_offset", |r| r.data_offset += 512 << 10);
     reshape_refused("reshape.data_offset", |r| r.data_offset -= 1);
