@@ -200,6 +200,8 @@ fn served_reshape_killed_mid_move(layout: &str, legs: usize, add: usize, extra: 
     // Membership waits for the move.
     let out = served.ctl(&["leg", "fail", "r", "1"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is reshaping"), "{}", String::from_utf8_lossy(&out.stderr));
+    let (ok, out) = wasmraid(&["reshape", "r", "--abort", "--run-dir", &run]);
+    assert!(!ok && out.contains("past its point of no return"), "{out}");
     served.child.kill().unwrap();
     served.child.wait().unwrap();
     drop(served);

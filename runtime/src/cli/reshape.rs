@@ -91,6 +91,17 @@ fn progress_bar() -> indicatif::ProgressBar {
 fn reshape_served(a: &ReshapeArgs, socket: &std::path::Path) -> anyhow::Result<ExitCode> {
     use wasmraid::control::{Request, client::call};
     if a.resume || a.abort {
+        let status = call(socket, &Request::Status, std::time::Duration::from_secs(10))?.result;
+        let r = &status["reshape"];
+        if a.abort && r["position"].as_u64().is_some_and(|p| p > 0) && r["state"] != "finished" {
+            bail!(
+                "the reshape of {} to {} is past its point of no return: the new layout holds the first {} bytes; it finishes by itself (`wasmraid status {}`)",
+                a.name,
+                r["to"].as_str().unwrap_or("?"),
+                r["position"],
+                a.name
+            );
+        }
         bail!(
             "{} is being served: a reshape under way there goes on by itself (`wasmraid status {}`); --continue and --abort are for a stopped array",
             a.name,

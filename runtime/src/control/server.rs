@@ -298,6 +298,7 @@ async fn handle(served: &Arc<Served>, request: Request) -> Response {
             };
             let array_name = array.name().to_string();
             let sandbox = served.sandbox.clone();
+            let served_name = served.name.clone();
             let outcome = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
                 // Compiling and proving is background work: keep it from
                 // competing with the data path (restored below).
@@ -313,7 +314,7 @@ async fn handle(served: &Arc<Served>, request: Request) -> Response {
                 // different layout is a reshape.
                 let report = array
                     .reload(proven)
-                    .map_err(|e| format!("{origin} refused: {e}; a reload only swaps in a layout identical to the running one: to move the data to a different layout, stop the array and run `wasmraid reshape`"))?;
+                    .map_err(|e| format!("{origin} refused: {e}; a reload only swaps in a layout identical to the running one: to move the data to a different layout while it is served, run `wasmraid reshape {}`", served_name))?;
                 serde_json::to_value(report).map_err(|e| e.to_string())
             })
             .await;
