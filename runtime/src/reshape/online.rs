@@ -133,10 +133,8 @@ pub fn start(table: &Arc<Table>, sandbox: &Arc<Sandbox>, added: &[Arc<dyn BlockD
     let mut slots: Vec<Arc<dyn BlockDevice>> = array.legs().iter().map(|l| l.device()).collect();
     let component = target.component.clone();
     if let Err(e) = offline::commit_start(&mut sb, &mut slots, added, &planned, &component, true) {
-        // Some legs may record the reshape: the array's next superblocks
-        // must be newer than theirs.
         // Nothing moved: the array takes its legs back, its superblocks
-        // newer than any that recorded the reshape (an abort).
+        // newer than any leg's that recorded the reshape (an abort).
         array.retire(false);
         meta.template.lock().generation += 2;
         array.write_superblocks(None).map_err(|e2| refused(format!("{e}; then taking the array back failed: {e2}")))?;
@@ -182,11 +180,12 @@ pub fn start(table: &Arc<Table>, sandbox: &Arc<Sandbox>, added: &[Arc<dyn BlockD
     );
     let daemon_sleep = meta.intent.daemon_sleep;
     let (o2, t, s, grace, window) = (online.clone(), table.clone(), sandbox.clone(), o.grace, o.max_window.min(MAX_WINDOW));
-    let mover = std::thread::Builder::new()
-        .name("wasmraid-reshape".into())
-        .spawn(move || o2.run(&t, &s, daemon_sleep, grace, window))
-        .map_err(|e| refused(format!("starting the reshape thread: {e}")))?;
-    *online.mover.lock() = Some(mover);
+    match std::thread::Builder::new().name("wasmraid-reshape".into()).spawn(move || o2.run(&t, &s, daemon_sleep, grace, window)) {
+        Ok(mover) => *online.mover.lock() = Some(mover),
+        // Both layouts serve at position 0; status says why nothing moves,
+        // and a restart goes on with it.
+        Err(e) => online.fail(format!("starting the reshape thread: {e}")),
+    }
     Ok(online)
 }
 
