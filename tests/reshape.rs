@@ -99,6 +99,32 @@ fn a_leg_failing_mid_move_is_recorded_failed_and_the_move_goes_on() {
     assert!(got == data, "the data reads back, degraded");
 }
 
+/// The same failure, the move then interrupted (a crash): `assemble` goes
+/// on with it without the failed leg, which it never reads again, and the
+/// reshaped array holds the data.
+#[test]
+fn a_reshape_with_a_leg_recorded_failed_is_finished_by_assemble() {
+    let dir = tempfile::tempdir().unwrap();
+    let (legs, data) = stopped_raid5(dir.path());
+    let mut devs = open(&legs);
+    devs[4] = Arc::new(BadRange { inner: devs[4].clone(), range: (8 << 20)..(9 << 20), writes_too: true });
+    let target = Target { component: wasmraid::builtins::find("raid5").unwrap().to_vec(), args: String::new(), chunk_sectors: None, remove_slots: Vec::new() };
+    let size = data.len() as u64 * 4 / 3;
+    let interrupted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        reshape(&devs[..4], &devs[4..], &sandbox(), Some(&target), 64 << 10, 0, &mut |p, _| assert!(p < size * 3 / 4, "interrupted"))
+    }));
+    assert!(interrupted.is_err(), "the move was interrupted");
+    let newest = open(&legs[..4]).iter().filter_map(|l| store::read_superblock(&**l).ok()).max_by_key(|sb| sb.generation).unwrap();
+    assert_eq!(newest.failed[4], true, "leg 4 is recorded failed");
+    assert!(newest.reshape.as_ref().is_some_and(|r| r.position > 0), "mid-move");
+    // All five offered, the failed one among them: left out.
+    let b = up(&legs);
+    assert_eq!((b.health_chars().as_str(), b.layout().geometry.leg_chunks.len()), ("AAAAD", 5));
+    let mut got = vec![0u8; data.len()];
+    b.read(&mut got, 0).unwrap();
+    assert!(got == data, "the data reads back, degraded");
+}
+
 /// A filled raid5 of `wasmraid create`, served by `wasmraid assemble`.
 fn served_raid5() -> (Arc<tempfile::TempDir>, Vec<PathBuf>, Vec<u8>, Served) {
     let dir = Arc::new(tempfile::tempdir().unwrap());

@@ -245,6 +245,11 @@ pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &
         // Read through one layout, half the data would be wrong: finish
         // the move first (a crash or a stop interrupted it), then assemble.
         tracing::info!(array = %newest.name, to = %r.layout_name, position = r.position, "{newest_dev} records a reshape under way: going on with it before assembling");
+        // Devices without a superblock only stand in for added legs whose
+        // superblock did not make it, at the very start (`members`); any
+        // other (a scan's unrelated devices) stays out of the reshape.
+        let short = newest.legs.len().saturating_sub(members.len());
+        let blank: Vec<_> = if r.position == 0 { blank.into_iter().take(short).collect() } else { Vec::new() };
         let legs: Vec<Arc<dyn BlockDevice>> = members.iter().map(|(d, _)| d.clone()).chain(blank).collect();
         let done = crate::reshape::offline::reshape(&legs, &[], sandbox, None, crate::reshape::offline::MAX_WINDOW, 0, &mut |_, _| {}).map_err(|e| {
             CreateError::Refused(format!(

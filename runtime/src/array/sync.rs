@@ -137,6 +137,8 @@ impl Throttle {
 impl Array {
     /// Start `action` in the background (one at a time).
     pub fn start_sync(self: &Arc<Self>, action: SyncAction, recover: Option<(usize, RecoverScope)>) -> Result<(), ArrayError> {
+        // A retired array's legs belong to a reshape now.
+        self.check_not_retired()?;
         let mut current = self.sync.action.lock();
         if *current != SyncAction::Idle {
             return Err(ArrayError::Refused(format!("a {} is already running", current.name())));

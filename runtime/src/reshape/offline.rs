@@ -184,24 +184,51 @@ pub(super) fn old_geometry(sb: &Superblock, old_slots: usize) -> Geometry {
 /// Write `sb`, one generation on, to every slot (each its own index and
 /// uuid), checked first as assemble will check it.
 pub(super) fn write_all(slots: &[Arc<dyn BlockDevice>], sb: &mut Superblock) -> Result<(), OfflineError> {
+    write_each(slots, sb).map_err(|(_, e)| e)
+}
+
+/// `write_all`, saying which slot's write failed (None: the check).
+fn write_each(slots: &[Arc<dyn BlockDevice>], sb: &mut Superblock) -> Result<(), (Option<usize>, OfflineError)> {
     sb.generation += 1;
     sb.updated = now();
-    let blocks: Vec<Superblock> = slots
-        .iter()
-        .enumerate()
-        .map(|(i, dev)| {
-            let b = sb.for_slot(i);
-            b.check_on(dev.size()).map(|()| b).map_err(|error| MetaError::Superblock { leg: dev.describe(), error })
-        })
-        .collect::<Result<_, _>>()?;
-    for (i, (dev, b)) in slots.iter().zip(&blocks).enumerate() {
-        // A failed leg keeps its last superblock: older, it is never
-        // taken for in sync.
-        if !sb.failed.get(i).copied().unwrap_or(false) {
-            store::write_superblock(&**dev, b)?;
-        }
+    // A failed leg keeps its last superblock: older, it is never taken for
+    // in sync (and a missing one has no size to check against).
+    let live = |i: usize| !sb.failed.get(i).copied().unwrap_or(false);
+    let mut blocks = Vec::new();
+    for (i, dev) in slots.iter().enumerate().filter(|(i, _)| live(*i)) {
+        let b = sb.for_slot(i);
+        b.check_on(dev.size()).map_err(|error| (None, MetaError::Superblock { leg: dev.describe(), error }.into()))?;
+        blocks.push((i, dev, b));
+    }
+    for (i, dev, b) in blocks {
+        store::write_superblock(&**dev, &b).map_err(|e| (Some(i), e.into()))?;
     }
     Ok(())
+}
+
+/// `write_all` for a reshape's two arrays: a leg whose superblock cannot
+/// be written has failed, like any leg that fails a write: it is marked
+/// dead in both and recorded failed on the others (md fails a device
+/// whose superblock write fails), so the live legs agree.
+fn write_recording(old: &Array, new: &Array, slots: &[Arc<dyn BlockDevice>], sb: &mut Superblock) -> Result<(), OfflineError> {
+    for _ in 0..=slots.len() {
+        note_failures(old, new, sb);
+        match write_each(slots, sb) {
+            Ok(()) => return Ok(()),
+            Err((Some(i), e)) => {
+                for a in [old, new] {
+                    if a.legs().get(i).is_some_and(|l| l.is_alive()) {
+                        a.mark_dead(i, &format!("superblock write failed: {e}"));
+                    }
+                }
+                if let Some(f) = sb.failed.get_mut(i) {
+                    *f = true;
+                }
+            }
+            Err((None, e)) => return Err(e),
+        }
+    }
+    Err(refused("no leg could record the reshape"))
 }
 
 /// Legs either layout saw fail: dead in both, and failed in `sb` (for the
@@ -364,7 +391,7 @@ impl Prepared {
                 let (Some(old), Some(new)) = (old.upgrade(), new.upgrade()) else { return Ok(()) };
                 let mut sb = sb.lock();
                 if note_failures(&old, &new, &mut sb) {
-                    write_all(&slots, &mut sb).map_err(|e| crate::array::ArrayError::Refused(format!("recording a failed leg: {e}")))?;
+                    write_recording(&old, &new, &slots, &mut sb).map_err(|e| crate::array::ArrayError::Refused(format!("recording a failed leg: {e}")))?;
                 }
                 Ok(())
             }));
@@ -396,28 +423,50 @@ impl Prepared {
     /// leg's superblock.
     pub fn record(&self, position: u64) -> std::io::Result<()> {
         let mut sb = self.sb.lock();
-        note_failures(&self.old, &self.new, &mut sb);
+        let before = sb.reshape.as_ref().map_or(0, |r| r.position);
         if let Some(rec) = sb.reshape.as_mut() {
             rec.position = position;
         }
-        write_all(&self.slots, &mut sb).map_err(|e| std::io::Error::other(e.to_string()))
+        let written = write_recording(&self.old, &self.new, &self.slots, &mut sb);
+        if written.is_err() {
+            // Not recorded: the window is served by the old layout again,
+            // and nothing later may write this position.
+            if let Some(rec) = sb.reshape.as_mut() {
+                rec.position = before;
+            }
+        }
+        written.map_err(|e| std::io::Error::other(e.to_string()))
     }
 
     /// Record whether the array is served (`dirty`: writes go on that no
     /// bitmap tracks) at the position reached.
     pub fn set_dirty(&self, dirty: bool) -> Result<(), OfflineError> {
         let mut sb = self.sb.lock();
-        note_failures(&self.old, &self.new, &mut sb);
         sb.dirty = dirty;
-        write_all(&self.slots, &mut sb)
+        write_recording(&self.old, &self.new, &self.slots, &mut sb)
     }
 
     /// Everything moved: the new layout alone, recorded.
+    /// On failure the reshape stays recorded, at its end and dirty, at a
+    /// generation past anything the finish wrote.
     pub fn finish(&self) -> Result<(), OfflineError> {
         let mut sb = self.sb.lock();
         note_failures(&self.old, &self.new, &mut sb);
-        sb.dirty = false;
-        finish(&mut sb, &self.slots, &self.new.layout(), self.region_bytes)
+        let mut done = sb.clone();
+        done.dirty = false;
+        match finish(&mut done, &self.slots, &self.new.layout(), self.region_bytes) {
+            Ok(()) => {
+                *sb = done;
+                Ok(())
+            }
+            Err(e) => {
+                sb.generation = sb.generation.max(done.generation) + 1;
+                if let Err(e2) = write_recording(&self.old, &self.new, &self.slots, &mut sb) {
+                    return Err(refused(format!("{e}; then recording the reshape again failed: {e2}")));
+                }
+                Err(e)
+            }
+        }
     }
 
     pub fn array_uuid(&self) -> [u8; 16] {

@@ -124,10 +124,17 @@ pub fn start(table: &Arc<Table>, sandbox: &Arc<Sandbox>, added: &[Arc<dyn BlockD
     if !table.arrays().iter().any(|a| Arc::ptr_eq(a, &array)) {
         return Err(refused(format!("{} started reshaping meanwhile", array.name())));
     }
+    // Control requests no longer find the array (a sync or a leg change
+    // must not start on it from here on); it is given back on a refusal.
+    table.set_arrays(Vec::new());
+    let give_back = |e: OfflineError| {
+        table.set_arrays(vec![array.clone()]);
+        e
+    };
     // Nothing is in flight: stop the array cleanly (bitmap and
     // superblocks), then record the reshape over it.
-    check_quiet(&array)?;
-    array.shutdown().map_err(|e| refused(format!("stopping {} cleanly before the reshape: {e}", array.name())))?;
+    check_quiet(&array).map_err(give_back)?;
+    array.shutdown().map_err(|e| give_back(refused(format!("stopping {} cleanly before the reshape: {e}", array.name()))))?;
     array.retire(true);
     let mut sb = meta.template.lock().clone();
     let mut slots: Vec<Arc<dyn BlockDevice>> = array.legs().iter().map(|l| l.device()).collect();
@@ -137,8 +144,8 @@ pub fn start(table: &Arc<Table>, sandbox: &Arc<Sandbox>, added: &[Arc<dyn BlockD
         // newer than any leg's that recorded the reshape (an abort).
         array.retire(false);
         meta.template.lock().generation += 2;
-        array.write_superblocks(None).map_err(|e2| refused(format!("{e}; then taking the array back failed: {e2}")))?;
-        return Err(e);
+        array.write_superblocks(None).map_err(|e2| give_back(refused(format!("{e}; then taking the array back failed: {e2}"))))?;
+        return Err(give_back(e));
     }
     let all_slots = slots.clone();
     let built = Prepared::new(sb, slots, planned.old, planned.new)
@@ -153,10 +160,10 @@ pub fn start(table: &Arc<Table>, sandbox: &Arc<Sandbox>, added: &[Arc<dyn BlockD
                 meta.template.lock().generation += 2;
                 array.write_superblocks(None).map_err(|e| e.to_string())
             });
-            return Err(match undone {
+            return Err(give_back(match undone {
                 Ok(()) => e,
                 Err(e2) => refused(format!("{e}; then taking the reshape back failed: {e2}")),
-            });
+            }));
         }
     };
     let grows_at = "NBD clients see the new size on their next connection".to_string();
@@ -171,7 +178,6 @@ pub fn start(table: &Arc<Table>, sandbox: &Arc<Sandbox>, added: &[Arc<dyn BlockD
         grows_at: Mutex::new(grows_at),
         ublk: o.ublk.clone(),
     });
-    table.set_arrays(Vec::new());
     drop(paused);
     tracing::info!(
         array = %online.prepared.name, from = %online.prepared.from, to = %online.prepared.to,
@@ -291,6 +297,9 @@ impl Online {
         let paused = loop {
             match swappable.pause_within(PAUSE_LIMIT) {
                 Some(p) => break p,
+                // A stop of the daemon: everything is moved, and the next
+                // assemble finishes.
+                None if self.stop.load(Ordering::Acquire) => return Err("the daemon stopped before the reshape's last step".into()),
                 None => {
                     tracing::warn!(array = %self.prepared.name, "requests in flight did not finish within {PAUSE_LIMIT:?}; trying again to finish the reshape")
                 }
@@ -301,8 +310,20 @@ impl Online {
         let live: Vec<Arc<dyn BlockDevice>> =
             self.prepared.slots().iter().zip(self.prepared.new.legs()).filter(|(_, l)| l.is_alive()).map(|(d, _)| d.clone()).collect();
         let o = AssembleOptions { name: Some(uuid_text(&self.prepared.array_uuid())), force: false, daemon_sleep };
-        let assembled = assemble(live, sandbox, &o).map_err(|e| e.to_string())?;
-        let array = assembled.array;
+        let array = match assemble(live, sandbox, &o) {
+            Ok(a) => a.array,
+            Err(e) => {
+                // Serving on through the two layouts would write what no
+                // bitmap tracks while the superblocks say the array is
+                // clean: fail every request instead, until a restart
+                // assembles what the legs hold.
+                let what = format!("{} (reshaped, not assembled: {e})", self.prepared.name);
+                let _ = paused.swap(Arc::new(crate::device::missing::Missing { what }));
+                return Err(format!(
+                    "the reshape is finished on the legs, but assembling them failed: {e}; the device fails every request until the daemon is restarted"
+                ));
+            }
+        };
         paused.swap(array.clone()).map_err(|e| e.to_string())?;
         table.set_arrays(vec![array.clone()]);
         table.grow_single(array.size());
