@@ -174,7 +174,7 @@ pub fn run(kind: Kind, spec: LayoutSpec, seed: u64, sandbox: &Arc<Sandbox>) -> a
             let added: Vec<Arc<dyn BlockDevice>> = vec![rig.new_device()];
             // Slow enough that the writes left land on both sides of the
             // position as it moves (the array is about 600 KiB).
-            let o = || wasmraid::reshape::online::Options { rate: 8 << 20, grace: Duration::ZERO, max_window: 48 << 10, ..Default::default() };
+            let o = || wasmraid::reshape::online::Options { rate: 8 << 20, max_window: 48 << 10, ..Default::default() };
             let mut started = None;
             retry(|| {
                 started = Some(wasmraid::reshape::online::start(&rig.table, sandbox, &added, &target, o()).map_err(|e| e.to_string())?);

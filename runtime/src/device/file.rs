@@ -244,7 +244,7 @@ impl BlockDevice for FileLeg {
         if !aligned || check_range(self, offset, len).is_err() {
             return false;
         }
-        out.push(super::Extent { file: self.file.clone(), offset, len: n, buf_offset });
+        out.push(super::Extent { file: self.file.clone(), offset, len: n, buf_offset, hold: None });
         true
     }
 

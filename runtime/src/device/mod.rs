@@ -151,6 +151,9 @@ pub struct Extent {
     pub offset: u64,
     pub len: u32,
     pub buf_offset: usize,
+    /// Kept while the read is in flight: a device that may be swapped
+    /// (`swappable.rs`) counts the read as a request until it is dropped.
+    pub hold: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// The state of a remote leg's link, for status and for the array's daemon.

@@ -28,23 +28,46 @@ pub struct Swappable {
     /// The devices swapped in, in order (`current` counts them).
     slots: [OnceLock<Arc<dyn BlockDevice>>; SLOTS - 1],
     current: AtomicUsize,
+    /// Shared with the extents handed out, which hold it while read.
+    gate: Arc<Gate>,
+}
+
+/// What counts requests in flight and holds new ones during a swap.
+struct Gate {
     inflight: AtomicU64,
     /// True while a swap waits for requests to drain (and holds new ones).
     paused: Mutex<bool>,
     changed: Condvar,
 }
 
+impl Gate {
+    fn leave(&self) {
+        if self.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Maybe the last one a pause waits for; the lock orders the
+            // wake after its check.
+            let _g = self.paused.lock();
+            self.changed.notify_all();
+        }
+    }
+}
+
 /// A request in flight.
-struct Entered<'a>(&'a Swappable);
+struct Entered<'a>(&'a Gate);
 
 impl Drop for Entered<'_> {
     fn drop(&mut self) {
-        if self.0.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // Maybe the last one a pause waits for; the lock orders the
-            // wake after its check.
-            let _g = self.0.paused.lock();
-            self.0.changed.notify_all();
-        }
+        self.0.leave();
+    }
+}
+
+/// Extents in flight: the frontend reads them after `read_extents`
+/// returns, and they point into the device now serving; a swap to a
+/// device that moves data (a reshape) waits until they are dropped.
+struct ExtentHold(Arc<Gate>);
+
+impl Drop for ExtentHold {
+    fn drop(&mut self) {
+        self.0.leave();
     }
 }
 
@@ -71,21 +94,15 @@ impl Paused<'_> {
 
 impl Drop for Paused<'_> {
     fn drop(&mut self) {
-        *self.0.paused.lock() = false;
-        self.0.changed.notify_all();
+        *self.0.gate.paused.lock() = false;
+        self.0.gate.changed.notify_all();
     }
 }
 
 impl Swappable {
     pub fn new(device: Arc<dyn BlockDevice>) -> Swappable {
-        Swappable {
-            first: device,
-            slots: Default::default(),
-            current: AtomicUsize::new(0),
-            inflight: AtomicU64::new(0),
-            paused: Mutex::new(false),
-            changed: Condvar::new(),
-        }
+        let gate = Arc::new(Gate { inflight: AtomicU64::new(0), paused: Mutex::new(false), changed: Condvar::new() });
+        Swappable { first: device, slots: Default::default(), current: AtomicUsize::new(0), gate }
     }
 
     /// The device serving now.
@@ -111,20 +128,21 @@ impl Swappable {
     }
 
     fn enter(&self) -> Entered<'_> {
+        let g = &*self.gate;
         loop {
             {
-                let mut paused = self.paused.lock();
+                let mut paused = g.paused.lock();
                 while *paused {
-                    self.changed.wait(&mut paused);
+                    g.changed.wait(&mut paused);
                 }
             }
-            self.inflight.fetch_add(1, Ordering::AcqRel);
+            g.inflight.fetch_add(1, Ordering::AcqRel);
             // A pause that started meanwhile waits for this one: step back
             // out and wait for it instead.
-            if !*self.paused.lock() {
-                return Entered(self);
+            if !*g.paused.lock() {
+                return Entered(g);
             }
-            drop(Entered(self));
+            drop(Entered(g));
         }
     }
 
@@ -134,15 +152,16 @@ impl Swappable {
     /// may wait. (A queue thread blocked here could not complete the staged
     /// requests the pause waits for.)
     fn try_enter(&self) -> Option<Entered<'_>> {
-        if *self.paused.lock() {
+        let g = &*self.gate;
+        if *g.paused.lock() {
             return None;
         }
-        self.inflight.fetch_add(1, Ordering::AcqRel);
-        if *self.paused.lock() {
-            drop(Entered(self));
+        g.inflight.fetch_add(1, Ordering::AcqRel);
+        if *g.paused.lock() {
+            drop(Entered(g));
             return None;
         }
-        Some(Entered(self))
+        Some(Entered(g))
     }
 
     /// Hold new requests and wait for those in flight (one pause at a
@@ -156,24 +175,26 @@ impl Swappable {
     }
 
     /// `pause`, giving up (and letting requests go on) when those in
-    /// flight are not done within `limit`: a leg that hangs must not hold
-    /// every request back for ever.
+    /// flight are not done within `limit`: a leg that hangs, or a client
+    /// that takes its time over a read's extents, must not hold every
+    /// request back for ever.
     pub fn pause_within(&self, limit: std::time::Duration) -> Option<Paused<'_>> {
+        let g = &*self.gate;
         let deadline = std::time::Instant::now() + limit;
-        let mut paused = self.paused.lock();
+        let mut paused = g.paused.lock();
         while *paused {
-            if self.changed.wait_until(&mut paused, deadline).timed_out() {
+            if g.changed.wait_until(&mut paused, deadline).timed_out() {
                 return None;
             }
         }
         *paused = true;
-        while self.inflight.load(Ordering::Acquire) > 0 {
+        while g.inflight.load(Ordering::Acquire) > 0 {
             if std::time::Instant::now() >= deadline {
                 *paused = false;
-                self.changed.notify_all();
+                g.changed.notify_all();
                 return None;
             }
-            self.changed.wait_for(&mut paused, std::time::Duration::from_millis(10));
+            g.changed.wait_for(&mut paused, std::time::Duration::from_millis(10));
         }
         Some(Paused(self))
     }
@@ -232,14 +253,23 @@ impl BlockDevice for Swappable {
     fn link(&self) -> Option<super::LinkState> {
         self.now().link()
     }
-    /// Extents are read after this returns, outside the gate: a device
-    /// that may be swapped for one that moves data (a reshape) must not
-    /// hand them out, and `Reshaping` does not. Those handed out just
-    /// before a reshape starts stay valid: its first window writes only
-    /// below the old data (`reshape::plan`).
+    /// Extents are read after this returns: they carry a hold that counts
+    /// as a request in flight until the frontend drops them, so a swap
+    /// waits for the reads (`Reshaping`, which moves data, hands none out).
     fn read_extents(&self, offset: u64, len: u64, buf_offset: usize, out: &mut Vec<Extent>) -> bool {
-        let Some(_in) = self.try_enter() else { return false };
-        self.now().read_extents(offset, len, buf_offset, out)
+        let Some(entered) = self.try_enter() else { return false };
+        let from = out.len();
+        if !self.now().read_extents(offset, len, buf_offset, out) {
+            return false;
+        }
+        // The request's place in flight passes to its extents (the hold
+        // leaves the gate when the last of them is dropped).
+        std::mem::forget(entered);
+        let hold: Arc<dyn std::any::Any + Send + Sync> = Arc::new(ExtentHold(self.gate.clone()));
+        for e in &mut out[from..] {
+            e.hold = Some(hold.clone());
+        }
+        true
     }
     fn direct_file(&self, offset: u64, buf: *const u8, len: usize) -> Option<(Arc<std::fs::File>, u64)> {
         let _in = self.try_enter()?;
@@ -324,6 +354,22 @@ mod tests {
         drop(held);
         // Not left paused: requests go on, and a pause works again.
         s.write_at(&[1; 512], 0, false).unwrap();
+        assert!(s.pause_within(std::time::Duration::from_millis(50)).is_some());
+    }
+
+    #[test]
+    fn extents_handed_out_hold_a_swap_until_they_are_dropped() {
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let path = dir.path().join("leg");
+        crate::device::file::FileLeg::create(&path, 1 << 20).unwrap();
+        let leg = crate::device::file::FileLeg::open(&path, Default::default()).unwrap();
+        let s = Swappable::new(Arc::new(leg));
+        let mut extents = Vec::new();
+        assert!(s.read_extents(0, 8192, 0, &mut extents));
+        assert!(!extents.is_empty());
+        // Read by the frontend after the call: no swap while they are.
+        assert!(s.pause_within(std::time::Duration::from_millis(50)).is_none());
+        extents.clear();
         assert!(s.pause_within(std::time::Duration::from_millis(50)).is_some());
     }
 

@@ -34,13 +34,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long after the swap the mover waits before its second window: a
-/// frontend may still be reading extents the array handed out just before
-/// the swap. Those lie in the old layout's data, which the first window
-/// never writes (`plan.rs`: its chunks end below every unmoved old chunk,
-/// and at position 0 every old chunk is unmoved); the second may.
-const GRACE: Duration = Duration::from_millis(100);
-
 /// Most a swap waits for requests in flight to finish.
 const PAUSE_LIMIT: Duration = Duration::from_secs(30);
 
@@ -83,16 +76,13 @@ pub struct Options {
     /// The ublk device serving the array, if any (id, path): resized live
     /// where the kernel can, else at its next start.
     pub ublk: Option<(u32, String)>,
-    /// How long after the swap the mover waits before its second window
-    /// (`GRACE`).
-    pub grace: Duration,
     /// Most data one window moves (at most `MAX_WINDOW`).
     pub max_window: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { rate: 0, ublk: None, grace: GRACE, max_window: MAX_WINDOW }
+        Options { rate: 0, ublk: None, max_window: MAX_WINDOW }
     }
 }
 
@@ -185,8 +175,8 @@ pub fn start(table: &Arc<Table>, sandbox: &Arc<Sandbox>, added: &[Arc<dyn BlockD
         "reshape started"
     );
     let daemon_sleep = meta.intent.daemon_sleep;
-    let (o2, t, s, grace, window) = (online.clone(), table.clone(), sandbox.clone(), o.grace, o.max_window.min(MAX_WINDOW));
-    match std::thread::Builder::new().name("wasmraid-reshape".into()).spawn(move || o2.run(&t, &s, daemon_sleep, grace, window)) {
+    let (o2, t, s, window) = (online.clone(), table.clone(), sandbox.clone(), o.max_window.min(MAX_WINDOW));
+    match std::thread::Builder::new().name("wasmraid-reshape".into()).spawn(move || o2.run(&t, &s, daemon_sleep, window)) {
         Ok(mover) => *online.mover.lock() = Some(mover),
         // Both layouts serve at position 0; status says why nothing moves,
         // and a restart goes on with it.
@@ -225,7 +215,7 @@ impl Online {
         matches!(self.state(), State::Moving | State::Failed(_))
     }
 
-    fn run(&self, table: &Arc<Table>, sandbox: &Arc<Sandbox>, daemon_sleep: Duration, grace: Duration, max_window: u64) {
+    fn run(&self, table: &Arc<Table>, sandbox: &Arc<Sandbox>, daemon_sleep: Duration, max_window: u64) {
         let swapped = Instant::now();
         let (la, lb) = (self.prepared.old.layout(), self.prepared.new.layout());
         let mut windows = match Windows::new(&la, &lb, self.prepared.shift, max_window) {
@@ -237,14 +227,6 @@ impl Online {
                 return self.set_state(State::Stopped);
             }
             let before = self.reshaping.recorded();
-            if before > 0 {
-                // The first window writes only below the old layout's data,
-                // so it need not wait out the grace; the second may write
-                // where extents handed out before the swap point.
-                if let Some(rest) = grace.checked_sub(swapped.elapsed()) {
-                    std::thread::sleep(rest);
-                }
-            }
             let t = Instant::now();
             match self.reshaping.step(&mut windows, &mut |at| self.prepared.record(at)) {
                 Ok(Some(at)) => self.pace(at - before, t),

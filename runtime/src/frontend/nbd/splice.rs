@@ -149,7 +149,7 @@ pub fn runs(extents: Vec<Extent>, max: usize) -> Vec<Vec<Extent>> {
                 filled = 0;
             }
             let take = (e.len as usize).min(max - filled) as u32;
-            let piece = Extent { file: e.file.clone(), offset: e.offset, len: take, buf_offset: e.buf_offset };
+            let piece = Extent { file: e.file.clone(), offset: e.offset, len: take, buf_offset: e.buf_offset, hold: e.hold.clone() };
             e.offset += u64::from(take);
             e.buf_offset += take as usize;
             e.len -= take;
@@ -174,7 +174,7 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&(0..=255u8).cycle().take(10_000).collect::<Vec<_>>()).unwrap();
         let file = Arc::new(f);
-        let e = |offset, len, buf_offset| Extent { file: file.clone(), offset, len, buf_offset };
+        let e = |offset, len, buf_offset| Extent { file: file.clone(), offset, len, buf_offset, hold: None };
         let cut = runs(vec![e(0, 3000, 0), e(5000, 5000, 3000)], 4096);
         let shape: Vec<Vec<(u64, u32, usize)>> = cut.iter().map(|r| r.iter().map(|x| (x.offset, x.len, x.buf_offset)).collect()).collect();
         assert_eq!(shape, vec![vec![(0, 3000, 0), (5000, 1096, 3000)], vec![(6096, 3904, 4096)]]);
@@ -190,7 +190,10 @@ mod tests {
         let sent = with_pipe(|p| {
             assert!(p.fill(
                 b"head",
-                &[Extent { file: file.clone(), offset: 10_000, len: 5000, buf_offset: 0 }, Extent { file: file.clone(), offset: 3, len: 7, buf_offset: 5000 }]
+                &[
+                    Extent { file: file.clone(), offset: 10_000, len: 5000, buf_offset: 0, hold: None },
+                    Extent { file: file.clone(), offset: 3, len: 7, buf_offset: 5000, hold: None }
+                ]
             ));
             let mut moved = 0;
             while p.held() > 0 {
@@ -206,7 +209,7 @@ mod tests {
         assert_eq!(&got[4..5004], &data[10_000..15_000]);
         assert_eq!(&got[5004..], &data[3..10]);
         // Past the file's end: nothing is held, the plain path takes over.
-        let filled = with_pipe(|p| (p.fill(b"head", &[Extent { file: file.clone(), offset: 19_000, len: 4000, buf_offset: 0 }]), p.held()));
+        let filled = with_pipe(|p| (p.fill(b"head", &[Extent { file: file.clone(), offset: 19_000, len: 4000, buf_offset: 0, hold: None }]), p.held()));
         assert_eq!(filled, Some((false, 0)));
         let _ = &mut ours;
     }

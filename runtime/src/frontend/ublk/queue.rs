@@ -194,11 +194,17 @@ async fn serve_tag(q: &UblkQueue<'_>, io: &TagIo, mut buf: TagBuf, device: &dyn 
                 && device.read_extents(request.offset, request.len, 0, &mut extents)
                 && read_zero_copy(q, tag, request.len, &mut extents).await
             {
+                // Read: let go of the extents (they hold a swappable
+                // device's gate) before waiting for this tag's next request.
+                extents.clear();
                 q.submit_io_commit_cmd(tag, io.desc(), request.len as i32).await?;
                 continue;
             }
             extents.clear();
-            if device.read_extents(request.offset, request.len, 0, &mut extents) && read_direct(q, &mut extents, &mut buf, io.fixed, &mut pieces).await {
+            let direct =
+                device.read_extents(request.offset, request.len, 0, &mut extents) && read_direct(q, &mut extents, &mut buf, io.fixed, &mut pieces).await;
+            extents.clear();
+            if direct {
                 if request.len <= DELIVER_INLINE_MAX {
                     let result = read_result(&request, deliver(&io.copy, tag, buf.as_slice(), &pieces));
                     q.submit_io_commit_cmd(tag, io.desc(), result).await?;
