@@ -136,8 +136,8 @@ enum Command {
     },
     /// Write superblocks, the component and bitmaps onto legs (like mdadm --create).
     Create(meta::CreateArgs),
-    /// Move a stopped array's data to another layout: more legs, another chunk, another
-    /// component (like mdadm --grow); crash-safe, finished by --continue.
+    /// Move an array's data to another layout: more legs or fewer, another chunk, another
+    /// component (like mdadm --grow); online when served; crash-safe, finished by assemble.
     Reshape(reshape::ReshapeArgs),
     /// Find an array's legs by uuid, check them, and serve it (like mdadm --assemble);
     /// `--scan` alone brings up every array of the config file.
