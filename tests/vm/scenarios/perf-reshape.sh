@@ -33,12 +33,16 @@ md_round() {
     mdadm --stop /dev/md0 >/dev/null
     mibs "$bytes" "$t0" "$t1"
 }
-wasmraid_round() {
+# A created raid5 over 4 legs, served over ublk and filled; sets bytes.
+served_filled() {
     wipe 5
     wasmraid create pr --layout raid5 --legs "$(legs 4)" --chunk 64K --assume-clean >/dev/null || fail "wasmraid create failed"
     assemble pr --legs "$(legs 4)" --direct --max-io 1M
     fill /dev/ublkb0
     bytes=$(cat /sys/block/ublkb0/size); bytes=$((bytes * 512))
+}
+wasmraid_round() {
+    served_filled
     stop_server pr
     t0=$(now)
     wasmraid reshape pr --legs "$(legs 4)" --add-legs /dev/vde --run-dir "$RUN" > /tmp/reshape.out 2>&1 || { cat /tmp/reshape.out; fail "wasmraid reshape failed"; }
@@ -49,11 +53,7 @@ wasmraid_round() {
     move=$(sed -n 's/^moved .*(\([0-9]*\) MiB\/s.*/\1/p' /tmp/reshape.out)
 }
 online_round() {
-    wipe 5
-    wasmraid create pr --layout raid5 --legs "$(legs 4)" --chunk 64K --assume-clean >/dev/null || fail "wasmraid create failed"
-    assemble pr --legs "$(legs 4)" --direct --max-io 1M
-    fill /dev/ublkb0
-    bytes=$(cat /sys/block/ublkb0/size); bytes=$((bytes * 512))
+    served_filled
     t0=$(now)
     wasmraid reshape pr --add-legs /dev/vde --wait --run-dir "$RUN" > /tmp/reshape.out 2>&1 || { cat /tmp/reshape.out; fail "wasmraid reshape (served) failed"; }
     t1=$(now)
