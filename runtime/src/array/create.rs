@@ -202,11 +202,12 @@ pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &
     for dev in devices {
         match store::read_superblock(&*dev) {
             Ok(sb) => found.push((dev, sb)),
-            Err(e @ crate::meta::store::MetaError::NoSuperblock { .. }) => {
+            Err(e) => {
                 report.push(LegReport { device: dev.describe(), slot: None, accepted: false, reason: e.to_string() });
-                blank.push(dev);
+                if matches!(e, crate::meta::store::MetaError::NoSuperblock { .. }) {
+                    blank.push(dev);
+                }
             }
-            Err(e) => report.push(LegReport { device: dev.describe(), slot: None, accepted: false, reason: e.to_string() }),
         }
     }
     // Which array: the one named, else the one most legs belong to.
@@ -292,9 +293,7 @@ pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, sandbox: &Arc<Sandbox>, o: &
             Some(format!("slot {i} does not exist in an array of {n} legs"))
         } else if newest.legs[i] != sb.leg_uuid && !is_replacement {
             Some(format!("slot {i} now belongs to leg {} (this leg, {}, was replaced)", uuid_text(&newest.legs[i]), uuid_text(&sb.leg_uuid)))
-        } else if let Some(c) =
-            (is_replacement || !recorded_failed(&sb)).then(|| contradiction(&freshest, &Claim { device: &dev.describe(), sb: &sb })).flatten()
-        {
+        } else if let Some(c) = Some(&sb).filter(|sb| !recorded_failed(sb)).and_then(|sb| contradiction(&freshest, &Claim { device: &dev.describe(), sb })) {
             Some(format!("left out by --force, which trusts the freshest superblock: {c}"))
         } else if sb.generation + 1 < newest.generation {
             Some(format!("stale: generation {} is older than the array's {} (it missed changes; re-add it to recover it)", sb.generation, newest.generation))

@@ -182,13 +182,18 @@ fn success(result: serde_json::Value) -> Response {
     Response { ok: true, error: None, result }
 }
 
+/// The reshape of the served array, while it moves it.
+fn moving_reshape(served: &Served) -> Option<Arc<crate::reshape::online::Online>> {
+    served.reshape.lock().clone().filter(|r| r.moving())
+}
+
 /// The array a request names, or the only one.
 fn find_array(served: &Served, name: Option<&str>) -> Result<Arc<Array>, String> {
-    if let Some(r) = served.reshape.lock().as_ref().filter(|r| r.moving()) {
+    if let Some(r) = moving_reshape(served) {
         return Err(format!(
-            "{} is reshaping ({}): legs, layout and syncs change once it is over (`wasmraid status {}` shows how far it is)",
+            "{} is reshaping (to {}): legs, layout and syncs change once it is over (`wasmraid status {}` shows how far it is)",
             served.name,
-            r.status()["to"].as_str().unwrap_or("another layout"),
+            r.target_layout(),
             served.name
         ));
     }
@@ -234,8 +239,8 @@ async fn handle(served: &Arc<Served>, request: Request) -> Response {
             })
             .await
         }
-        Request::SyncRate { array: None, bytes_per_second } if served.reshape.lock().as_ref().is_some_and(|r| r.moving()) => {
-            if let Some(r) = served.reshape.lock().as_ref() {
+        Request::SyncRate { array: None, bytes_per_second } if moving_reshape(served).is_some() => {
+            if let Some(r) = moving_reshape(served) {
                 r.rate.store(bytes_per_second, std::sync::atomic::Ordering::Relaxed);
             }
             success(serde_json::json!({"reshape": served.name, "rate": bytes_per_second}))

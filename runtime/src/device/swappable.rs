@@ -165,19 +165,10 @@ impl Swappable {
     }
 
     /// Hold new requests and wait for those in flight (one pause at a
-    /// time: a second waits for the first to end).
-    pub fn pause(&self) -> Paused<'_> {
-        loop {
-            if let Some(p) = self.pause_within(std::time::Duration::from_secs(3600)) {
-                return p;
-            }
-        }
-    }
-
-    /// `pause`, giving up (and letting requests go on) when those in
-    /// flight are not done within `limit`: a leg that hangs, or a client
-    /// that takes its time over a read's extents, must not hold every
-    /// request back for ever.
+    /// time: a second waits for the first to end), giving up (and letting
+    /// requests go on) when they are not done within `limit`: a leg that
+    /// hangs, or a client that takes its time over a read's extents, must
+    /// not hold every request back for ever.
     pub fn pause_within(&self, limit: std::time::Duration) -> Option<Paused<'_>> {
         let g = &*self.gate;
         let deadline = std::time::Instant::now() + limit;
@@ -316,7 +307,7 @@ mod tests {
         let s2 = s.clone();
         let b2 = b.clone();
         let swapper = std::thread::spawn(move || {
-            let p = s2.pause();
+            let p = s2.pause_within(std::time::Duration::from_secs(10)).unwrap();
             tx.send(()).unwrap();
             p.swap(b2).unwrap();
         });
@@ -338,7 +329,7 @@ mod tests {
     #[test]
     fn a_pause_turns_staged_requests_away_rather_than_blocking() {
         let s = Swappable::new(Arc::new(MemLeg::new("m", 1 << 20)));
-        let p = s.pause();
+        let p = s.pause_within(std::time::Duration::from_secs(10)).unwrap();
         // On a frontend's event loop: answered at once, never waited on.
         assert!(s.stage_write(0, 512, false).is_none());
         assert!(s.stage_read(0, 512).is_none());
@@ -377,9 +368,9 @@ mod tests {
     fn swaps_are_bounded() {
         let s = Swappable::new(Arc::new(MemLeg::new("m", 4096)));
         for _ in 1..SLOTS {
-            s.pause().swap(Arc::new(MemLeg::new("m", 4096))).unwrap();
+            s.pause_within(std::time::Duration::from_secs(10)).unwrap().swap(Arc::new(MemLeg::new("m", 4096))).unwrap();
         }
-        assert!(s.pause().swap(Arc::new(MemLeg::new("m", 4096))).is_err());
+        assert!(s.pause_within(std::time::Duration::from_secs(10)).unwrap().swap(Arc::new(MemLeg::new("m", 4096))).is_err());
         // Still serving.
         s.write_at(&[0; 512], 0, false).unwrap();
     }

@@ -38,8 +38,7 @@ use std::time::{Duration, Instant};
 const PAUSE_LIMIT: Duration = Duration::from_secs(30);
 
 /// Where a served reshape is.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum State {
     Moving,
     /// The new layout alone serves, as an assembled array.
@@ -200,9 +199,26 @@ fn check_quiet(array: &Array) -> Result<(), OfflineError> {
     Ok(())
 }
 
+impl State {
+    /// As `status` says it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Moving => "moving",
+            State::Finished => "finished",
+            State::Stopped => "stopped",
+            State::Failed(_) => "failed",
+        }
+    }
+}
+
 impl Online {
     fn set_state(&self, state: State) {
         *self.state.lock() = state;
+    }
+
+    /// The layout the data moves to.
+    pub fn target_layout(&self) -> &str {
+        &self.prepared.to
     }
 
     pub fn state(&self) -> State {
@@ -354,7 +370,7 @@ impl Online {
         serde_json::json!({
             "action": "reshape",
             "array": self.prepared.name,
-            "state": match &state { State::Failed(_) => "failed".to_string(), s => serde_json::to_value(s).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default() },
+            "state": state.name(),
             "error": match &state { State::Failed(e) => Some(e.clone()), _ => None },
             "position": position,
             "size_before": self.prepared.size_before,
