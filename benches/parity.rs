@@ -69,6 +69,6 @@ fn main() {
         println!("k={k} data + p={p} parity, {} KiB chunks", len >> 10);
         row("  memcpy of the data (memory bandwidth)", gbs(t_copy), "GB/s", None);
         row("  ISA-L ec_encode_data", gbs(t_isal), "GB/s", Some((t_copy / t_isal, "of memcpy")));
-        row("  wasmraid parity::encode (AVX2)", gbs(t_ours), "GB/s", Some((t_isal / t_ours, "of ISA-L (bar >= 0.80)")));
+        row("  wasmraid parity::encode", gbs(t_ours), "GB/s", Some((t_isal / t_ours, "of ISA-L (bar >= 0.80)")));
     }
 }

@@ -3,9 +3,10 @@
 //! `encode` computes any set of linear parities over a stripe's data in one
 //! pass (each source is loaded once per 32 bytes and multiplied into up to
 //! four accumulators held in registers), the way ISA-L's `ec_encode_data`
-//! does. Multiplication by a constant uses the split-nibble table method
-//! (two PSHUFB lookups). AVX2 is used when the CPU has it, a portable
-//! table-driven path otherwise; both give identical results.
+//! does. Multiplication by a constant is one affine transform where the
+//! CPU has GFNI (`gfni.rs`), else the split-nibble table method (two
+//! PSHUFB lookups) with AVX2 (`avx2.rs`), else a portable table-driven
+//! path; all give identical results.
 //!
 //! RAID-6's own rows (P: every coefficient 1; Q: 2^k for source k, md's
 //! syndrome) take a shorter road when every row of a group is one of those
@@ -15,6 +16,7 @@
 //! (qemu's TCG, the VM bed): see `syndrome.rs`.
 
 mod avx2;
+mod gfni;
 mod portable;
 mod syndrome;
 
@@ -116,12 +118,13 @@ fn run(matrix: &EncodeMatrix, sources: &[&[u8]], outputs: &mut [&mut [u8]], accu
         let (_, rest) = outputs.split_at_mut(first);
         let outs = &mut rest[..group];
         let kinds = &matrix.kinds[first..first + group];
-        if kinds.iter().any(|k| *k == RowKind::Powers) && kinds.iter().all(|k| *k != RowKind::Other) && syndrome::encode_group(kinds, sources, outs, accumulate)
-        {
-            first += group;
-            continue;
-        }
-        if !avx2::encode_group(matrix, first, sources, outs, accumulate) {
+        // GFNI first (one instruction per product), then RAID-6's syndrome
+        // (no lookups: what an emulated CPU runs fastest), then tables.
+        let p_and_q = kinds.contains(&RowKind::Powers) && !kinds.contains(&RowKind::Other);
+        let done = gfni::encode_group(matrix, first, sources, outs, accumulate)
+            || (p_and_q && syndrome::encode_group(kinds, sources, outs, accumulate))
+            || avx2::encode_group(matrix, first, sources, outs, accumulate);
+        if !done {
             portable::encode_group(matrix, first, sources, outs, accumulate);
         }
         first += group;
@@ -157,7 +160,16 @@ mod tests {
                 let mut o: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
                 encode(&m, &srcs, &mut o);
             }
-            prop_assert_eq!(outs, reference(&rows, &sources));
+            let want = reference(&rows, &sources);
+            prop_assert_eq!(&outs, &want);
+            // The table path, which a CPU with GFNI does not take above.
+            if rows.len() <= 4 {
+                let srcs: Vec<&[u8]> = sources.iter().map(|s| s.as_slice()).collect();
+                let mut o: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+                if avx2::encode_group(&m, 0, &srcs, &mut o, false) {
+                    prop_assert_eq!(&outs, &want);
+                }
+            }
         }
 
         #[test]
@@ -169,41 +181,46 @@ mod tests {
             if !avx2::encode_group(&m, 0, &[&data], &mut [&mut b], false) {
                 portable::encode_group(&m, 0, &[&data], &mut [&mut b], false);
             }
-            prop_assert_eq!(a, b);
+            prop_assert_eq!(&a, &b);
+            let mut g = vec![0u8; data.len()];
+            if gfni::encode_group(&m, 0, &[&data], &mut [&mut g], false) {
+                prop_assert_eq!(a, g);
+            }
         }
     }
 
     proptest! {
-        /// P and Q rows (in any order, with any other row beside them) by
-        /// the syndrome path equal the field's sums, also accumulated.
+        /// P and Q rows (in any order) by the syndrome path, and by
+        /// whichever path `encode` takes here, equal the field's sums, also
+        /// accumulated.
         #[test]
         fn syndrome_rows_match_the_scalar_field(
-            kinds in prop::collection::vec(0u8..3, 1..6),
+            kinds in prop::collection::vec(any::<bool>(), 1..5),
             count in 1usize..12,
             len in 0usize..700,
             seed in any::<u64>(),
             accumulate in any::<bool>(),
         ) {
-            let rows: Vec<Vec<u8>> = kinds.iter().map(|k| (0..count).map(|i| match k {
-                0 => 1,
-                1 => gf256::exp2(i as u32),
-                _ => (seed >> (i % 8)) as u8 | 3,
-            }).collect()).collect();
+            let rows: Vec<Vec<u8>> = kinds.iter().map(|q| (0..count).map(|i| if *q { gf256::exp2(i as u32) } else { 1 }).collect()).collect();
+            let row_kinds: Vec<RowKind> = kinds.iter().map(|q| if *q { RowKind::Powers } else { RowKind::Ones }).collect();
             let sources: Vec<Vec<u8>> = (0..count).map(|k| (0..len).map(|i| (seed.wrapping_mul(2654435761).wrapping_add((k * 1009 + i * 7) as u64) >> 5) as u8).collect()).collect();
             let start: Vec<Vec<u8>> = (0..rows.len()).map(|p| (0..len).map(|i| (i * 3 + p) as u8).collect()).collect();
-            let mut outs = start.clone();
-            {
-                let srcs: Vec<&[u8]> = sources.iter().map(|s| s.as_slice()).collect();
-                let mut o: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
-                let m = EncodeMatrix::new(&rows);
-                if accumulate { encode_accumulate(&m, &srcs, &mut o) } else { encode(&m, &srcs, &mut o) }
-            }
             let mut want = reference(&rows, &sources);
             if accumulate {
                 for (w, s) in want.iter_mut().zip(&start) {
                     w.iter_mut().zip(s).for_each(|(w, s)| *w ^= s);
                 }
             }
+            let srcs: Vec<&[u8]> = sources.iter().map(|s| s.as_slice()).collect();
+            let mut direct = start.clone();
+            let mut o: Vec<&mut [u8]> = direct.iter_mut().map(|o| o.as_mut_slice()).collect();
+            if syndrome::encode_group(&row_kinds, &srcs, &mut o, accumulate) {
+                prop_assert_eq!(&direct, &want);
+            }
+            let mut outs = start.clone();
+            let mut o: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+            let m = EncodeMatrix::new(&rows);
+            if accumulate { encode_accumulate(&m, &srcs, &mut o) } else { encode(&m, &srcs, &mut o) }
             prop_assert_eq!(outs, want);
         }
     }
