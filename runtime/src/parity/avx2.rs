@@ -114,11 +114,6 @@ mod x86 {
             }
         }
         // The tail shorter than one vector.
-        let done = vectors * 32;
-        if done < len {
-            let tails: Vec<&[u8]> = sources.iter().map(|s| &s[done..]).collect();
-            let mut outs: Vec<&mut [u8]> = outputs.iter_mut().map(|o| &mut o[done..]).collect();
-            portable::encode_group(matrix, first, &tails, &mut outs, accumulate);
-        }
+        portable::encode_tail(matrix, first, sources, outputs, accumulate, vectors * 32);
     }
 }

@@ -22,20 +22,6 @@ pub fn encode_group(matrix: &EncodeMatrix, first: usize, sources: &[&[u8]], outp
     false
 }
 
-/// The affine matrix of multiplication by `c`: byte 7 - i of the result
-/// selects the input bits whose products have bit i set.
-fn affine(c: u8) -> u64 {
-    let mut m = 0u64;
-    for i in 0..8 {
-        let mut row = 0u64;
-        for j in 0..8 {
-            row |= u64::from((crate::layout::gf256::mul(c, 1 << j) >> i) & 1) << j;
-        }
-        m |= row << (8 * (7 - i));
-    }
-    m
-}
-
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::super::{EncodeMatrix, portable};
@@ -93,8 +79,8 @@ mod x86 {
         let matrices: Vec<(__m256i, u8)> = (0..groups)
             .flat_map(|p| (0..k_count).map(move |k| (p, k)))
             .map(|(p, k)| {
-                let c = matrix.table(first + p, k).coefficient;
-                (_mm256_set1_epi64x(super::affine(c) as i64), c)
+                let t = matrix.table(first + p, k);
+                (_mm256_set1_epi64x(t.affine() as i64), t.coefficient)
             })
             .collect();
         let vectors = len / 32;
@@ -110,11 +96,6 @@ mod x86 {
             v += 1;
         }
         // The tail shorter than one vector.
-        let done = vectors * 32;
-        if done < len {
-            let tails: Vec<&[u8]> = sources.iter().map(|s| &s[done..]).collect();
-            let mut outs: Vec<&mut [u8]> = outputs.iter_mut().map(|o| &mut o[done..]).collect();
-            portable::encode_group(matrix, first, &tails, &mut outs, accumulate);
-        }
+        portable::encode_tail(matrix, first, sources, outputs, accumulate, vectors * 32);
     }
 }

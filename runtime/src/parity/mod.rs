@@ -40,6 +40,19 @@ impl MulTable {
         }
         MulTable { lo, hi, coefficient: c }
     }
+
+    /// The coefficient as GFNI's affine matrix (`gfni.rs`): byte 7 - i
+    /// selects the input bits whose products have bit i set. The products
+    /// of single bits are the tables' entries at 1, 2, 4 and 8.
+    pub fn affine(&self) -> u64 {
+        let products = [self.lo[1], self.lo[2], self.lo[4], self.lo[8], self.hi[1], self.hi[2], self.hi[4], self.hi[8]];
+        let mut m = 0u64;
+        for i in 0..8 {
+            let row = products.iter().enumerate().fold(0u64, |row, (j, p)| row | (u64::from((p >> i) & 1) << j));
+            m |= row << (8 * (7 - i));
+        }
+        m
+    }
 }
 
 /// A parity matrix prepared for encoding: `rows[p][k]` is the coefficient
@@ -53,7 +66,7 @@ pub struct EncodeMatrix {
 
 /// What a row of coefficients is, for the syndrome path.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum RowKind {
+enum RowKind {
     /// Every coefficient 1 (RAID-5's and RAID-6's P).
     Ones,
     /// Coefficient 2^k for source k (RAID-6's Q).

@@ -18,3 +18,13 @@ pub fn encode_group(matrix: &EncodeMatrix, first: usize, sources: &[&[u8]], outp
         }
     }
 }
+
+/// The same from byte `done` of every buffer on: the tail a vector path
+/// leaves.
+pub fn encode_tail(matrix: &EncodeMatrix, first: usize, sources: &[&[u8]], outputs: &mut [&mut [u8]], accumulate: bool, done: usize) {
+    if outputs.first().is_some_and(|o| done < o.len()) {
+        let tails: Vec<&[u8]> = sources.iter().map(|s| &s[done..]).collect();
+        let mut outs: Vec<&mut [u8]> = outputs.iter_mut().map(|o| &mut o[done..]).collect();
+        encode_group(matrix, first, &tails, &mut outs, accumulate);
+    }
+}

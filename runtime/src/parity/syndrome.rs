@@ -1,9 +1,9 @@
 //! RAID-6's P and Q by Horner's rule, Q = (((s[n-1] x 2) + s[n-2]) x 2 ...)
 //! x 2 + s[0], where each multiply-by-2 is a shift, a sign compare and a
 //! masked XOR of the field's polynomial (0x1d), the way the kernel's
-//! `gen_syndrome` computes md's Q. No table lookup: under an emulated CPU (qemu's TCG)
-//! PSHUFB is a helper call per instruction, this is a handful of inlined
-//! vector operations.
+//! `gen_syndrome` computes md's Q. No table lookup: under an emulated CPU
+//! (qemu's TCG) PSHUFB is a helper call per instruction, this is a handful
+//! of inlined vector operations.
 
 use super::RowKind;
 
