@@ -132,10 +132,11 @@ fn run(matrix: &EncodeMatrix, sources: &[&[u8]], outputs: &mut [&mut [u8]], accu
         let outs = &mut rest[..group];
         let kinds = &matrix.kinds[first..first + group];
         // GFNI first (one instruction per product), then RAID-6's syndrome
-        // (no lookups: what an emulated CPU runs fastest), then tables.
-        let p_and_q = kinds.contains(&RowKind::Powers) && !kinds.contains(&RowKind::Other);
+        // or RAID-5's XOR (no lookups: what an emulated CPU runs fastest),
+        // then tables.
+        let p_or_q = !kinds.contains(&RowKind::Other);
         let done = gfni::encode_group(matrix, first, sources, outs, accumulate)
-            || (p_and_q && syndrome::encode_group(kinds, sources, outs, accumulate))
+            || (p_or_q && syndrome::encode_group(kinds, sources, outs, accumulate))
             || avx2::encode_group(matrix, first, sources, outs, accumulate);
         if !done {
             portable::encode_group(matrix, first, sources, outs, accumulate);

@@ -7,7 +7,7 @@
 
 use super::RowKind;
 
-/// Outputs of kinds `kinds` (Ones or Powers, at least one Powers) over
+/// Outputs of kinds `kinds` (Ones or Powers: RAID-6's P and Q, RAID-5's P) over
 /// `sources`; false when the CPU lacks AVX2 (the caller takes the table
 /// path).
 pub fn encode_group(kinds: &[RowKind], sources: &[&[u8]], outputs: &mut [&mut [u8]], accumulate: bool) -> bool {
@@ -47,7 +47,7 @@ mod x86 {
     /// The CPU must support AVX2; `at + 32 * width` must be within every source.
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn syndrome(sources: &[&[u8]], at: usize, width: usize, poly: __m256i) -> ([__m256i; WIDTH], [__m256i; WIDTH]) {
+    unsafe fn syndrome<const Q: bool>(sources: &[&[u8]], at: usize, width: usize, poly: __m256i) -> ([__m256i; WIDTH], [__m256i; WIDTH]) {
         let mut p = [_mm256_setzero_si256(); WIDTH];
         let mut q = [_mm256_setzero_si256(); WIDTH];
         for src in sources.iter().rev() {
@@ -55,7 +55,9 @@ mod x86 {
                 // SAFETY: at + 32 * width <= src.len() (the caller's promise).
                 let s = unsafe { _mm256_loadu_si256(src.as_ptr().add(at + 32 * h).cast()) };
                 p[h] = _mm256_xor_si256(p[h], s);
-                q[h] = _mm256_xor_si256(times2(q[h], poly), s);
+                if Q {
+                    q[h] = _mm256_xor_si256(times2(q[h], poly), s);
+                }
             }
         }
         (p, q)
@@ -65,6 +67,20 @@ mod x86 {
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
     pub unsafe fn encode_group(kinds: &[RowKind], sources: &[&[u8]], outputs: &mut [&mut [u8]], accumulate: bool) {
+        // RAID-5's P alone is XOR only: no Horner chain.
+        if kinds.contains(&RowKind::Powers) {
+            // SAFETY: as this function's.
+            unsafe { encode_rows::<true>(kinds, sources, outputs, accumulate) }
+        } else {
+            // SAFETY: as this function's.
+            unsafe { encode_rows::<false>(kinds, sources, outputs, accumulate) }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2; `Q` false only when no row is Powers.
+    #[target_feature(enable = "avx2")]
+    unsafe fn encode_rows<const Q: bool>(kinds: &[RowKind], sources: &[&[u8]], outputs: &mut [&mut [u8]], accumulate: bool) {
         let len = outputs.first().map_or(0, |o| o.len());
         let poly = _mm256_set1_epi8(0x1d);
         let vectors = len / 32;
@@ -73,7 +89,7 @@ mod x86 {
             let width = (vectors - v).min(WIDTH);
             let at = v * 32;
             // SAFETY: at + 32 * width <= len, every source's length.
-            let (p, q) = unsafe { syndrome(sources, at, width, poly) };
+            let (p, q) = unsafe { syndrome::<Q>(sources, at, width, poly) };
             for (kind, out) in kinds.iter().zip(outputs.iter_mut()) {
                 let value = if *kind == RowKind::Ones { &p } else { &q };
                 for (h, value) in value.iter().enumerate().take(width) {
