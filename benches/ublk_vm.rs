@@ -8,8 +8,9 @@
 //! - raid5 over 4 legs and raid6 over 6 (md's left-symmetric, 64 KiB chunks,
 //!   1 MiB data offset, no bitmap on either; wasmraid with --direct
 //!   --max-io 1M): 4k random write at depth 32, 1 MiB sequential write at
-//!   depth 8, 4k random read at depth 32 with leg 1 failed, alternating,
-//!   median of three.
+//!   depth 8, 64 KiB sequential write at depth 16 (less than a stripe per
+//!   request: gathered into full stripes), 4k random read at depth 32 with
+//!   leg 1 failed, alternating, median of three.
 //! - reshape: raid5 over 4 legs grown to 5 (64 KiB chunks, the whole array
 //!   written first) against `mdadm --grow` on the same legs, alternating,
 //!   median of three: end to end (wasmraid's proving both layouts
@@ -32,14 +33,16 @@ use std::process::{Command, Stdio};
 const BAR: f64 = 1.0;
 const SCENARIOS: [&str; 3] = ["perf-raid0", "perf-parity", "perf-reshape"];
 /// Every figure the two scenarios print (`<name> md=.. wasmraid=.. ratio=..`).
-const ROWS: [(&str, &str); 11] = [
+const ROWS: [(&str, &str); 13] = [
     ("randread-4k-iops", "raid0, 4 legs, 4k random read, depth 32 (IOPS)"),
     ("seqread-1m-mibs", "raid0, 4 legs, 1 MiB sequential read, depth 32 (MiB/s)"),
     ("raid5-randwrite-4k-iops", "raid5, 4 legs, 4k random write, depth 32 (IOPS)"),
     ("raid5-seqwrite-1m-mibs", "raid5, 4 legs, 1 MiB sequential write, depth 8 (MiB/s)"),
+    ("raid5-seqwrite-64k-mibs", "raid5, 4 legs, 64 KiB sequential write, depth 16 (MiB/s)"),
     ("raid5-degraded-randread-4k-iops", "raid5, 4 legs, 4k random read, leg 1 failed, depth 32 (IOPS)"),
     ("raid6-randwrite-4k-iops", "raid6, 6 legs, 4k random write, depth 32 (IOPS)"),
     ("raid6-seqwrite-1m-mibs", "raid6, 6 legs, 1 MiB sequential write, depth 8 (MiB/s)"),
+    ("raid6-seqwrite-64k-mibs", "raid6, 6 legs, 64 KiB sequential write, depth 16 (MiB/s)"),
     ("raid6-degraded-randread-4k-iops", "raid6, 6 legs, 4k random read, leg 1 failed, depth 32 (IOPS)"),
     ("reshape-raid5-4to5-mibs", "reshape raid5 4 to 5 legs, end to end (MiB/s of the old array)"),
     ("reshape-raid5-4to5-move-mibs", "reshape raid5 4 to 5 legs, the move alone (MiB/s of the old array)"),

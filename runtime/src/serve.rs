@@ -54,7 +54,7 @@ impl Served {
             "metrics": self.metrics.map(|a| a.to_string()),
             "ublk": self.ublk.as_ref().map(|u| serde_json::json!({
                 "id": u.id, "device": u.path, "queues": u.queues, "depth": u.depth, "recovered": u.recovered, "zero_copy": u.zero_copy,
-                "state": ublk::state(u.id),
+                "state": ublk::state(u.id), "gathered": u.gathered.json(),
             })),
             "arrays": self.table.arrays().iter().map(|a| control::status::array_status(a)).collect::<Vec<_>>(),
             "reshape": self.reshape.lock().as_ref().map(|r| r.status()),

@@ -20,7 +20,7 @@ pub mod members;
 pub mod reload;
 mod remote;
 mod safe_mode;
-mod scratch;
+pub(crate) mod scratch;
 mod scrub;
 pub mod spare;
 mod staged;
@@ -470,6 +470,23 @@ impl BlockDevice for Array {
         self.stage(offset, len, fua).map(|w| Box::new(w) as Box<dyn crate::device::staged::StagedWrite + '_>)
     }
 
+    /// Writes: the full stripe of a layout with parity (a layout without
+    /// has no read to save). Rebuilt reads: the chunk.
+    fn gather_unit(&self, offset: u64, kind: crate::device::Gather) -> Option<std::ops::Range<u64>> {
+        let layout = self.layout.load();
+        let unit = match kind {
+            crate::device::Gather::Write if layout.descriptor.parity_chunks > 0 => self.chunk_bytes.checked_mul(u64::from(layout.descriptor.data_chunks))?,
+            crate::device::Gather::Write => return None,
+            crate::device::Gather::Rebuild => self.chunk_bytes,
+        };
+        let size = self.size();
+        if unit == 0 || offset >= size {
+            return None;
+        }
+        let start = offset / unit * unit;
+        Some(start..start.checked_add(unit)?.min(size))
+    }
+
     fn block_status(&self, offset: u64, len: u64, out: &mut Vec<crate::device::status::StatusExtent>) -> std::io::Result<()> {
         self.status_of(offset, len, out)
     }
@@ -488,4 +505,4 @@ impl BlockDevice for Array {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

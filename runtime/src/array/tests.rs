@@ -358,3 +358,31 @@ fn staged_degraded_reads_rebuild_what_plain_reads_do() {
         assert!(buf[..] == shadow[lost as usize..lost as usize + 4096]);
     }
 }
+
+#[test]
+fn gather_units_are_the_full_stripe_for_writes_and_the_chunk_for_rebuilds() {
+    use crate::device::Gather;
+    let dir = tempfile::tempdir().unwrap();
+    // raid5 over 5 legs of 4 KiB chunks: a stripe holds 16 KiB of data.
+    let a = Arc::new(array(dir.path(), "raid5", 5, 24, ""));
+    assert_eq!(a.gather_unit(20_000, Gather::Write), Some(16_384..32_768));
+    assert_eq!(a.gather_unit(20_000, Gather::Rebuild), Some(16_384..20_480));
+    assert_eq!(a.gather_unit(a.size(), Gather::Write), None);
+    // Through the table a served array sits in: the same units.
+    let table = crate::table::Table::single("t", a.clone());
+    assert_eq!(table.gather_unit(20_000, Gather::Write), Some(16_384..32_768));
+    // A whole unit written as one staged write reads nothing.
+    let data: Vec<u8> = (0..16_384u32).map(|i| (i * 7) as u8).collect();
+    let mut staged = a.stage_write(16_384, 16_384, false).expect("a full stripe stages");
+    assert!(crate::device::staged::run_blocking(|r| staged.advance(&data, r), |_| None));
+    drop(staged);
+    assert_eq!((a.counters.full_stripe.load(Ordering::Relaxed), a.counters.rmw.load(Ordering::Relaxed)), (1, 0));
+    let mut back = vec![0u8; 16_384];
+    a.read_at(&mut back, 16_384).unwrap();
+    assert_eq!(back, data);
+    assert_eq!(scrub_all(&a), 0);
+    // No parity, no read to save: raid0 writes are not gathered.
+    let dir0 = tempfile::tempdir().unwrap();
+    let r0 = array(dir0.path(), "raid0", 4, 24, "");
+    assert_eq!(r0.gather_unit(0, Gather::Write), None);
+}

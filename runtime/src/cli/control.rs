@@ -66,6 +66,14 @@ pub fn status(run_dir: &Option<PathBuf>, name: &str, json: bool) -> anyhow::Resu
             if u["zero_copy"].as_bool() == Some(true) { "zero copy reads" } else { "user copy" },
             if u["recovered"].as_bool() == Some(true) { ", recovered" } else { "" }
         );
+        let g = &u["gathered"];
+        println!(
+            "  gathered: {} writes written as {}, {} degraded reads served by {} rebuilds",
+            g["writes"].as_u64().unwrap_or(0),
+            g["write_groups"].as_u64().unwrap_or(0),
+            g["reads"].as_u64().unwrap_or(0),
+            g["rebuilds"].as_u64().unwrap_or(0)
+        );
     }
     if let Some(x) = r["reshape"].as_object() {
         print_reshape(x);

@@ -81,6 +81,15 @@ pub trait BlockDevice: Send + Sync {
     fn stage_read(&self, _offset: u64, _len: u64) -> Option<Box<dyn staged::StagedRead + '_>> {
         None
     }
+    /// The range around `offset` inside which requests in flight together
+    /// are best served as one (`frontend::ublk::gather`): for writes, a
+    /// parity array's full stripe, whose whole write reads nothing; for
+    /// rebuilt reads, the chunk a degraded read solves, whose survivors are
+    /// then read once for every reader. A hint only: the staged request
+    /// checks everything again. None: serve each request alone.
+    fn gather_unit(&self, _offset: u64, _kind: Gather) -> Option<std::ops::Range<u64>> {
+        None
+    }
     /// Whether `write_zeroes` of this range is faster than writing zeroes
     /// (it deallocates or zeroes in place): NBD's FAST_ZERO asks before
     /// zeroing, and a slow answer is refused at once.
@@ -103,6 +112,14 @@ pub trait BlockDevice: Send + Sync {
     fn arrays(&self) -> Vec<Arc<crate::array::Array>> {
         Vec::new()
     }
+}
+
+/// Which requests `BlockDevice::gather_unit` is asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gather {
+    Write,
+    /// Reads that `stage_read` rebuilds.
+    Rebuild,
 }
 
 /// Request sizes a device serves well: any request is served, but one

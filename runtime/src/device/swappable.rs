@@ -276,6 +276,9 @@ impl BlockDevice for Swappable {
         let inner = self.now().stage_read(offset, len)?;
         Some(Box::new(GatedRead { inner, _in: entered }))
     }
+    fn gather_unit(&self, offset: u64, kind: super::Gather) -> Option<std::ops::Range<u64>> {
+        self.now().gather_unit(offset, kind)
+    }
     fn zeroes_fast(&self, offset: u64, len: u64) -> bool {
         self.now().zeroes_fast(offset, len)
     }

@@ -187,6 +187,15 @@ impl BlockDevice for Table {
         let within = offset.checked_sub(seg.start)?;
         (within + len <= seg.len.load(Ordering::Acquire)).then(|| seg.device.stage_write(within, len, fua)).flatten()
     }
+    /// The segment's unit, clipped to the segment.
+    fn gather_unit(&self, offset: u64, kind: crate::device::Gather) -> Option<std::ops::Range<u64>> {
+        check_range(self, offset, 1).ok()?;
+        let seg = self.segments.get(self.index.find(offset / 512))?;
+        let within = offset.checked_sub(seg.start)?;
+        let unit = seg.device.gather_unit(within, kind)?;
+        let end = unit.end.min(seg.len.load(Ordering::Acquire));
+        (unit.start < end).then_some(seg.start.checked_add(unit.start)?..seg.start.checked_add(end)?)
+    }
     fn read_extents(&self, offset: u64, len: u64, buf_offset: usize, out: &mut Vec<crate::device::Extent>) -> bool {
         let not_direct = || io::Error::other("");
         self.each(offset, len, |d, at, from, n| if d.read_extents(at, n as u64, buf_offset + from, out) { Ok(()) } else { Err(not_direct()) }).is_ok()

@@ -13,8 +13,10 @@
 //! (The server must really die for that: the binary aborts on panic.)
 
 mod buffers;
+pub mod gather;
 mod pool;
 mod queue;
+mod turns;
 mod user_copy;
 
 use crate::device::BlockDevice;
@@ -107,7 +109,7 @@ impl Limits {
 }
 
 /// A running device.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Started {
     pub id: u32,
     pub path: String,
@@ -116,6 +118,8 @@ pub struct Started {
     pub recovered: bool,
     /// Plain reads go into the request's pages with no copy (AUTO_BUF_REG).
     pub zero_copy: bool,
+    /// Requests served together with others (`gather.rs`), every queue's.
+    pub gathered: Arc<gather::Counts>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,7 +202,9 @@ pub fn serve(
         depth: info.queue_depth,
         recovered: recovering,
         zero_copy: info.flags & u64::from(sys::UBLK_F_AUTO_BUF_REG) != 0,
+        gathered: Arc::default(),
     };
+    let gathered = started.gathered.clone();
     let queue_threads = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let threads = queue_threads.clone();
     let unpin_queues = !config.pin_queues;
@@ -211,7 +217,7 @@ pub fn serve(
         move |qid, dev: &UblkDev| {
             // SAFETY: gettid has no preconditions.
             threads.lock().push(unsafe { libc::gettid() });
-            queue::run(qid, dev, device, jobs)
+            queue::run(qid, dev, device, jobs, gathered.clone())
         },
         move |_ctrl: &UblkCtrl| {
             // libublk pinned every queue thread before the device started;

@@ -22,7 +22,9 @@
 //! commits the result and fetches the next request in one command.
 
 use super::buffers::{self, TagBuf};
+use super::gather::{Counts, Gathering, Outcome};
 use super::pool::{Job, Jobs, Piece, Request, Work, deliver, read_result};
+use super::turns::Turns;
 use super::user_copy::UserCopy;
 use crate::device::staged::Step;
 use crate::device::{BlockDevice, Extent};
@@ -35,7 +37,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 /// Serve queue `qid` until the device stops.
-pub fn run(qid: u16, dev: &UblkDev, device: Arc<dyn BlockDevice>, jobs: Jobs) {
+pub fn run(qid: u16, dev: &UblkDev, device: Arc<dyn BlockDevice>, jobs: Jobs, gathered: Arc<Counts>) {
     let wake = match eventfd() {
         Ok(f) => Arc::new(f),
         Err(e) => {
@@ -72,15 +74,18 @@ pub fn run(qid: u16, dev: &UblkDev, device: Arc<dyn BlockDevice>, jobs: Jobs) {
     let fixed = !zero_copy && register(&region, qid);
     let mut bufs: Vec<Option<TagBuf>> = bufs.into_iter().map(Some).collect();
     let executor = Rc::new(smol::LocalExecutor::new());
+    let turns = Rc::new(Turns::default());
+    let gathering = Rc::new(Gathering::new(turns.clone(), gathered));
     let mut tags = Vec::new();
     for tag in queue.tags() {
         let Some(buf) = bufs.get_mut(usize::from(tag)).and_then(Option::take) else {
             tracing::error!(queue = qid, tag, "ublk tag beyond the queue depth {depth}");
             continue;
         };
-        let (q, jobs, wake, device, copy) = (queue.clone(), jobs.clone(), wake.clone(), device.clone(), copy.clone());
+        let (q, jobs, wake, device, copy, gathering, turns) =
+            (queue.clone(), jobs.clone(), wake.clone(), device.clone(), copy.clone(), gathering.clone(), turns.clone());
         tags.push(executor.spawn(async move {
-            let tag_io = TagIo { tag, jobs, wake, copy, fixed, zero_copy };
+            let tag_io = TagIo { tag, jobs, wake, copy, gathering, turns, fixed, zero_copy };
             match serve_tag(&q, &tag_io, buf, &*device).await {
                 Ok(()) | Err(UblkError::QueueIsDown) => {}
                 Err(e) => tracing::error!(queue = qid, tag, "ublk tag stopped: {}", super::describe(&e)),
@@ -93,7 +98,10 @@ pub fn run(qid: u16, dev: &UblkDev, device: Arc<dyn BlockDevice>, jobs: Jobs) {
     let waker = executor.spawn(drain_wakeups(wake.clone()));
     let exe = executor.clone();
     smol::block_on(executor.run(async move {
-        let run_ops = || while exe.try_tick() {};
+        let run_ops = || {
+            turns.next();
+            while exe.try_tick() {}
+        };
         let done = || tags.iter().all(|t| t.is_finished());
         if let Err(e) = libublk::wait_and_handle_io_events(&queue, Some(20), run_ops, done).await {
             tracing::error!(queue = qid, "ublk queue stopped: {}", super::describe(&e));
@@ -138,6 +146,11 @@ struct TagIo {
     jobs: Jobs,
     wake: Arc<File>,
     copy: Arc<UserCopy>,
+    /// Writes of one stripe and degraded reads of one chunk in flight
+    /// together, served as one (`gather.rs`).
+    gathering: Rc<Gathering>,
+    /// This queue's turns, and the I/O in flight that ends them.
+    turns: Rc<Turns>,
     /// The queue's buffers are io_uring fixed buffer 0.
     fixed: bool,
     /// The kernel registers each request's pages as this ring's fixed
@@ -192,7 +205,7 @@ async fn serve_tag(q: &UblkQueue<'_>, io: &TagIo, mut buf: TagBuf, device: &dyn 
             extents.clear();
             if io.registered(&request)
                 && device.read_extents(request.offset, request.len, 0, &mut extents)
-                && read_zero_copy(q, tag, request.len, &mut extents).await
+                && read_zero_copy(q, &io.turns, tag, request.len, &mut extents).await
             {
                 // Read: let go of the extents (they hold a swappable
                 // device's gate) before waiting for this tag's next request.
@@ -201,8 +214,8 @@ async fn serve_tag(q: &UblkQueue<'_>, io: &TagIo, mut buf: TagBuf, device: &dyn 
                 continue;
             }
             extents.clear();
-            let direct =
-                device.read_extents(request.offset, request.len, 0, &mut extents) && read_direct(q, &mut extents, &mut buf, io.fixed, &mut pieces).await;
+            let direct = device.read_extents(request.offset, request.len, 0, &mut extents)
+                && read_direct(q, &io.turns, &mut extents, &mut buf, io.fixed, &mut pieces).await;
             extents.clear();
             if direct {
                 if request.len <= DELIVER_INLINE_MAX {
@@ -213,22 +226,34 @@ async fn serve_tag(q: &UblkQueue<'_>, io: &TagIo, mut buf: TagBuf, device: &dyn 
                 work = Work::Deliver;
             }
         }
-        if work == Work::Serve
-            && request.op == libublk::sys::UBLK_IO_OP_READ
-            && request.len <= DELIVER_INLINE_MAX
-            && read_staged(q, io, &mut buf, &request, device).await?
-        {
-            continue;
+        if work == Work::Serve && request.op == libublk::sys::UBLK_IO_OP_READ && request.len <= DELIVER_INLINE_MAX {
+            if let Some(result) = io.gathering.rebuild(q, &io.copy, tag, &request, device).await {
+                q.submit_io_commit_cmd(tag, io.desc(), result).await?;
+                continue;
+            }
+            if read_staged(q, io, &mut buf, &request, device).await? {
+                continue;
+            }
         }
-        if request.op == libublk::sys::UBLK_IO_OP_WRITE && request.len <= DELIVER_INLINE_MAX && write_staged(q, io, &mut buf, &request, device).await {
-            q.submit_io_commit_cmd(tag, io.desc(), request.len as i32).await?;
-            continue;
+        if request.op == libublk::sys::UBLK_IO_OP_WRITE && request.len <= DELIVER_INLINE_MAX {
+            let written = match io.gathering.write(q, &io.copy, tag, buf.as_mut_slice(), &request, device).await {
+                Outcome::Written => true,
+                Outcome::Refused => false,
+                Outcome::Alone => write_staged(q, io, &mut buf, &request, device).await,
+            };
+            if written {
+                q.submit_io_commit_cmd(tag, io.desc(), request.len as i32).await?;
+                continue;
+            }
         }
         let job = Job { request, tag, work, buf, pieces, copy: io.copy.clone(), reply: reply.clone(), wake: io.wake.clone() };
         // The pool outlives every queue; if it is gone the process is
         // going down and the request cannot be served.
         let (back, back_pieces, result) = match io.jobs.send(job) {
-            Ok(()) => replies.recv().await.map_err(|_| UblkError::OtherError(-libc::EIO))?,
+            Ok(()) => {
+                let _busy = io.turns.busy();
+                replies.recv().await.map_err(|_| UblkError::OtherError(-libc::EIO))?
+            }
             Err(job) => (job.buf, job.pieces, -libc::EIO),
         };
         buf = back;
@@ -244,7 +269,7 @@ async fn serve_tag(q: &UblkQueue<'_>, io: &TagIo, mut buf: TagBuf, device: &dyn 
 /// the request. False if any read fails or comes up short, or the extents
 /// do not cover the request exactly: the caller then serves the request the
 /// slow way, which handles the error (and fails the leg).
-async fn read_direct(q: &UblkQueue<'_>, extents: &mut [Extent], buf: &mut TagBuf, fixed: bool, pieces: &mut Vec<Piece>) -> bool {
+async fn read_direct(q: &UblkQueue<'_>, turns: &Turns, extents: &mut [Extent], buf: &mut TagBuf, fixed: bool, pieces: &mut Vec<Piece>) -> bool {
     extents.sort_unstable_by_key(|e| (e.file.as_raw_fd(), e.offset));
     // (first extent, bytes, where in buf)
     let mut runs: Vec<(usize, u64, usize)> = Vec::new();
@@ -284,7 +309,7 @@ async fn read_direct(q: &UblkQueue<'_>, extents: &mut [Extent], buf: &mut TagBuf
             (q.ublk_submit_sqe(sqe), bytes)
         })
         .collect();
-    read_all(pending).await && in_request_order(pieces)
+    read_all(turns, pending).await && in_request_order(pieces)
 }
 
 /// Whether extent `e` continues the run of `bytes` that starts at `first`:
@@ -294,7 +319,8 @@ fn continues(first: &Extent, bytes: u64, e: &Extent) -> bool {
 }
 
 /// Await every read submitted; true if each read all its bytes.
-async fn read_all(pending: Vec<(impl std::future::Future<Output = i32>, u64)>) -> bool {
+async fn read_all(turns: &Turns, pending: Vec<(impl std::future::Future<Output = i32>, u64)>) -> bool {
+    let _busy = turns.busy();
     let mut ok = true;
     for (read, bytes) in pending {
         ok &= i64::from(read.await) == bytes as i64;
@@ -310,7 +336,7 @@ async fn read_all(pending: Vec<(impl std::future::Future<Output = i32>, u64)>) -
 /// up short, or the extents do not cover the request: the caller then
 /// reads it again the copying way, which overwrites whatever landed and
 /// handles the error.
-async fn read_zero_copy(q: &UblkQueue<'_>, tag: u16, len: u64, extents: &mut [Extent]) -> bool {
+async fn read_zero_copy(q: &UblkQueue<'_>, turns: &Turns, tag: u16, len: u64, extents: &mut [Extent]) -> bool {
     extents.sort_unstable_by_key(|e| e.buf_offset);
     let mut covered = 0usize;
     // (first extent, bytes)
@@ -344,7 +370,7 @@ async fn read_zero_copy(q: &UblkQueue<'_>, tag: u16, len: u64, extents: &mut [Ex
             (q.ublk_submit_sqe(sqe), bytes)
         })
         .collect();
-    read_all(pending).await
+    read_all(turns, pending).await
 }
 
 /// A small write served here when the device can stage it (`device::staged`):
@@ -363,7 +389,7 @@ async fn write_staged(q: &UblkQueue<'_>, io: &TagIo, buf: &mut TagBuf, request: 
         return false;
     }
     let data: &[u8] = data;
-    run_stages(q, |results| staged.advance(data, results)).await
+    run_stages(q, &io.turns, |results| staged.advance(data, results)).await
 }
 
 /// A degraded read rebuilt here when the device can stage it: the
@@ -376,7 +402,7 @@ async fn read_staged(q: &UblkQueue<'_>, io: &TagIo, buf: &mut TagBuf, request: &
     let Some(data) = usize::try_from(request.len).ok().and_then(|n| buf.as_mut_slice().get_mut(..n)) else {
         return Ok(false);
     };
-    if !run_stages(q, |results| staged.advance(data, results)).await {
+    if !run_stages(q, &io.turns, |results| staged.advance(data, results)).await {
         return Ok(false);
     }
     drop(staged);
@@ -390,7 +416,7 @@ async fn read_staged(q: &UblkQueue<'_>, io: &TagIo, buf: &mut TagBuf, request: &
 /// operations submitted together (with whatever other tags submit before
 /// the ring is entered) and all awaited before the next step. True when
 /// the request completed; false when it was abandoned.
-async fn run_stages(q: &UblkQueue<'_>, mut advance: impl FnMut(&[i32]) -> Step) -> bool {
+pub(super) async fn run_stages(q: &UblkQueue<'_>, turns: &Turns, mut advance: impl FnMut(&[i32]) -> Step) -> bool {
     let mut results: Vec<i32> = Vec::new();
     loop {
         match advance(&results) {
@@ -416,6 +442,7 @@ async fn run_stages(q: &UblkQueue<'_>, mut advance: impl FnMut(&[i32]) -> Step) 
                     })
                     .collect();
                 results.clear();
+                let _busy = turns.busy();
                 for done in pending {
                     results.push(done.await);
                 }

@@ -61,6 +61,13 @@ impl BlockDevice for Linear {
         check_range(self, offset, len as u64).ok()?;
         self.device.direct_file(self.start + offset, buf, len)
     }
+    /// The inner device's unit, in this target's offsets and clipped to it.
+    fn gather_unit(&self, offset: u64, kind: crate::device::Gather) -> Option<std::ops::Range<u64>> {
+        check_range(self, offset, 1).ok()?;
+        let unit = self.device.gather_unit(self.start.checked_add(offset)?, kind)?;
+        let (start, end) = (unit.start.max(self.start) - self.start, unit.end.min(self.start.checked_add(self.size())?).checked_sub(self.start)?);
+        (start < end).then_some(start..end)
+    }
     fn stage_read(&self, offset: u64, len: u64) -> Option<Box<dyn crate::device::staged::StagedRead + '_>> {
         check_range(self, offset, len).ok()?;
         self.device.stage_read(self.start + offset, len)
@@ -86,5 +93,24 @@ impl BlockDevice for Linear {
     }
     fn describe(&self) -> String {
         self.name.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::Gather;
+
+    #[test]
+    fn gather_units_are_the_inner_devices_moved_and_clipped_to_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        // raid5 over 5 legs of 4 KiB chunks: stripes of 16 KiB.
+        let array: Arc<dyn BlockDevice> = Arc::new(crate::array::tests::array(dir.path(), "raid5", 5, 24, ""));
+        let linear = Linear { device: array, start: 20_480, len: 20_480, name: "linear".into() };
+        // The stripe 16..32 KiB, seen from 20 KiB on: 0..12 KiB.
+        assert_eq!(linear.gather_unit(0, Gather::Write), Some(0..12_288));
+        // The stripe 32..48 KiB, cut at the target's end (40 KiB): 12..20 KiB.
+        assert_eq!(linear.gather_unit(16_000, Gather::Write), Some(12_288..20_480));
+        assert_eq!(linear.gather_unit(20_480, Gather::Write), None);
     }
 }
