@@ -380,4 +380,32 @@ mod tests {
         assert_eq!(contiguous_runs(&ranges), vec![(vec![1, 2], 0..2 * k), (vec![0], 3 * k..4 * k)]);
         assert_eq!(contiguous_runs(&[]), vec![]);
     }
+
+    #[test]
+    fn a_group_expects_more_only_from_a_sequential_writer_short_of_its_stripe_or_while_its_stripe_is_written() {
+        let k = 64 << 10;
+        let unit = 0..3 * k;
+        let g = Gathering::new(Rc::default(), Arc::default());
+        let open = |members: Vec<Range<u64>>| {
+            let members = members.into_iter().map(|r| (r, false, None)).collect();
+            g.writes.borrow_mut().insert(0, WriteGroup { unit: unit.clone(), buf: None, members });
+        };
+        // From the stripe's start, short of its end: the rest is on its way.
+        open(vec![0..k, k..2 * k]);
+        assert!(g.expects_more(&unit));
+        // The whole stripe: nothing more to wait for.
+        open(vec![0..k, k..2 * k, 2 * k..3 * k]);
+        assert!(!g.expects_more(&unit));
+        // From the middle: only if a recent write ended where it starts.
+        open(vec![k..2 * k]);
+        assert!(!g.expects_more(&unit));
+        g.remember_end(k);
+        assert!(g.expects_more(&unit));
+        // Two runs (a random writer): no.
+        open(vec![0..4096, 2 * k..2 * k + 4096]);
+        assert!(!g.expects_more(&unit));
+        // Its stripe still being written by an earlier group: yes.
+        g.writing.borrow_mut().insert(0, 1);
+        assert!(g.expects_more(&unit));
+    }
 }
