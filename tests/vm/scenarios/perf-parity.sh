@@ -36,10 +36,10 @@ md_pass() { # level legs
 w_pass() { # level legs
     serve pp --layout "raid$1" --args left-symmetric --legs "$(legs "$2")" --chunk 64K --data-offset 1M --direct --max-io 1M
     rw=$(perf_fio /dev/ublkb0 randwrite 4k 32); sw=$(perf_fio /dev/ublkb0 write 1M 8); gw=$(perf_fio /dev/ublkb0 write 64k 16)
-    gathered=$(status pp | grep gathered | cut -d: -f2)
     wasmraid leg fail pp 1 --run-dir "$RUN" >/dev/null || fail "wasmraid leg fail pp 1 failed"
     status pp | grep -q " D " || fail "wasmraid did not fail leg 1: $(status pp)"
     dr=$(perf_fio /dev/ublkb0 randread 4k 32)
+    gathered=$(status pp | grep gathered | cut -d: -f2)
     stop_server pp
     w_rw="$w_rw $rw"; w_sw="$w_sw $sw"; w_gw="$w_gw $gw"; w_dr="$w_dr $dr"; w_last="$rw $sw $gw $dr"
 }

@@ -101,15 +101,6 @@ impl Counts {
     }
 }
 
-impl WriteGroup {
-    /// Tell every member the group will not write it.
-    fn refuse(&self) {
-        for tx in self.members.iter().filter_map(|(_, _, tx)| tx.as_ref()) {
-            let _ = tx.try_send(false);
-        }
-    }
-}
-
 struct WriteGroup {
     unit: Range<u64>,
     /// The unit's bytes, once a second member comes: each member's data
@@ -118,6 +109,15 @@ struct WriteGroup {
     /// Each member's range and FUA, and how it learns the outcome (the
     /// leader, first, needs no telling).
     members: Vec<(Range<u64>, bool, Option<Sender<bool>>)>,
+}
+
+impl WriteGroup {
+    /// Tell every member the group will not write it.
+    fn refuse(&self) {
+        for tx in self.members.iter().filter_map(|(_, _, tx)| tx.as_ref()) {
+            let _ = tx.try_send(false);
+        }
+    }
 }
 
 /// A rebuilt span, shared by the readers inside it.
@@ -155,7 +155,7 @@ fn overlaps(a: &Range<u64>, b: &Range<u64>) -> bool {
 
 /// The members' ranges (no two overlapping) cut into runs of neighbours,
 /// in offset order: each run is the members' indices and the span.
-pub fn contiguous_runs(ranges: &[Range<u64>]) -> Vec<(Vec<usize>, Range<u64>)> {
+fn contiguous_runs(ranges: &[Range<u64>]) -> Vec<(Vec<usize>, Range<u64>)> {
     let mut order: Vec<usize> = (0..ranges.len()).collect();
     order.sort_unstable_by_key(|&i| ranges[i].start);
     let mut runs: Vec<(Vec<usize>, Range<u64>)> = Vec::new();
