@@ -107,6 +107,9 @@ pub fn render(status: &Value) -> String {
     let mut r = Registry::with_prefix("wasmraid");
     let size = gauge(&mut r, "device_size_bytes", "Size of the served device");
     let nbd_clients = gauge(&mut r, "nbd_clients", "NBD clients connected");
+    let gathered =
+        counter(&mut r, "ublk_gathered_requests", "ublk requests served together with others, by op (write: in one stripe write; read: by one rebuild)");
+    let gathers = counter(&mut r, "ublk_gathers", "Stripe writes and rebuilds that served two ublk requests or more, by op");
     let array_io = [
         ("reads", counter(&mut r, "array_reads", "Reads served by the array")),
         ("writes", counter(&mut r, "array_writes", "Writes served by the array")),
@@ -143,6 +146,14 @@ pub fn render(status: &Value) -> String {
     size.get_or_create(&labels(&[("device", device)])).set(num(&status["size_bytes"]) as f64);
     if let Some(clients) = status["nbd"]["clients"].as_array() {
         nbd_clients.get_or_create(&labels(&[("device", device)])).set(clients.len() as f64);
+    }
+    let g = &status["ublk"]["gathered"];
+    if g.is_object() {
+        for (op, requests, groups) in [("write", "writes", "write_groups"), ("read", "reads", "rebuilds")] {
+            let at = labels(&[("device", device), ("op", op)]);
+            gathered.get_or_create(&at).inc_by(num(&g[requests]));
+            gathers.get_or_create(&at).inc_by(num(&g[groups]));
+        }
     }
     for a in status["arrays"].as_array().into_iter().flatten() {
         let array = a["name"].as_str().unwrap_or("");
@@ -298,6 +309,7 @@ mod tests {
         let status = serde_json::json!({
             "name": "data", "size_bytes": 4096,
             "nbd": {"clients": [{}, {}]},
+            "ublk": {"gathered": {"writes": 30, "write_groups": 10, "reads": 4, "rebuilds": 2}},
             "arrays": [{
                 "name": "data", "health": "AAD", "sync_ratio": "50/200", "sync_action": "recover", "mismatch_cnt": 3,
                 "counters": {"reads": 7, "writes": 9, "read_bytes": 70, "written_bytes": 90},
@@ -318,6 +330,8 @@ mod tests {
         };
         assert_eq!(value(r#"wasmraid_device_size_bytes{device="data"}"#), 4096.0);
         assert_eq!(value(r#"wasmraid_nbd_clients{device="data"}"#), 2.0);
+        assert_eq!(value(r#"wasmraid_ublk_gathered_requests_total{device="data",op="write"}"#), 30.0);
+        assert_eq!(value(r#"wasmraid_ublk_gathers_total{device="data",op="read"}"#), 2.0);
         assert_eq!(value(r#"wasmraid_array_reads_total{device="data",array="data"}"#), 7.0);
         assert_eq!(value(r#"wasmraid_array_legs_failed{device="data",array="data"}"#), 1.0);
         assert_eq!(value(r#"wasmraid_array_sync_progress_ratio{device="data",array="data"}"#), 0.25);
@@ -332,7 +346,7 @@ mod tests {
         assert_eq!(value(r#"wasmraid_array_latency_seconds_bucket{le="+Inf",device="data",array="data",op="read"}"#), 3.0);
         assert_eq!(value(r#"wasmraid_array_latency_seconds_count{device="data",array="data",op="read"}"#), 3.0);
         assert_eq!(value(r#"wasmraid_array_latency_seconds_sum{device="data",array="data",op="read"}"#), 0.0015);
-        assert!(!text.contains(r#"op="write""#), "no histogram without its snapshot:\n{text}");
+        assert!(!text.contains(r#"latency_seconds_count{device="data",array="data",op="write""#), "no histogram without its snapshot:\n{text}");
         assert_eq!(value(r#"wasmraid_array_guest_calls_total{device="data",array="data"}"#), 11.0);
         assert_eq!(value(r#"wasmraid_array_map_cache_lookups_total{device="data",array="data",result="miss"}"#), 2.0);
     }
