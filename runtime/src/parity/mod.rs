@@ -10,10 +10,11 @@
 //!
 //! RAID-6's own rows (P: every coefficient 1; Q: 2^k for source k, md's
 //! syndrome) take a shorter road when every row of a group is one of those
-//! two: Q by Horner's rule, one multiply-by-2 (shift, compare, mask) per
-//! source and no table lookup, as the kernel's `gen_syndrome` does. It is
-//! cheaper on any x86, and several times cheaper where PSHUFB is emulated
-//! (qemu's TCG, the VM bed): see `syndrome.rs`.
+//! two (RAID-5's P alone included): P by XOR, Q by Horner's rule, one
+//! multiply-by-2 (shift, compare, mask) per source and no table lookup, as
+//! the kernel's `gen_syndrome` does. It is cheaper on any x86 without GFNI,
+//! and several times cheaper where PSHUFB is emulated (qemu's TCG, the VM
+//! bed): see `syndrome.rs`.
 
 mod avx2;
 mod gfni;

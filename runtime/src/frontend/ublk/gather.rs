@@ -216,8 +216,11 @@ impl Gathering {
     /// comes (a unit-sized buffer per random write halved 4k random writes).
     pub async fn write(&self, q: &UblkQueue<'_>, copy: &UserCopy, tag: u16, own: &mut [u8], request: &Request, device: &dyn BlockDevice) -> Outcome {
         let fua = request.flags & libublk::sys::UBLK_IO_F_FUA != 0;
+        if !self.enabled {
+            return Outcome::Alone;
+        }
         let Some(range) = request.offset.checked_add(request.len).map(|end| request.offset..end) else { return Outcome::Alone };
-        let Some(unit) = unit_of(device, &range, Gather::Write).filter(|_| self.enabled) else { return Outcome::Alone };
+        let Some(unit) = unit_of(device, &range, Gather::Write) else { return Outcome::Alone };
         let at = (range.start - unit.start) as usize..(range.end - unit.start) as usize;
         self.remember_end(range.end);
         {
@@ -280,21 +283,14 @@ impl Gathering {
         let Some((range, fua, _)) = group.members.first().cloned() else { return Outcome::Refused };
         let Some(buf) = group.buf else {
             // Alone in its stripe: written from the tag's buffer.
-            let written = match device.stage_write(range.start, range.end - range.start, fua) {
-                Some(mut staged) => run_stages(q, &self.turns, |results| staged.advance(own, results)).await,
-                None => false,
-            };
-            return if written { Outcome::Written } else { Outcome::Refused };
+            return if self.stage_write(q, device, &range, fua, own).await { Outcome::Written } else { Outcome::Refused };
         };
         let ranges: Vec<Range<u64>> = group.members.iter().map(|(r, _, _)| r.clone()).collect();
         let mut leader = false;
         for (members, span) in contiguous_runs(&ranges) {
             let fua = members.iter().any(|&i| group.members[i].1);
             let data = &buf[(span.start - unit.start) as usize..(span.end - unit.start) as usize];
-            let written = match device.stage_write(span.start, span.end - span.start, fua) {
-                Some(mut staged) => run_stages(q, &self.turns, |results| staged.advance(data, results)).await,
-                None => false,
-            };
+            let written = self.stage_write(q, device, &span, fua, data).await;
             if written {
                 self.counts.served(members.len(), &self.counts.writes, &self.counts.write_groups);
             }
@@ -311,13 +307,25 @@ impl Gathering {
         if leader { Outcome::Written } else { Outcome::Refused }
     }
 
+    /// `data` written at `range` as one staged write on this queue's ring;
+    /// false when the device cannot stage it or abandons it.
+    async fn stage_write(&self, q: &UblkQueue<'_>, device: &dyn BlockDevice, range: &Range<u64>, fua: bool, data: &[u8]) -> bool {
+        match device.stage_write(range.start, range.end - range.start, fua) {
+            Some(mut staged) => run_stages(q, &self.turns, |results| staged.advance(data, results)).await,
+            None => false,
+        }
+    }
+
     /// Serve a read that `read_extents` could not map (a chunk on a failed
     /// leg) with the others of its chunk: Some(result for the kernel) when
     /// delivered, None when the caller is to serve it alone (alone in its
     /// chunk, or the group could not be staged).
     pub async fn rebuild(&self, q: &UblkQueue<'_>, copy: &UserCopy, tag: u16, request: &Request, device: &dyn BlockDevice) -> Option<i32> {
+        if !self.enabled {
+            return None;
+        }
         let range = request.offset.checked_add(request.len).map(|end| request.offset..end)?;
-        let unit = unit_of(device, &range, Gather::Rebuild).filter(|_| self.enabled)?;
+        let unit = unit_of(device, &range, Gather::Rebuild)?;
         {
             let mut groups = self.reads.borrow_mut();
             if let Some(g) = groups.get_mut(&unit.start) {
