@@ -4,7 +4,11 @@
 #    stripe that arrive together are written as one;
 # 2. 64k sequential writes at depth 16, verified: neighbours in a stripe are
 #    one write (a whole stripe reads nothing);
-# 3. leg 1 failed, the 4k job's data read back at depth 32 and verified by
+# 3. 1 MiB sequential writes at depth 8, verified: each starts and ends
+#    inside a stripe, and its partial first and last stripes are written
+#    with its neighbours' (one whole stripe, no read) while the pool
+#    writes the whole stripes between;
+# 4. leg 1 failed, the 4k job's data read back at depth 32 and verified by
 #    fio (verify_only): readers of one lost chunk share its rebuild.
 # Each phase checks the counts `status` shows moved, so a gather that never
 # happens fails here, and fio's verify fails on any wrong byte.
@@ -21,10 +25,20 @@ fio --name=g64k --filename=/dev/ublkb0 --rw=write --bs=64k --iodepth=16 --ioengi
 w2=$(gathered 1)
 [ "$w2" -gt "$w1" ] || fail "64k sequential writes at depth 16: none gathered: $(status g | grep gathered)"
 echo "64k sequential writes: verify clean, $((w2 - w1)) written with others"
-wasmraid leg fail g 1 --run-dir "$RUN" >/dev/null || fail "wasmraid leg fail g 1 failed"
+fio --name=g1m --filename=/dev/ublkb0 --rw=write --bs=1M --iodepth=8 --ioengine=io_uring --direct=1 --offset=32M --size=48M \
+    --verify=crc32c --do_verify=1 --verify_fatal=1 > /tmp/fio.log 2>&1 && grep -q "err= 0" /tmp/fio.log || { cat /tmp/fio.log; fail "1M sequential writes: fio verify failed"; }
+w3=$(gathered 1)
+[ "$w3" -gt "$w2" ] || fail "1M sequential writes at depth 8: no partial stripe gathered: $(status g | grep gathered)"
+echo "1M sequential writes: verify clean, $((w3 - w2)) partial stripes written with others"
+wasmraid leg fail g 1 --run-dir "$RUN" >/dev/null || fail "fio --name=g1m --filename=/dev/ublkb0 --rw=write --bs=1M --iodepth=8 --ioengine=io_uring --direct=1 --offset=32M --size=48M \
+    --verify=crc32c --do_verify=1 --verify_fatal=1 > /tmp/fio.log 2>&1 && grep -q "err= 0" /tmp/fio.log || { cat /tmp/fio.log; fail "1M sequential writes: fio verify failed"; }
+w3=$(gathered 1)
+[ "$w3" -gt "$w2" ] || fail "1M sequential writes at depth 8: no partial stripe gathered: $(status g | grep gathered)"
+echo "1M sequential writes: verify clean, $((w3 - w2)) partial stripes written with others"
+wasmraid leg fail g 1 failed"
 fio $job4k --verify_only > /tmp/fio.log 2>&1 && grep -q "err= 0" /tmp/fio.log || { cat /tmp/fio.log; fail "degraded 4k reads: fio verify failed"; }
 r=$(gathered 2)
 [ -n "$r" ] && [ "$r" -gt 0 ] || fail "degraded 4k reads over 1 MiB at depth 32: none shared a rebuild: $(status g | grep gathered)"
 echo "degraded 4k random reads: verify clean, $r served by a shared rebuild"
-result "gather: 4k random writes $w1 and 64k sequential writes $((w2 - w1)) written with others, degraded reads $r served by a shared rebuild;$(status g | grep gathered | cut -d: -f2)"
+result "gather: 4k random writes $w1, 64k sequential writes $((w2 - w1)) and 1M sequential writes' partial stripes $((w3 - w2)) written with others, degraded reads $r served by a shared rebuild;$(status g | grep gathered | cut -d: -f2)"
 stop_server g

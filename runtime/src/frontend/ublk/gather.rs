@@ -131,6 +131,24 @@ struct ReadGroup {
     members: Vec<(Range<u64>, Option<Sender<Option<Rc<Rebuilt>>>>)>,
 }
 
+/// Part of a write request: `range` on the device, its data from byte
+/// `from` of the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub range: Range<u64>,
+    pub from: usize,
+    pub fua: bool,
+}
+
+/// A large write cut by `Gathering::split`: its partial first and last
+/// stripes (each with its unit), and what lies between (possibly nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    pub head: Option<(Part, Range<u64>)>,
+    pub middle: Part,
+    pub tail: Option<(Part, Range<u64>)>,
+}
+
 /// Where the tag's request stands in a gathered write.
 pub enum Outcome {
     /// Not for gathering: serve it as before.
@@ -215,12 +233,57 @@ impl Gathering {
     /// from it, and a group's buffer is taken only when a second member
     /// comes (a unit-sized buffer per random write halved 4k random writes).
     pub async fn write(&self, q: &UblkQueue<'_>, copy: &UserCopy, tag: u16, own: &mut [u8], request: &Request, device: &dyn BlockDevice) -> Outcome {
-        let fua = request.flags & libublk::sys::UBLK_IO_F_FUA != 0;
         if !self.enabled {
             return Outcome::Alone;
         }
         let Some(range) = request.offset.checked_add(request.len).map(|end| request.offset..end) else { return Outcome::Alone };
         let Some(unit) = unit_of(device, &range, Gather::Write) else { return Outcome::Alone };
+        let part = Part { range, from: 0, fua: request.flags & libublk::sys::UBLK_IO_F_FUA != 0 };
+        self.write_part(q, copy, tag, own, &part, unit, device).await
+    }
+
+    /// A write too large to gather cut where it covers a stripe only in
+    /// part: the partial stripe it starts in and the one it ends in, each
+    /// gathered with its neighbours' (a sequential writer's requests end
+    /// and start inside the same stripe), and the whole stripes between.
+    /// None when it has no partial stripe to gather (or gathering is off).
+    pub fn split(&self, request: &Request, device: &dyn BlockDevice) -> Option<Split> {
+        if !self.enabled {
+            return None;
+        }
+        let fua = request.flags & libublk::sys::UBLK_IO_F_FUA != 0;
+        let range = request.offset..request.offset.checked_add(request.len)?;
+        let part = |at: &Range<u64>| {
+            let unit = unit_of(device, at, Gather::Write)?;
+            Some((Part { range: at.clone(), from: (at.start - range.start) as usize, fua }, unit))
+        };
+        let first = device.gather_unit(range.start, Gather::Write)?;
+        let last = device.gather_unit(range.end.checked_sub(1)?, Gather::Write)?;
+        if first.end > last.start {
+            // One unit holds it all (or the units overlap): nothing to cut.
+            return None;
+        }
+        let head = part(&(range.start..first.end.min(range.end)));
+        let tail = part(&(last.start.max(range.start)..range.end));
+        let middle = head.as_ref().map_or(range.start, |(p, _)| p.range.end)..tail.as_ref().map_or(range.end, |(p, _)| p.range.start);
+        (head.is_some() || tail.is_some()).then(|| Split { head, middle: Part { from: (middle.start - range.start) as usize, range: middle, fua }, tail })
+    }
+
+    /// Write `part` of tag `tag`'s request with the others of its `unit`
+    /// (the unit holds it strictly). `own` holds at least the part: it is
+    /// written from there when the part is alone in its unit.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn write_part(
+        &self,
+        q: &UblkQueue<'_>,
+        copy: &UserCopy,
+        tag: u16,
+        own: &mut [u8],
+        part: &Part,
+        unit: Range<u64>,
+        device: &dyn BlockDevice,
+    ) -> Outcome {
+        let (range, fua) = (part.range.clone(), part.fua);
         let at = (range.start - unit.start) as usize..(range.end - unit.start) as usize;
         self.remember_end(range.end);
         {
@@ -233,7 +296,7 @@ impl Gathering {
                     g.buf = scratch::take(1, (unit.end - unit.start) as usize).pop();
                 }
                 let Some(dst) = g.buf.as_mut().and_then(|b| b.get_mut(at)) else { return Outcome::Alone };
-                if copy.fetch(tag, dst).is_err() {
+                if copy.fetch_at(tag, part.from, dst).is_err() {
                     return Outcome::Alone;
                 }
                 let (tx, rx) = bounded(1);
@@ -257,8 +320,8 @@ impl Gathering {
         // written from: the group's buffer, or its own when alone (a copy
         // in user space would cost as much again as the kernel's).
         let fetched = match group.buf.as_mut() {
-            Some(buf) => buf.get_mut(at.clone()).is_some_and(|dst| copy.fetch(tag, dst).is_ok()),
-            None => own.get_mut(..at.len()).is_some_and(|dst| copy.fetch(tag, dst).is_ok()),
+            Some(buf) => buf.get_mut(at.clone()).is_some_and(|dst| copy.fetch_at(tag, part.from, dst).is_ok()),
+            None => own.get_mut(..at.len()).is_some_and(|dst| copy.fetch_at(tag, part.from, dst).is_ok()),
         };
         if !fetched {
             group.refuse();
@@ -415,5 +478,68 @@ mod tests {
         // Its stripe still being written by an earlier group: yes.
         g.writing.borrow_mut().insert(0, 1);
         assert!(g.expects_more(&unit));
+    }
+
+    /// Stripes of `0` bytes over 4 MiB, for `split`.
+    struct Stripes(u64);
+
+    impl BlockDevice for Stripes {
+        fn size(&self) -> u64 {
+            4 << 20
+        }
+        fn read_at(&self, _: &mut [u8], _: u64) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_at(&self, _: &[u8], _: u64, _: bool) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn discard(&self, _: u64, _: u64) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_zeroes(&self, _: u64, _: u64, _: bool) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "stripes".into()
+        }
+        fn gather_unit(&self, offset: u64, _: Gather) -> Option<Range<u64>> {
+            let start = offset / self.0 * self.0;
+            Some(start..start + self.0)
+        }
+    }
+
+    fn write(offset: u64, len: u64) -> Request {
+        Request { op: libublk::sys::UBLK_IO_OP_WRITE, flags: 0, offset, len }
+    }
+
+    #[test]
+    fn a_large_write_splits_into_its_partial_first_and_last_stripes_and_the_whole_ones_between() {
+        let k = 64 << 10;
+        let raid5 = Stripes(3 * k);
+        let g = Gathering::new(Rc::default(), Arc::default());
+        // The second 1 MiB of a sequential writer: 1 MiB is 5 1/3 stripes
+        // of 192 KiB, so it starts 1/3 into stripe 5 and ends 2/3 into 10.
+        let split = g.split(&write(16 * k, 16 * k), &raid5).unwrap();
+        let (head, head_unit) = split.head.clone().unwrap();
+        assert_eq!((head.range.clone(), head.from, head_unit), (16 * k..18 * k, 0, 15 * k..18 * k));
+        assert_eq!((split.middle.range.clone(), split.middle.from), (18 * k..30 * k, 2 * k as usize));
+        let (tail, tail_unit) = split.tail.clone().unwrap();
+        assert_eq!((tail.range.clone(), tail.from, tail_unit), (30 * k..32 * k, 14 * k as usize, 30 * k..33 * k));
+        // The first 1 MiB starts on a stripe: a tail only.
+        let split = g.split(&write(0, 16 * k), &raid5).unwrap();
+        assert!(split.head.is_none());
+        assert_eq!(split.middle.range, 0..15 * k);
+        assert_eq!(split.tail.unwrap().0.range, 15 * k..16 * k);
+        // Whole stripes only (raid6 over 6 legs, 1 MiB aligned): nothing to cut.
+        assert_eq!(g.split(&write(0, 16 * k), &Stripes(4 * k)), None);
+        // Inside one stripe: nothing to cut either (the whole write gathers).
+        assert_eq!(g.split(&write(k, k), &raid5), None);
+        // Two partial stripes and nothing between.
+        let split = g.split(&write(2 * k, 2 * k), &raid5).unwrap();
+        assert!(split.middle.range.is_empty());
+        assert_eq!((split.head.unwrap().0.range, split.tail.unwrap().0.range), (2 * k..3 * k, 3 * k..4 * k));
     }
 }

@@ -75,6 +75,9 @@ pub enum Work {
     /// `buf` already holds the read's data (the queue thread read the legs):
     /// only deliver it, off the queue thread's CPU.
     Deliver,
+    /// Part of a larger write (the job's request is that part): its data
+    /// fetched from byte `from` of the tag's request, then written.
+    WritePart { from: usize },
 }
 
 /// The jobs waiting for a worker. A mutex and a condition variable rather
@@ -168,7 +171,8 @@ impl Drop for Pool {
 fn serve_job(device: &dyn BlockDevice, job: Job) {
     let Job { request, tag, work, mut buf, pieces, copy, reply, wake } = job;
     let result = match work {
-        Work::Serve => serve_copying(device, &copy, tag, &request, buf.as_mut_slice()),
+        Work::Serve => serve_copying(device, &copy, tag, &request, 0, buf.as_mut_slice()),
+        Work::WritePart { from } => serve_copying(device, &copy, tag, &request, from, buf.as_mut_slice()),
         Work::Deliver => read_result(&request, deliver(&copy, tag, buf.as_slice(), &pieces)),
     };
     // The descriptor must not outlive the queue (the device's removal
@@ -179,13 +183,15 @@ fn serve_job(device: &dyn BlockDevice, job: Job) {
     let _ = (&*wake).write_all(&1u64.to_ne_bytes());
 }
 
-/// Run one request, moving its data in and out through `copy`.
-fn serve_copying(device: &dyn BlockDevice, copy: &UserCopy, tag: u16, r: &Request, buf: &mut [u8]) -> i32 {
+/// Run one request, moving its data in and out through `copy`; a write's
+/// data is fetched from byte `from` of the tag's request (`r` may be part
+/// of it).
+fn serve_copying(device: &dyn BlockDevice, copy: &UserCopy, tag: u16, r: &Request, from: usize, buf: &mut [u8]) -> i32 {
     if r.op == sys::UBLK_IO_OP_WRITE {
         let Some(data) = usize::try_from(r.len).ok().and_then(|n| buf.get_mut(..n)) else {
             return -libc::EINVAL;
         };
-        if let Err(e) = copy.fetch(tag, data) {
+        if let Err(e) = copy.fetch_at(tag, from, data) {
             tracing::warn!(offset = r.offset, len = r.len, "ublk: cannot fetch a write's data: {e}");
             return -errno(&e);
         }
@@ -330,6 +336,10 @@ mod tests {
         let mut fetched = vec![0u8; 8192];
         copy.fetch(3, &mut fetched).unwrap();
         assert_eq!(fetched, back);
+        // Part of a write, from its byte 4096.
+        let mut part = vec![0u8; 4096];
+        copy.fetch_at(3, 4096, &mut part).unwrap();
+        assert_eq!(part, back[4096..]);
         // More pieces than one pwritev takes (IOV_MAX 1024): 2048 pieces of
         // 4 bytes, each the buffer's pieces swapped pairwise.
         let pieces: Vec<Piece> = (0..2048).map(|i| Piece { request_offset: i * 4, buf_offset: (i ^ 1) * 4, len: 4 }).collect();

@@ -22,10 +22,11 @@
 //! commits the result and fetches the next request in one command.
 
 use super::buffers::{self, TagBuf};
-use super::gather::{Counts, Gathering, Outcome};
-use super::pool::{Job, Jobs, Piece, Request, Work, deliver, read_result};
+use super::gather::{Counts, Gathering, Outcome, Part, Split};
+use super::pool::{Done, Job, Jobs, Piece, Request, Work, deliver, read_result};
 use super::turns::Turns;
 use super::user_copy::UserCopy;
+use crate::array::scratch;
 use crate::device::staged::Step;
 use crate::device::{BlockDevice, Extent};
 use libublk::io::{UblkDev, UblkQueue};
@@ -193,6 +194,7 @@ const DELIVER_INLINE_MAX: u64 = 128 << 10;
 async fn serve_tag(q: &UblkQueue<'_>, io: &TagIo, mut buf: TagBuf, device: &dyn BlockDevice) -> Result<(), UblkError> {
     let tag = io.tag;
     let (reply, replies) = smol::channel::bounded(1);
+    let pool = ToPool { reply, replies };
     let mut extents = Vec::new();
     let mut pieces = Vec::new();
     // User copy: the kernel is given no buffer and never copies.
@@ -246,20 +248,85 @@ async fn serve_tag(q: &UblkQueue<'_>, io: &TagIo, mut buf: TagBuf, device: &dyn 
                 continue;
             }
         }
-        let job = Job { request, tag, work, buf, pieces, copy: io.copy.clone(), reply: reply.clone(), wake: io.wake.clone() };
-        // The pool outlives every queue; if it is gone the process is
-        // going down and the request cannot be served.
-        let (back, back_pieces, result) = match io.jobs.send(job) {
-            Ok(()) => {
-                let _busy = io.turns.busy();
-                replies.recv().await.map_err(|_| UblkError::OtherError(-libc::EIO))?
-            }
-            Err(job) => (job.buf, job.pieces, -libc::EIO),
-        };
+        if request.op == libublk::sys::UBLK_IO_OP_WRITE
+            && request.len > DELIVER_INLINE_MAX
+            && let Some(split) = io.gathering.split(&request, device)
+        {
+            let (back, back_pieces, result) = write_split(q, io, buf, pieces, &request, split, device, &pool).await?;
+            buf = back;
+            pieces = back_pieces;
+            q.submit_io_commit_cmd(tag, io.desc(), result).await?;
+            continue;
+        }
+        let (back, back_pieces, result) = pool.serve(io, request, work, buf, pieces).await?;
         buf = back;
         pieces = back_pieces;
         q.submit_io_commit_cmd(tag, io.desc(), result).await?;
     }
+}
+
+/// A tag's way to the pool: its job sent, its reply awaited.
+struct ToPool {
+    reply: smol::channel::Sender<Done>,
+    replies: smol::channel::Receiver<Done>,
+}
+
+impl ToPool {
+    async fn serve(&self, io: &TagIo, request: Request, work: Work, buf: TagBuf, pieces: Vec<Piece>) -> Result<Done, UblkError> {
+        let job = Job { request, tag: io.tag, work, buf, pieces, copy: io.copy.clone(), reply: self.reply.clone(), wake: io.wake.clone() };
+        // The pool outlives every queue; if it is gone the process is
+        // going down and the request cannot be served.
+        match io.jobs.send(job) {
+            Ok(()) => {
+                let _busy = io.turns.busy();
+                self.replies.recv().await.map_err(|_| UblkError::OtherError(-libc::EIO))
+            }
+            Err(job) => Ok((job.buf, job.pieces, -libc::EIO)),
+        }
+    }
+}
+
+/// A write too large to gather, served in the parts `split` cut: its
+/// partial first and last stripes each gathered with the writes that
+/// share them (a part alone written from a buffer of its own), the whole
+/// stripes between by the pool, all at once. A part its group could not
+/// write goes to the pool after. The request's result: its length, or
+/// the first part's error.
+#[allow(clippy::too_many_arguments)]
+async fn write_split(
+    q: &UblkQueue<'_>,
+    io: &TagIo,
+    buf: TagBuf,
+    pieces: Vec<Piece>,
+    request: &Request,
+    split: Split,
+    device: &dyn BlockDevice,
+    pool: &ToPool,
+) -> Result<Done, UblkError> {
+    let edge = |edge: Option<(Part, std::ops::Range<u64>)>| async move {
+        let (part, unit) = edge?;
+        let mut own = scratch::take(1, part.range.end as usize - part.range.start as usize).pop()?;
+        let outcome = io.gathering.write_part(q, &io.copy, io.tag, &mut own, &part, unit, device).await;
+        scratch::give_back(vec![own]);
+        (!matches!(outcome, Outcome::Written)).then_some(part)
+    };
+    let part_request = |part: &Part| Request { offset: part.range.start, len: part.range.end - part.range.start, ..*request };
+    let middle = async {
+        if split.middle.range.is_empty() {
+            return Ok((buf, pieces, 0));
+        }
+        pool.serve(io, part_request(&split.middle), Work::WritePart { from: split.middle.from }, buf, pieces).await
+    };
+    let ((head, tail), done) = smol::future::zip(smol::future::zip(edge(split.head), edge(split.tail)), middle).await;
+    let (mut buf, mut pieces, mut result) = done?;
+    for part in [head, tail].into_iter().flatten() {
+        let (back, back_pieces, r) = pool.serve(io, part_request(&part), Work::WritePart { from: part.from }, buf, pieces).await?;
+        (buf, pieces) = (back, back_pieces);
+        if result >= 0 {
+            result = r;
+        }
+    }
+    Ok((buf, pieces, if result >= 0 { request.len as i32 } else { result }))
 }
 
 /// Read every extent at once on this queue's ring. Extents that follow

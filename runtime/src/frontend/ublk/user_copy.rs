@@ -50,7 +50,12 @@ impl UserCopy {
 
     /// Read a write request's data into `buf`.
     pub fn fetch(&self, tag: u16, buf: &mut [u8]) -> io::Result<()> {
-        self.cdev.read_exact_at(buf, self.pos(tag, 0)?)
+        self.fetch_at(tag, 0, buf)
+    }
+
+    /// Read part of a write request's data, from its byte `from`, into `buf`.
+    pub fn fetch_at(&self, tag: u16, from: usize, buf: &mut [u8]) -> io::Result<()> {
+        self.cdev.read_exact_at(buf, self.pos(tag, from)?)
     }
 
     /// Deliver part of a read request's data: `pieces`, one after another,
