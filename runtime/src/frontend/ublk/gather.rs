@@ -163,7 +163,7 @@ pub enum Outcome {
 /// one small enough to gather.
 fn unit_of(device: &dyn BlockDevice, range: &Range<u64>, kind: Gather) -> Option<Range<u64>> {
     let unit = device.gather_unit(range.start, kind)?;
-    let inside = unit.start <= range.start && range.end <= unit.end && *range != unit;
+    let inside = unit.start <= range.start && range.start < range.end && range.end <= unit.end && *range != unit;
     (inside && unit.end - unit.start <= MAX_UNIT).then_some(unit)
 }
 
@@ -259,8 +259,9 @@ impl Gathering {
         };
         let first = device.gather_unit(range.start, Gather::Write)?;
         let last = device.gather_unit(range.end.checked_sub(1)?, Gather::Write)?;
-        if first.end > last.start {
-            // One unit holds it all (or the units overlap): nothing to cut.
+        if !first.contains(&range.start) || !last.contains(&(range.end - 1)) || first.end > last.start {
+            // One unit holds it all (or the units overlap, or a device
+            // answered a unit that is not where it was asked): nothing to cut.
             return None;
         }
         let head = part(&(range.start..first.end.min(range.end)));
@@ -480,10 +481,15 @@ mod tests {
         assert!(g.expects_more(&unit));
     }
 
-    /// Stripes of `0` bytes over 4 MiB, for `split`.
-    struct Stripes(u64);
+    /// A 4 MiB device whose gather units the closure answers, for `split`.
+    struct Units(Box<dyn Fn(u64) -> Option<Range<u64>> + Send + Sync>);
 
-    impl BlockDevice for Stripes {
+    /// Stripes of `unit` bytes.
+    fn stripes(unit: u64) -> Units {
+        Units(Box::new(move |offset| Some(offset / unit * unit..(offset / unit + 1) * unit)))
+    }
+
+    impl BlockDevice for Units {
         fn size(&self) -> u64 {
             4 << 20
         }
@@ -503,11 +509,10 @@ mod tests {
             Ok(())
         }
         fn describe(&self) -> String {
-            "stripes".into()
+            "units".into()
         }
         fn gather_unit(&self, offset: u64, _: Gather) -> Option<Range<u64>> {
-            let start = offset / self.0 * self.0;
-            Some(start..start + self.0)
+            (self.0)(offset)
         }
     }
 
@@ -518,7 +523,7 @@ mod tests {
     #[test]
     fn a_large_write_splits_into_its_partial_first_and_last_stripes_and_the_whole_ones_between() {
         let k = 64 << 10;
-        let raid5 = Stripes(3 * k);
+        let raid5 = stripes(3 * k);
         let g = Gathering::new(Rc::default(), Arc::default());
         // The second 1 MiB of a sequential writer: 1 MiB is 5 1/3 stripes
         // of 192 KiB, so it starts 1/3 into stripe 5 and ends 2/3 into 10.
@@ -534,12 +539,17 @@ mod tests {
         assert_eq!(split.middle.range, 0..15 * k);
         assert_eq!(split.tail.unwrap().0.range, 15 * k..16 * k);
         // Whole stripes only (raid6 over 6 legs, 1 MiB aligned): nothing to cut.
-        assert_eq!(g.split(&write(0, 16 * k), &Stripes(4 * k)), None);
+        assert_eq!(g.split(&write(0, 16 * k), &stripes(4 * k)), None);
         // Inside one stripe: nothing to cut either (the whole write gathers).
         assert_eq!(g.split(&write(k, k), &raid5), None);
         // Two partial stripes and nothing between.
         let split = g.split(&write(2 * k, 2 * k), &raid5).unwrap();
         assert!(split.middle.range.is_empty());
         assert_eq!((split.head.unwrap().0.range, split.tail.unwrap().0.range), (2 * k..3 * k, 3 * k..4 * k));
+        // Nothing to write, nothing to cut.
+        assert_eq!(g.split(&write(2 * k, 0), &raid5), None);
+        // A device whose units are not where it was asked: not cut (an
+        // inverted part would be a huge buffer).
+        assert_eq!(g.split(&write(16 * k, 16 * k), &Units(Box::new(|o| Some(o.saturating_sub(1 << 20)..o.saturating_sub(1 << 20) + 3 * (64 << 10))))), None);
     }
 }
