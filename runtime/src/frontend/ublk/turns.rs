@@ -18,8 +18,9 @@ pub struct Turns {
 }
 
 impl Turns {
-    /// The ring's wait returned: wake whoever waits for this turn (they
-    /// run after the tasks the completions woke).
+    /// The ring's wait returned, or the last I/O in flight ended: wake
+    /// whoever waits for this turn (they run after the tasks the
+    /// completions woke).
     pub fn next(&self) {
         self.now.set(self.now.get().wrapping_add(1));
         for w in self.waiting.take() {
@@ -48,8 +49,17 @@ impl Turns {
 pub struct Busy<'a>(&'a Turns);
 
 impl Drop for Busy<'_> {
+    /// The last I/O in flight ending ends the turn too: a task that saw
+    /// I/O in flight and waits for the next turn would otherwise wait for
+    /// a completion that cannot come (the queue idle, the ring asleep
+    /// until its idle timeout). Woken, it finds nothing in flight and
+    /// stops waiting.
     fn drop(&mut self) {
-        self.0.in_flight.set(self.0.in_flight.get().saturating_sub(1));
+        let left = self.0.in_flight.get().saturating_sub(1);
+        self.0.in_flight.set(left);
+        if left == 0 {
+            self.0.next();
+        }
     }
 }
 
@@ -87,6 +97,23 @@ mod tests {
         turns.next();
         assert!(wait.as_mut().poll(&mut cx).is_ready());
         drop(busy);
+        assert!(!turns.in_flight());
+    }
+
+    #[test]
+    fn the_last_io_in_flight_ending_ends_the_turn_of_whoever_waits() {
+        // A leader saw I/O in flight and waits; that I/O ends in the same
+        // turn (its task runs after the leader's): no completion will
+        // come, so the wait must end now, not at the ring's idle timeout.
+        let turns = Turns::default();
+        let (first, second) = (turns.busy(), turns.busy());
+        let mut wait = std::pin::pin!(turns.wait());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        drop(first);
+        assert!(wait.as_mut().poll(&mut cx).is_pending(), "I/O is still in flight: its completion will end the turn");
+        drop(second);
+        assert!(wait.as_mut().poll(&mut cx).is_ready());
         assert!(!turns.in_flight());
     }
 }
