@@ -305,7 +305,8 @@ async fn write_split(
 ) -> Result<Done, UblkError> {
     let edge = |edge: Option<(Part, std::ops::Range<u64>)>| async move {
         let (part, unit) = edge?;
-        let mut own = scratch::take(1, part.range.end as usize - part.range.start as usize).pop()?;
+        // None says written: a part without a buffer goes to the pool.
+        let Some(mut own) = scratch::take(1, part.range.end as usize - part.range.start as usize).pop() else { return Some(part) };
         let outcome = io.gathering.write_part(q, &io.copy, io.tag, &mut own, &part, unit, device).await;
         scratch::give_back(vec![own]);
         (!matches!(outcome, Outcome::Written)).then_some(part)
