@@ -4,6 +4,7 @@
 //! (`gather.rs`), but only while I/O of this queue is in flight: only a
 //! completion (or a new request from the kernel, which may never come)
 //! ends a turn, so with nothing in flight the next one might never come.
+//! For the same reason the last I/O in flight ending ends the turn too.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
