@@ -1,7 +1,8 @@
 # Requests in flight together served as one (frontend/ublk/gather.rs), on
 # raid5 over 4 legs with 64 KiB chunks (stripes of 192 KiB of data):
-# 1. 4k random writes at depth 32 over 1 MiB, verified by fio: writes of one
-#    stripe that arrive together are written as one;
+# 1. 4k random writes at depth 32 over 1 MiB, verified by fio, then 4096
+#    more over the next MiB: writes of one stripe that arrive together are
+#    written as one;
 # 2. 64k sequential writes at depth 16, verified: neighbours in a stripe are
 #    one write (a whole stripe reads nothing);
 # 3. 1 MiB sequential writes at depth 8, verified: each starts and ends
@@ -17,6 +18,11 @@ wipe 4
 serve g --layout raid5 --args left-symmetric --legs "$(legs 4)" --chunk 64K --direct
 job4k="--name=g4k --filename=/dev/ublkb0 --rw=randwrite --bs=4k --iodepth=32 --ioengine=io_uring --direct=1 --size=1M --verify=crc32c --verify_fatal=1 --randseed=7"
 fio $job4k --do_verify=1 > /tmp/fio.log 2>&1 && grep -q "err= 0" /tmp/fio.log || { cat /tmp/fio.log; fail "4k random writes: fio verify failed"; }
+# The verified job writes each block once, 256 writes: too few to be sure
+# some arrive together: 4096 more over the next MiB (left alone after),
+# of which a few in a hundred share their stripe's write.
+fio --name=g4kmore --filename=/dev/ublkb0 --rw=randwrite --bs=4k --iodepth=32 --ioengine=io_uring --direct=1 --offset=1M --size=1M \
+    --io_size=16M --randseed=8 > /tmp/fio.log 2>&1 && grep -q "err= 0" /tmp/fio.log || { cat /tmp/fio.log; fail "4k random writes: fio failed"; }
 w1=$(gathered 1)
 [ -n "$w1" ] && [ "$w1" -gt 0 ] || fail "4k random writes over 1 MiB at depth 32: none gathered: $(status g | grep gathered)"
 echo "4k random writes: verify clean, $w1 written with others"
