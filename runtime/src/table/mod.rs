@@ -108,6 +108,16 @@ impl Table {
             .join("\n")
     }
 
+    /// The segment that holds `len` bytes from `offset` whole, and the
+    /// offset within it; None when the range is outside the table or
+    /// crosses segments.
+    fn one_segment(&self, offset: u64, len: u64) -> Option<(&Segment, u64)> {
+        check_range(self, offset, len).ok()?;
+        let seg = self.segments.get(self.index.find(offset / 512))?;
+        let within = offset.checked_sub(seg.start)?;
+        (within.checked_add(len)? <= seg.len.load(Ordering::Acquire)).then_some((seg, within))
+    }
+
     /// Apply `f(device, offset within the segment, range start, len)` to
     /// each segment piece of a request.
     fn each(&self, offset: u64, len: u64, mut f: impl FnMut(&dyn BlockDevice, u64, usize, usize) -> io::Result<()>) -> io::Result<()> {
@@ -175,23 +185,17 @@ impl BlockDevice for Table {
     }
     /// Staged when the read lies within one segment.
     fn stage_read(&self, offset: u64, len: u64) -> Option<Box<dyn crate::device::staged::StagedRead + '_>> {
-        check_range(self, offset, len).ok()?;
-        let seg = self.segments.get(self.index.find(offset / 512))?;
-        let within = offset.checked_sub(seg.start)?;
-        (within + len <= seg.len.load(Ordering::Acquire)).then(|| seg.device.stage_read(within, len)).flatten()
+        let (seg, within) = self.one_segment(offset, len)?;
+        seg.device.stage_read(within, len)
     }
     /// Staged when the write lies within one segment.
     fn stage_write(&self, offset: u64, len: u64, fua: bool) -> Option<Box<dyn crate::device::staged::StagedWrite + '_>> {
-        check_range(self, offset, len).ok()?;
-        let seg = self.segments.get(self.index.find(offset / 512))?;
-        let within = offset.checked_sub(seg.start)?;
-        (within + len <= seg.len.load(Ordering::Acquire)).then(|| seg.device.stage_write(within, len, fua)).flatten()
+        let (seg, within) = self.one_segment(offset, len)?;
+        seg.device.stage_write(within, len, fua)
     }
     /// The segment's unit, clipped to the segment.
     fn gather_unit(&self, offset: u64, kind: crate::device::Gather) -> Option<std::ops::Range<u64>> {
-        check_range(self, offset, 1).ok()?;
-        let seg = self.segments.get(self.index.find(offset / 512))?;
-        let within = offset.checked_sub(seg.start)?;
+        let (seg, within) = self.one_segment(offset, 1)?;
         let unit = seg.device.gather_unit(within, kind)?;
         let end = unit.end.min(seg.len.load(Ordering::Acquire));
         (unit.start < end).then_some(seg.start.checked_add(unit.start)?..seg.start.checked_add(end)?)
