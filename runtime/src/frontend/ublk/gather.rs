@@ -162,9 +162,14 @@ pub enum Outcome {
 /// The unit a request of `range` belongs to, if it lies strictly inside
 /// one small enough to gather.
 fn unit_of(device: &dyn BlockDevice, range: &Range<u64>, kind: Gather) -> Option<Range<u64>> {
-    let unit = device.gather_unit(range.start, kind)?;
-    let inside = unit.start <= range.start && range.start < range.end && range.end <= unit.end && *range != unit;
-    (inside && unit.end - unit.start <= MAX_UNIT).then_some(unit)
+    device.gather_unit(range.start, kind).filter(|unit| gathers(unit, range))
+}
+
+/// Whether `range` (not empty) lies strictly inside `unit`, one small
+/// enough to gather.
+fn gathers(unit: &Range<u64>, range: &Range<u64>) -> bool {
+    let inside = unit.start <= range.start && range.start < range.end && range.end <= unit.end && range != unit;
+    inside && unit.end - unit.start <= MAX_UNIT
 }
 
 fn overlaps(a: &Range<u64>, b: &Range<u64>) -> bool {
@@ -236,9 +241,9 @@ impl Gathering {
         if !self.enabled {
             return Outcome::Alone;
         }
-        let Some(range) = request.offset.checked_add(request.len).map(|end| request.offset..end) else { return Outcome::Alone };
+        let Some(range) = request.range() else { return Outcome::Alone };
         let Some(unit) = unit_of(device, &range, Gather::Write) else { return Outcome::Alone };
-        let part = Part { range, from: 0, fua: request.flags & libublk::sys::UBLK_IO_F_FUA != 0 };
+        let part = Part { range, from: 0, fua: request.fua() };
         self.write_part(q, copy, tag, own, &part, unit, device).await
     }
 
@@ -251,12 +256,7 @@ impl Gathering {
         if !self.enabled {
             return None;
         }
-        let fua = request.flags & libublk::sys::UBLK_IO_F_FUA != 0;
-        let range = request.offset..request.offset.checked_add(request.len)?;
-        let part = |at: &Range<u64>| {
-            let unit = unit_of(device, at, Gather::Write)?;
-            Some((Part { range: at.clone(), from: (at.start - range.start) as usize, fua }, unit))
-        };
+        let (fua, range) = (request.fua(), request.range()?);
         let first = device.gather_unit(range.start, Gather::Write)?;
         let last = device.gather_unit(range.end.checked_sub(1)?, Gather::Write)?;
         if !first.contains(&range.start) || !last.contains(&(range.end - 1)) || first.end > last.start {
@@ -264,8 +264,9 @@ impl Gathering {
             // answered a unit that is not where it was asked): nothing to cut.
             return None;
         }
-        let head = part(&(range.start..first.end.min(range.end)));
-        let tail = part(&(last.start.max(range.start)..range.end));
+        let part = |at: Range<u64>, unit: Range<u64>| gathers(&unit, &at).then(|| (Part { from: (at.start - range.start) as usize, range: at, fua }, unit));
+        let head = part(range.start..first.end.min(range.end), first);
+        let tail = part(last.start.max(range.start)..range.end, last);
         let middle = head.as_ref().map_or(range.start, |(p, _)| p.range.end)..tail.as_ref().map_or(range.end, |(p, _)| p.range.start);
         (head.is_some() || tail.is_some()).then(|| Split { head, middle: Part { from: (middle.start - range.start) as usize, range: middle, fua }, tail })
     }
@@ -388,7 +389,7 @@ impl Gathering {
         if !self.enabled {
             return None;
         }
-        let range = request.offset.checked_add(request.len).map(|end| request.offset..end)?;
+        let range = request.range()?;
         let unit = unit_of(device, &range, Gather::Rebuild)?;
         {
             let mut groups = self.reads.borrow_mut();

@@ -31,8 +31,14 @@ impl Request {
         Request { op: iod.op_flags & 0xff, flags: iod.op_flags >> 8 << 8, offset: iod.start_sector << 9, len: u64::from(iod.nr_sectors) << 9 }
     }
 
-    fn fua(&self) -> bool {
+    pub fn fua(&self) -> bool {
         self.flags & sys::UBLK_IO_F_FUA != 0
+    }
+
+    /// The bytes it covers on the device; None if they pass the end of
+    /// the address space.
+    pub fn range(&self) -> Option<std::ops::Range<u64>> {
+        Some(self.offset..self.offset.checked_add(self.len)?)
     }
 }
 

@@ -86,7 +86,8 @@ pub fn run(qid: u16, dev: &UblkDev, device: Arc<dyn BlockDevice>, jobs: Jobs, ga
         let (q, jobs, wake, device, copy, gathering, turns) =
             (queue.clone(), jobs.clone(), wake.clone(), device.clone(), copy.clone(), gathering.clone(), turns.clone());
         tags.push(executor.spawn(async move {
-            let tag_io = TagIo { tag, jobs, wake, copy, gathering, turns, fixed, zero_copy };
+            let (reply, replies) = smol::channel::bounded(1);
+            let tag_io = TagIo { tag, jobs, reply, replies, wake, copy, gathering, turns, fixed, zero_copy };
             match serve_tag(&q, &tag_io, buf, &*device).await {
                 Ok(()) | Err(UblkError::QueueIsDown) => {}
                 Err(e) => tracing::error!(queue = qid, tag, "ublk tag stopped: {}", super::describe(&e)),
@@ -145,6 +146,9 @@ fn register(region: &buffers::Region, qid: u16) -> bool {
 struct TagIo {
     tag: u16,
     jobs: Jobs,
+    /// Where the pool sends this tag's requests back (one at a time).
+    reply: smol::channel::Sender<Done>,
+    replies: smol::channel::Receiver<Done>,
     wake: Arc<File>,
     copy: Arc<UserCopy>,
     /// Writes of one stripe and degraded reads of one chunk in flight
@@ -177,6 +181,21 @@ impl TagIo {
         }
     }
 
+    /// Serve `request` by the pool, `buf` and `pieces` travelling with it
+    /// and back.
+    async fn to_pool(&self, request: Request, work: Work, buf: TagBuf, pieces: Vec<Piece>) -> Result<Done, UblkError> {
+        let job = Job { request, tag: self.tag, work, buf, pieces, copy: self.copy.clone(), reply: self.reply.clone(), wake: self.wake.clone() };
+        // The pool outlives every queue; if it is gone the process is
+        // going down and the request cannot be served.
+        match self.jobs.send(job) {
+            Ok(()) => {
+                let _busy = self.turns.busy();
+                self.replies.recv().await.map_err(|_| UblkError::OtherError(-libc::EIO))
+            }
+            Err(job) => Ok((job.buf, job.pieces, -libc::EIO)),
+        }
+    }
+
     /// This request's pages are the ring's fixed buffer `tag`.
     fn registered(&self, request: &Request) -> bool {
         self.zero_copy && request.flags & libublk::sys::UBLK_IO_F_NEED_REG_BUF == 0
@@ -193,8 +212,6 @@ const DELIVER_INLINE_MAX: u64 = 128 << 10;
 /// and fetch the next, until the queue goes down.
 async fn serve_tag(q: &UblkQueue<'_>, io: &TagIo, mut buf: TagBuf, device: &dyn BlockDevice) -> Result<(), UblkError> {
     let tag = io.tag;
-    let (reply, replies) = smol::channel::bounded(1);
-    let pool = ToPool { reply, replies };
     let mut extents = Vec::new();
     let mut pieces = Vec::new();
     // User copy: the kernel is given no buffer and never copies.
@@ -248,41 +265,14 @@ async fn serve_tag(q: &UblkQueue<'_>, io: &TagIo, mut buf: TagBuf, device: &dyn 
                 continue;
             }
         }
-        if request.op == libublk::sys::UBLK_IO_OP_WRITE
-            && request.len > DELIVER_INLINE_MAX
-            && let Some(split) = io.gathering.split(&request, device)
-        {
-            let (back, back_pieces, result) = write_split(q, io, buf, pieces, &request, split, device, &pool).await?;
-            buf = back;
-            pieces = back_pieces;
-            q.submit_io_commit_cmd(tag, io.desc(), result).await?;
-            continue;
-        }
-        let (back, back_pieces, result) = pool.serve(io, request, work, buf, pieces).await?;
+        let split = if request.op == libublk::sys::UBLK_IO_OP_WRITE && request.len > DELIVER_INLINE_MAX { io.gathering.split(&request, device) } else { None };
+        let (back, back_pieces, result) = match split {
+            Some(split) => write_split(q, io, buf, pieces, &request, split, device).await?,
+            None => io.to_pool(request, work, buf, pieces).await?,
+        };
         buf = back;
         pieces = back_pieces;
         q.submit_io_commit_cmd(tag, io.desc(), result).await?;
-    }
-}
-
-/// A tag's way to the pool: its job sent, its reply awaited.
-struct ToPool {
-    reply: smol::channel::Sender<Done>,
-    replies: smol::channel::Receiver<Done>,
-}
-
-impl ToPool {
-    async fn serve(&self, io: &TagIo, request: Request, work: Work, buf: TagBuf, pieces: Vec<Piece>) -> Result<Done, UblkError> {
-        let job = Job { request, tag: io.tag, work, buf, pieces, copy: io.copy.clone(), reply: self.reply.clone(), wake: io.wake.clone() };
-        // The pool outlives every queue; if it is gone the process is
-        // going down and the request cannot be served.
-        match io.jobs.send(job) {
-            Ok(()) => {
-                let _busy = io.turns.busy();
-                self.replies.recv().await.map_err(|_| UblkError::OtherError(-libc::EIO))
-            }
-            Err(job) => Ok((job.buf, job.pieces, -libc::EIO)),
-        }
     }
 }
 
@@ -292,7 +282,6 @@ impl ToPool {
 /// stripes between by the pool, all at once. A part its group could not
 /// write goes to the pool after. The request's result: its length, or
 /// the first part's error.
-#[allow(clippy::too_many_arguments)]
 async fn write_split(
     q: &UblkQueue<'_>,
     io: &TagIo,
@@ -301,7 +290,6 @@ async fn write_split(
     request: &Request,
     split: Split,
     device: &dyn BlockDevice,
-    pool: &ToPool,
 ) -> Result<Done, UblkError> {
     let edge = |edge: Option<(Part, std::ops::Range<u64>)>| async move {
         let (part, unit) = edge?;
@@ -316,12 +304,12 @@ async fn write_split(
         if split.middle.range.is_empty() {
             return Ok((buf, pieces, 0));
         }
-        pool.serve(io, part_request(&split.middle), Work::WritePart { from: split.middle.from }, buf, pieces).await
+        io.to_pool(part_request(&split.middle), Work::WritePart { from: split.middle.from }, buf, pieces).await
     };
     let ((head, tail), done) = smol::future::zip(smol::future::zip(edge(split.head), edge(split.tail)), middle).await;
     let (mut buf, mut pieces, mut result) = done?;
     for part in [head, tail].into_iter().flatten() {
-        let (back, back_pieces, r) = pool.serve(io, part_request(&part), Work::WritePart { from: part.from }, buf, pieces).await?;
+        let (back, back_pieces, r) = io.to_pool(part_request(&part), Work::WritePart { from: part.from }, buf, pieces).await?;
         (buf, pieces) = (back, back_pieces);
         if result >= 0 {
             result = r;
@@ -447,7 +435,7 @@ async fn read_zero_copy(q: &UblkQueue<'_>, turns: &Turns, tag: u16, len: u64, ex
 /// awaited. False when the device cannot stage it or abandons it: the pool
 /// then serves it the plain way, fetching the data again.
 async fn write_staged(q: &UblkQueue<'_>, io: &TagIo, buf: &mut TagBuf, request: &Request, device: &dyn BlockDevice) -> bool {
-    let Some(mut staged) = device.stage_write(request.offset, request.len, request.flags & libublk::sys::UBLK_IO_F_FUA != 0) else {
+    let Some(mut staged) = device.stage_write(request.offset, request.len, request.fua()) else {
         return false;
     };
     let Some(data) = usize::try_from(request.len).ok().and_then(|n| buf.as_mut_slice().get_mut(..n)) else {
