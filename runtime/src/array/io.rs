@@ -293,13 +293,11 @@ impl Array {
             let all_read = self.leg_read_all(&mut reads).iter().all(|&r| r);
             drop(reads);
             if !all_read {
-                scratch::give_back(sources);
                 continue; // a source leg just died: plan again without it
             }
             let refs: Vec<&[u8]> = sources.iter().map(|b| &**b).collect();
             encode(&EncodeMatrix::new(&[plan.rebuild[k].clone()]), &refs, &mut [out]);
             drop(refs);
-            scratch::give_back(sources);
             return Ok(());
         }
         Err(ArrayError::Unrecoverable { stripe: s, detail: format!("data chunk {k}: legs kept failing while rebuilding it") })
@@ -400,7 +398,6 @@ impl Array {
             writes.extend(parity_writes(view, &parity, &out));
             self.leg_write_all(&writes, x0, fua);
             drop(writes);
-            scratch::give_back(out);
             return Ok(());
         }
         let mut parity_out: Vec<Scratch> = Vec::new();
@@ -429,7 +426,6 @@ impl Array {
         }
         self.leg_write_all(&writes, x0, fua);
         drop(writes);
-        scratch::give_back(parity_out);
         Ok(())
     }
 
@@ -495,9 +491,6 @@ impl Array {
         }
         self.leg_write_all(&writes, 0, fua);
         drop(writes);
-        for out in outs {
-            scratch::give_back(out);
-        }
         for (view, s) in views.iter().zip(stripes) {
             self.check_stripe_survives(layout, view, s)?;
         }
@@ -512,12 +505,11 @@ impl Array {
         let slots = &view.shape.slots;
         let copies_of = |k: usize| slots.iter().enumerate().filter(move |(_, sl)| matches!(sl.role, Role::Data(j) | Role::Replica(j) if j as usize == k));
         let mut deltas = scratch::take(touched.len(), len);
-        scratch::give_back(std::mem::take(out));
+        out.clear();
         *out = scratch::take(parity.len(), len);
         // The first live copy of each touched chunk, and every parity.
         let first_copy = |k: usize| copies_of(k).find(|(_, sl)| self.leg_alive(sl.leg)).or_else(|| copies_of(k).next()).map(|(i, _)| i);
         let Some(data_slots) = touched.iter().map(|(k, _)| first_copy(*k)).collect::<Option<Vec<usize>>>() else {
-            scratch::give_back(deltas);
             return false;
         };
         let mut reads: Vec<LegRead> = data_slots
@@ -537,12 +529,10 @@ impl Array {
             }
         }
         if !all {
-            scratch::give_back(deltas);
             return false;
         }
         let coefficients: Vec<&[u8]> = parity.iter().map(|(_, c)| *c).collect();
         rmw_parity(&coefficients, touched, &mut deltas, out);
-        scratch::give_back(deltas);
         true
     }
 
@@ -581,10 +571,7 @@ impl Array {
         drop(reads);
         for (n, k) in untouched.iter().enumerate() {
             if !read_of[n].is_some_and(|r| read[r]) {
-                if let Err(e) = self.rebuild(layout, view, s, *k, x0, &mut owned[n]) {
-                    scratch::give_back(owned);
-                    return Err(e);
-                }
+                self.rebuild(layout, view, s, *k, x0, &mut owned[n])?;
             }
         }
         let values: Vec<&[u8]> = (0..d)
@@ -594,10 +581,9 @@ impl Array {
             })
             .collect();
         let coefficients: Vec<&[u8]> = parity.iter().map(|(_, c)| *c).collect();
-        scratch::give_back(std::mem::take(out));
+        out.clear();
         *out = encode_parity(&coefficients, &values, len);
         drop(values);
-        scratch::give_back(owned);
         Ok(())
     }
 

@@ -327,10 +327,3 @@ impl StagedWrite for ArrayWrite<'_> {
         }
     }
 }
-
-impl Drop for ArrayWrite<'_> {
-    fn drop(&mut self) {
-        scratch::give_back(std::mem::take(&mut self.bufs));
-        scratch::give_back(std::mem::take(&mut self.out));
-    }
-}

@@ -115,9 +115,3 @@ impl StagedRead for DegradedRead<'_> {
         Step::Done
     }
 }
-
-impl Drop for DegradedRead<'_> {
-    fn drop(&mut self) {
-        scratch::give_back(std::mem::take(&mut self.sources));
-    }
-}

@@ -368,7 +368,6 @@ impl Gathering {
                 }
             }
         }
-        scratch::give_back(vec![buf]);
         if leader { Outcome::Written } else { Outcome::Refused }
     }
 

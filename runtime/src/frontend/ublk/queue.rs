@@ -296,7 +296,6 @@ async fn write_split(
         // None says written: a part without a buffer goes to the pool.
         let Some(mut own) = scratch::take(1, part.range.end as usize - part.range.start as usize).pop() else { return Some(part) };
         let outcome = io.gathering.write_part(q, &io.copy, io.tag, &mut own, &part, unit, device).await;
-        scratch::give_back(vec![own]);
         (!matches!(outcome, Outcome::Written)).then_some(part)
     };
     let part_request = |part: &Part| Request { offset: part.range.start, len: part.range.end - part.range.start, ..*request };
