@@ -81,8 +81,7 @@ impl Pool {
             self.classes.resize_with(CLASSES, Vec::new);
         }
         // The class a buffer serves: every request it is at least as large as.
-        let class = (usize::BITS - 1 - size.leading_zeros()) as usize;
-        self.classes[class].push(mem);
+        self.classes[size.ilog2() as usize].push(mem);
         self.bytes += size;
     }
 }
