@@ -112,11 +112,53 @@ impl Array {
                 }
             }
         }
-        for (i, &(leg, chunk, buf)) in writes.iter().enumerate() {
-            if !ok[i] {
-                ok[i] = self.leg_write(leg, chunk, within, buf, fua);
+        // The rest the plain way, those that follow one another on a leg
+        // as one write: over a remote leg a 1 MiB raid1 write of 64 KiB
+        // chunks was 16 round trips per leg, one after the other.
+        let rest: Vec<usize> = (0..writes.len()).filter(|&i| !ok[i]).collect();
+        for run in self.runs_on_legs(writes, within, rest) {
+            let (leg, chunk, _) = writes[run[0]];
+            let done = if let [i] = run[..] {
+                self.leg_write(leg, chunk, within, writes[i].2, fua)
+            } else {
+                let bufs: Vec<&[u8]> = run.iter().map(|&i| writes[i].2).collect();
+                self.leg_write_gathered(leg, chunk, within, &bufs, fua)
+            };
+            for &i in &run {
+                ok[i] = done;
             }
         }
         ok
     }
+
+    /// `which` of `writes` cut into runs that follow one another on one leg
+    /// (each the next bytes of the leg after the one before), in leg and
+    /// offset order; a run holds at most `RUN_BYTES` and `RUN_WRITES`.
+    fn runs_on_legs(&self, writes: &[(u32, u64, &[u8])], within: u64, mut which: Vec<usize>) -> Vec<Vec<usize>> {
+        let at = |i: usize| writes[i].1.saturating_mul(self.chunk_bytes).saturating_add(within);
+        which.sort_unstable_by_key(|&i| (writes[i].0, at(i)));
+        let mut runs: Vec<Vec<usize>> = Vec::new();
+        let mut bytes = 0usize;
+        for i in which {
+            let follows = runs.last().and_then(|r| r.last()).is_some_and(|&p| {
+                writes[p].0 == writes[i].0 && at(p).checked_add(writes[p].2.len() as u64) == Some(at(i)) && bytes + writes[i].2.len() <= RUN_BYTES
+            });
+            match runs.last_mut() {
+                Some(run) if follows && run.len() < RUN_WRITES => {
+                    run.push(i);
+                    bytes += writes[i].2.len();
+                }
+                _ => {
+                    runs.push(vec![i]);
+                    bytes = writes[i].2.len();
+                }
+            }
+        }
+        runs
+    }
 }
+
+/// The most one gathered write carries: a remote leg's largest request
+/// (`NbdLeg::MAX_CHUNK`), and few enough buffers for one `writev`.
+const RUN_BYTES: usize = 4 << 20;
+const RUN_WRITES: usize = 256;

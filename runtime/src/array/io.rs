@@ -55,6 +55,13 @@ impl Array {
         self.leg_change(leg, chunk, within, "write", |d, at| d.write_at(buf, at, fua))
     }
 
+    /// `leg_write` of `bufs`, which follow one another on the leg from
+    /// `within` of `chunk`: one write where the device makes them one (a
+    /// remote leg's request), so one round trip rather than one each.
+    pub(super) fn leg_write_gathered(&self, leg: u32, chunk: u64, within: u64, bufs: &[&[u8]], fua: bool) -> bool {
+        self.leg_change(leg, chunk, within, "write", |d, at| d.write_gathered(bufs, at, fua))
+    }
+
     /// `leg_write` of a whole chunk of zeroes, as write-zeroes (the device
     /// deallocates or zeroes in place; a remote leg sends no data).
     pub(super) fn leg_write_zeroes(&self, leg: u32, chunk: u64) -> bool {

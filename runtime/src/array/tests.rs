@@ -386,3 +386,74 @@ fn gather_units_are_the_full_stripe_for_writes_and_the_chunk_for_rebuilds() {
     let r0 = array(dir0.path(), "raid0", 4, 24, "");
     assert_eq!(r0.gather_unit(0, Gather::Write), None);
 }
+
+/// A leg that counts the write requests it is given, as a remote leg's
+/// round trips.
+struct CountingLeg {
+    inner: crate::device::mem::MemLeg,
+    requests: std::sync::atomic::AtomicUsize,
+}
+
+impl BlockDevice for CountingLeg {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> std::io::Result<()> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.write_at(buf, offset, fua)
+    }
+    fn write_gathered(&self, bufs: &[&[u8]], offset: u64, fua: bool) -> std::io::Result<()> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        crate::device::write_each(&self.inner, bufs, offset, fua)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+    fn discard(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.inner.discard(offset, len)
+    }
+    fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> std::io::Result<()> {
+        self.inner.write_zeroes(offset, len, fua)
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[test]
+fn chunks_that_follow_one_another_on_a_leg_without_the_ring_go_as_one_write() {
+    // raid1 over two legs the ring cannot take (no file behind them, as a
+    // remote leg), 4 KiB chunks: a 64 KiB write is 16 chunks on each leg,
+    // which used to be 16 requests per leg, one round trip after another.
+    let legs: Vec<Arc<CountingLeg>> =
+        (0..2).map(|i| Arc::new(CountingLeg { inner: crate::device::mem::MemLeg::new(format!("m{i}"), 1 << 20), requests: Default::default() })).collect();
+    let devices: Vec<(Arc<dyn BlockDevice>, u64)> = legs.iter().map(|l| (l.clone() as Arc<dyn BlockDevice>, 0)).collect();
+    let loaded = Arc::new(component::load(&SANDBOX, crate::builtins::find("raid1").expect("built-in")).expect("load"));
+    let g = Geometry { chunk_sectors: 8, leg_chunks: vec![256; 2], args: String::new() };
+    let a = Array::new("raid1", devices, ProvenLayout::prove(loaded, g).expect("prove"));
+    let data: Vec<u8> = (0..65_536u32).map(|i| (i % 251) as u8).collect();
+    a.write_at(&data, 8192, false).unwrap();
+    for l in &legs {
+        assert_eq!(l.requests.load(Ordering::Relaxed), 1, "one request per leg for a write that is one run on each");
+        let mut back = vec![0u8; data.len()];
+        l.read_at(&mut back, 8192).unwrap();
+        assert_eq!(back, data);
+    }
+    // Runs are cut where the leg's bytes stop following one another: a
+    // raid0 write of two whole stripes over two legs is two runs of two
+    // chunks, one per leg.
+    let r0: Vec<Arc<CountingLeg>> =
+        (0..2).map(|i| Arc::new(CountingLeg { inner: crate::device::mem::MemLeg::new(format!("r{i}"), 1 << 20), requests: Default::default() })).collect();
+    let devices: Vec<(Arc<dyn BlockDevice>, u64)> = r0.iter().map(|l| (l.clone() as Arc<dyn BlockDevice>, 0)).collect();
+    let loaded = Arc::new(component::load(&SANDBOX, crate::builtins::find("raid0").expect("built-in")).expect("load"));
+    let g = Geometry { chunk_sectors: 8, leg_chunks: vec![256; 2], args: String::new() };
+    let b = Array::new("raid0", devices, ProvenLayout::prove(loaded, g).expect("prove"));
+    b.write_at(&data[..16_384], 0, false).unwrap();
+    assert_eq!(r0.iter().map(|l| l.requests.load(Ordering::Relaxed)).collect::<Vec<_>>(), vec![1, 1]);
+    let mut back = vec![0u8; 16_384];
+    b.read_at(&mut back, 0).unwrap();
+    assert_eq!(back, data[..16_384]);
+}

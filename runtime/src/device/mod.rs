@@ -26,6 +26,16 @@ pub fn open_leg(text: &str, flags: file::OpenFlags) -> io::Result<Arc<dyn BlockD
     Ok(Arc::new(file::FileLeg::open(std::path::Path::new(text), flags)?))
 }
 
+/// `bufs` one after another from `offset`, a `write_at` each.
+pub fn write_each<D: BlockDevice + ?Sized>(device: &D, bufs: &[&[u8]], offset: u64, fua: bool) -> io::Result<()> {
+    let mut at = offset;
+    for buf in bufs {
+        device.write_at(buf, at, fua)?;
+        at += buf.len() as u64;
+    }
+    Ok(())
+}
+
 /// A byte-addressed block device with synchronous I/O.
 ///
 /// Offsets and lengths are in bytes; callers keep them within `size()`.
@@ -37,6 +47,12 @@ pub trait BlockDevice: Send + Sync {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Write `buf` at `offset`; with `fua` the data is durable on return.
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()>;
+    /// Write `bufs` one after another from `offset`, as `write_at` of each
+    /// in turn. A device with a round trip per request (a remote leg) sends
+    /// them as one; `fua` covers every one of them.
+    fn write_gathered(&self, bufs: &[&[u8]], offset: u64, fua: bool) -> io::Result<()> {
+        write_each(self, bufs, offset, fua)
+    }
     /// Make every completed write durable.
     fn flush(&self) -> io::Result<()>;
     /// A hint that the range is unused; reads of it may return anything.

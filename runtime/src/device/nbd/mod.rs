@@ -135,7 +135,8 @@ impl NbdLeg {
     }
 
     /// Send one request and wait for its answer, across reconnections.
-    fn call(&self, command: u16, flags: u16, offset: u64, len: u64, payload: Option<&[u8]>) -> io::Result<Payload> {
+    /// `payload`: a write's data, in pieces sent one after another.
+    fn call(&self, command: u16, flags: u16, offset: u64, len: u64, payload: &[&[u8]]) -> io::Result<Payload> {
         let started = Instant::now();
         let deadline = started + self.options.timeout;
         loop {
@@ -254,7 +255,7 @@ impl NbdLeg {
 
     /// `buf` from `offset`, in requests of at most the largest piece.
     fn read_pieces(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.each_piece(offset, buf.len() as u64, |at, n, from| match self.call(CMD_READ, 0, at, n, None)? {
+        self.each_piece(offset, buf.len() as u64, |at, n, from| match self.call(CMD_READ, 0, at, n, &[])? {
             // The reply reader checked the length: exactly `n`.
             Payload::Data(data) if data.len() as u64 == n => {
                 buf[from..from + data.len()].copy_from_slice(&data);
@@ -268,7 +269,7 @@ impl NbdLeg {
     fn write_pieces(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
         let native_fua = fua && self.has(TFLAG_SEND_FUA);
         self.each_piece(offset, buf.len() as u64, |at, n, from| {
-            self.call(CMD_WRITE, if native_fua { CMD_FLAG_FUA } else { 0 }, at, n, Some(&buf[from..from + n as usize])).map(drop)
+            self.call(CMD_WRITE, if native_fua { CMD_FLAG_FUA } else { 0 }, at, n, &[&buf[from..from + n as usize]]).map(drop)
         })?;
         if fua && !native_fua { self.flush() } else { Ok(()) }
     }
@@ -349,8 +350,20 @@ impl BlockDevice for NbdLeg {
         whole[from..from + buf.len()].copy_from_slice(buf);
         self.write_pieces(&whole, start, fua)
     }
+    fn write_gathered(&self, bufs: &[&[u8]], offset: u64, fua: bool) -> io::Result<()> {
+        let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        super::check_range(self, offset, len)?;
+        // One request when it is one: the server's whole blocks, no larger
+        // than its largest; otherwise buffer by buffer, as `write_at`.
+        if self.widened(offset, len).is_some() || len > self.max_piece() {
+            return super::write_each(self, bufs, offset, fua);
+        }
+        let native_fua = fua && self.has(TFLAG_SEND_FUA);
+        self.call(CMD_WRITE, if native_fua { CMD_FLAG_FUA } else { 0 }, offset, len, bufs)?;
+        if fua && !native_fua { self.flush() } else { Ok(()) }
+    }
     fn flush(&self) -> io::Result<()> {
-        if self.has(TFLAG_SEND_FLUSH) { self.call(CMD_FLUSH, 0, 0, 0, None).map(drop) } else { Ok(()) }
+        if self.has(TFLAG_SEND_FLUSH) { self.call(CMD_FLUSH, 0, 0, 0, &[]).map(drop) } else { Ok(()) }
     }
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         super::check_range(self, offset, len)?;
@@ -360,7 +373,7 @@ impl BlockDevice for NbdLeg {
         if !self.has(TFLAG_SEND_TRIM) || start >= end {
             return Ok(());
         }
-        self.each_piece(start, end - start, |at, n, _| self.call(CMD_TRIM, 0, at, n, None).map(drop))
+        self.each_piece(start, end - start, |at, n, _| self.call(CMD_TRIM, 0, at, n, &[]).map(drop))
     }
     fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> io::Result<()> {
         super::check_range(self, offset, len)?;
@@ -381,7 +394,7 @@ impl BlockDevice for NbdLeg {
         // NO_HOLE: a leg keeps the space its array counts on, so a thin
         // server cannot refuse a later write of this range for lack of it.
         let flags = if fua && self.has(TFLAG_SEND_FUA) { CMD_FLAG_FUA } else { 0 };
-        self.each_piece(inner_start, inner_end - inner_start, |at, n, _| self.call(CMD_WRITE_ZEROES, flags | CMD_FLAG_NO_HOLE, at, n, None).map(drop))?;
+        self.each_piece(inner_start, inner_end - inner_start, |at, n, _| self.call(CMD_WRITE_ZEROES, flags | CMD_FLAG_NO_HOLE, at, n, &[]).map(drop))?;
         if fua && flags == 0 { self.flush() } else { Ok(()) }
     }
     fn describe(&self) -> String {
@@ -411,7 +424,7 @@ impl BlockDevice for NbdLeg {
         let mut at = offset;
         while at < end {
             let ask = (end - at).min(Self::MAX_STATUS_ASK);
-            let Payload::Status(extents) = self.call(CMD_BLOCK_STATUS, 0, at, ask, None)? else {
+            let Payload::Status(extents) = self.call(CMD_BLOCK_STATUS, 0, at, ask, &[])? else {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: a BLOCK_STATUS at {at} answered without status", self.uri)));
             };
             let before = at;
@@ -478,7 +491,7 @@ impl Conn {
     /// Send one request, giving up at `deadline`: a caller stuck behind a
     /// send that does not progress waits no longer than its own deadline.
     #[allow(clippy::too_many_arguments)]
-    fn send(&self, command: u16, flags: u16, cookie: u64, offset: u64, len: u64, payload: Option<&[u8]>, deadline: Instant) -> io::Result<()> {
+    fn send(&self, command: u16, flags: u16, cookie: u64, offset: u64, len: u64, payload: &[&[u8]], deadline: Instant) -> io::Result<()> {
         let h = request_header(self.features.replies, command, flags, cookie, offset, len)?;
         let Some(mut w) = self.writer.try_lock_until(deadline) else {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "another request's send made no progress until this one's deadline"));
@@ -488,7 +501,7 @@ impl Conn {
         if self.cut.load(Ordering::Acquire) {
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "an earlier send was cut"));
         }
-        let sent = write_all_vectored(&mut w, h.as_slice(), payload.unwrap_or(&[]), deadline);
+        let sent = write_all_vectored(&mut w, h.as_slice(), payload, deadline);
         if sent.is_err() {
             self.cut.store(true, Ordering::Release);
         }
@@ -570,13 +583,14 @@ fn request_header(replies: Replies, command: u16, flags: u16, cookie: u64, offse
 
 /// Write all of it; a server that takes a trickle keeps it going only until
 /// `deadline`.
-fn write_all_vectored(w: &mut Stream, head: &[u8], data: &[u8], deadline: Instant) -> io::Result<()> {
-    let (mut head, mut data) = (head, data);
-    while !head.is_empty() || !data.is_empty() {
+fn write_all_vectored(w: &mut Stream, head: &[u8], data: &[&[u8]], deadline: Instant) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = std::iter::once(head).chain(data.iter().copied()).filter(|s| !s.is_empty()).map(IoSlice::new).collect();
+    let mut left: &mut [IoSlice<'_>] = &mut slices;
+    while !left.is_empty() {
         if Instant::now() >= deadline {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "the server took the request too slowly"));
         }
-        let n = match w.write_vectored(&[IoSlice::new(head), IoSlice::new(data)]) {
+        let n = match w.write_vectored(left) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -584,9 +598,7 @@ fn write_all_vectored(w: &mut Stream, head: &[u8], data: &[u8], deadline: Instan
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        let from_head = n.min(head.len());
-        head = &head[from_head..];
-        data = &data[n - from_head..];
+        IoSlice::advance_slices(&mut left, n);
     }
     Ok(())
 }
