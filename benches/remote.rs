@@ -3,7 +3,7 @@
 //! exports (multi-threaded, the fastest peer in `--bench nbd`) over TCP on
 //! loopback (127.0.0.1), the local ones the files themselves. fio's nbd engine against wasmraid's export (Unix socket),
 //! median of 3 alternating runs each: 4k random read and write at depth 32,
-//! 1 MiB sequential write at depth 8. The ratio is the figure (no bar).
+//! 1 MiB sequential write and read at depth 8. The ratio is the figure (no bar).
 
 mod peers;
 
@@ -27,10 +27,11 @@ fn main() {
         let args: Vec<String> = ["--layout", "raid1", "--legs", &legs.join(",")].iter().map(|s| s.to_string()).collect();
         peers::wasmraid(dir.path(), &args)
     };
-    let workloads: [(&str, &[&str], bool); 3] = [
+    let workloads: [(&str, &[&str], bool); 4] = [
         ("4k random read, depth 32", &["--rw=randread", "--bs=4k", "--iodepth=32", "--time_based", "--runtime=5", "--size=400M"], false),
         ("4k random write, depth 32", &["--rw=randwrite", "--bs=4k", "--iodepth=32", "--time_based", "--runtime=5", "--size=400M"], true),
         ("1 MiB sequential write, depth 8", &["--rw=write", "--bs=1M", "--iodepth=8", "--time_based", "--runtime=5", "--size=400M"], true),
+        ("1 MiB sequential read, depth 8", &["--rw=read", "--bs=1M", "--iodepth=8", "--time_based", "--runtime=5", "--size=400M"], false),
     ];
     println!("== raid1 of two remote legs (nbdkit file, TCP 127.0.0.1) vs the same raid1 of local legs (tmpfs files), median of 3 alternating runs");
     for (what, args, write) in workloads {

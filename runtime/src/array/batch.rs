@@ -65,9 +65,20 @@ impl Array {
                 }
             }
         }
-        for (i, r) in reads.iter_mut().enumerate() {
-            if !ok[i] && alive[i] {
-                ok[i] = self.leg_read(r.leg, r.chunk, r.within, r.buf);
+        // The rest the plain way, those that follow one another on a leg
+        // as one read (as `leg_write_all` does its writes).
+        let cb = self.chunk_bytes;
+        let places: Vec<(u32, u64, usize)> = reads.iter().map(|r| (r.leg, r.chunk.saturating_mul(cb).saturating_add(r.within), r.buf.len())).collect();
+        let starts: Vec<(u64, u64)> = reads.iter().map(|r| (r.chunk, r.within)).collect();
+        let rest: Vec<usize> = (0..reads.len()).filter(|&i| !ok[i] && alive[i]).collect();
+        let mut bufs: Vec<Option<&mut [u8]>> = reads.iter_mut().map(|r| Some(&mut *r.buf)).collect();
+        for run in runs_on_legs(&places, rest) {
+            let (leg, (chunk, within)) = (places[run[0]].0, starts[run[0]]);
+            let mut run_bufs: Vec<&mut [u8]> = run.iter().filter_map(|&i| bufs[i].take()).collect();
+            let done =
+                if let [buf] = &mut run_bufs[..] { self.leg_read(leg, chunk, within, buf) } else { self.leg_read_scattered(leg, chunk, within, &mut run_bufs) };
+            for &i in &run {
+                ok[i] = done;
             }
         }
         ok
@@ -115,8 +126,11 @@ impl Array {
         // The rest the plain way, those that follow one another on a leg
         // as one write: over a remote leg a 1 MiB raid1 write of 64 KiB
         // chunks was 16 round trips per leg, one after the other.
+        let cb = self.chunk_bytes;
+        let places: Vec<(u32, u64, usize)> =
+            writes.iter().map(|&(leg, chunk, buf)| (leg, chunk.saturating_mul(cb).saturating_add(within), buf.len())).collect();
         let rest: Vec<usize> = (0..writes.len()).filter(|&i| !ok[i]).collect();
-        for run in self.runs_on_legs(writes, within, rest) {
+        for run in runs_on_legs(&places, rest) {
             let (leg, chunk, _) = writes[run[0]];
             let done = if let [i] = run[..] {
                 self.leg_write(leg, chunk, within, writes[i].2, fua)
@@ -130,35 +144,37 @@ impl Array {
         }
         ok
     }
-
-    /// `which` of `writes` cut into runs that follow one another on one leg
-    /// (each the next bytes of the leg after the one before), in leg and
-    /// offset order; a run holds at most `RUN_BYTES` and `RUN_WRITES`.
-    fn runs_on_legs(&self, writes: &[(u32, u64, &[u8])], within: u64, mut which: Vec<usize>) -> Vec<Vec<usize>> {
-        let at = |i: usize| writes[i].1.saturating_mul(self.chunk_bytes).saturating_add(within);
-        which.sort_unstable_by_key(|&i| (writes[i].0, at(i)));
-        let mut runs: Vec<Vec<usize>> = Vec::new();
-        let mut bytes = 0usize;
-        for i in which {
-            let follows = runs.last().and_then(|r| r.last()).is_some_and(|&p| {
-                writes[p].0 == writes[i].0 && at(p).checked_add(writes[p].2.len() as u64) == Some(at(i)) && bytes + writes[i].2.len() <= RUN_BYTES
-            });
-            match runs.last_mut() {
-                Some(run) if follows && run.len() < RUN_WRITES => {
-                    run.push(i);
-                    bytes += writes[i].2.len();
-                }
-                _ => {
-                    runs.push(vec![i]);
-                    bytes = writes[i].2.len();
-                }
-            }
-        }
-        runs
-    }
 }
 
-/// The most one gathered write carries: a remote leg's largest request
-/// (`NbdLeg::MAX_CHUNK`), and few enough buffers for one `writev`.
+/// `which` of `places` (leg, byte on the leg, length) cut into runs that
+/// follow one another on one leg (each the next bytes of the leg after the
+/// one before), in leg and offset order; a run holds at most `RUN_BYTES`
+/// and `RUN_PIECES`.
+fn runs_on_legs(places: &[(u32, u64, usize)], mut which: Vec<usize>) -> Vec<Vec<usize>> {
+    which.sort_unstable_by_key(|&i| (places[i].0, places[i].1));
+    let mut runs: Vec<Vec<usize>> = Vec::new();
+    let mut bytes = 0usize;
+    for i in which {
+        let (leg, at, len) = places[i];
+        let follows = runs.last().and_then(|r| r.last()).is_some_and(|&p| {
+            let (p_leg, p_at, p_len) = places[p];
+            p_leg == leg && p_at.checked_add(p_len as u64) == Some(at) && bytes + len <= RUN_BYTES
+        });
+        match runs.last_mut() {
+            Some(run) if follows && run.len() < RUN_PIECES => {
+                run.push(i);
+                bytes += len;
+            }
+            _ => {
+                runs.push(vec![i]);
+                bytes = len;
+            }
+        }
+    }
+    runs
+}
+
+/// The most one gathered read or write carries: a remote leg's largest
+/// request (`NbdLeg::MAX_CHUNK`), and few enough buffers for one `writev`.
 const RUN_BYTES: usize = 4 << 20;
-const RUN_WRITES: usize = 256;
+const RUN_PIECES: usize = 256;

@@ -25,6 +25,19 @@ impl Array {
     /// Read from leg `leg` at chunk `chunk` + `within`; an error marks the
     /// leg dead and returns false.
     pub(super) fn leg_read(&self, leg: u32, chunk: u64, within: u64, buf: &mut [u8]) -> bool {
+        let len = buf.len() as u64;
+        self.leg_read_with(leg, chunk, within, len, |d, at| d.read_at(buf, at))
+    }
+
+    /// `leg_read` of `bufs`, which follow one another on the leg from
+    /// `within` of `chunk`: one read where the device makes them one (a
+    /// remote leg's request).
+    pub(super) fn leg_read_scattered(&self, leg: u32, chunk: u64, within: u64, bufs: &mut [&mut [u8]]) -> bool {
+        let len = bufs.iter().map(|b| b.len() as u64).sum();
+        self.leg_read_with(leg, chunk, within, len, |d, at| d.read_scattered(bufs, at))
+    }
+
+    fn leg_read_with(&self, leg: u32, chunk: u64, within: u64, len: u64, read: impl FnOnce(&dyn BlockDevice, u64) -> std::io::Result<()>) -> bool {
         let Some(l) = self.legs.get(leg as usize) else { return false };
         if !l.is_alive() {
             return false;
@@ -32,10 +45,10 @@ impl Array {
         let at = l.offset + chunk * self.chunk_bytes + within;
         l.inflight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let started = std::time::Instant::now();
-        let result = l.device().read_at(buf, at);
+        let result = read(&*l.device(), at);
         l.record_read_latency(started.elapsed());
         l.inflight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        l.last_position.store(at + buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        l.last_position.store(at + len, std::sync::atomic::Ordering::Relaxed);
         match result {
             Ok(()) => {
                 Counters::add(&l.reads, 1);

@@ -387,11 +387,13 @@ fn gather_units_are_the_full_stripe_for_writes_and_the_chunk_for_rebuilds() {
     assert_eq!(r0.gather_unit(0, Gather::Write), None);
 }
 
-/// A leg that counts the write requests it is given, as a remote leg's
-/// round trips.
+/// A leg that counts the write and read requests it is given, as a
+/// remote leg's round trips.
 struct CountingLeg {
     inner: crate::device::mem::MemLeg,
     requests: std::sync::atomic::AtomicUsize,
+    reads: std::sync::atomic::AtomicUsize,
+    status_questions: std::sync::atomic::AtomicUsize,
 }
 
 impl BlockDevice for CountingLeg {
@@ -399,7 +401,12 @@ impl BlockDevice for CountingLeg {
         self.inner.size()
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         self.inner.read_at(buf, offset)
+    }
+    fn read_scattered(&self, bufs: &mut [&mut [u8]], offset: u64) -> std::io::Result<()> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        crate::device::read_each(&self.inner, bufs, offset)
     }
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> std::io::Result<()> {
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -421,15 +428,26 @@ impl BlockDevice for CountingLeg {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+    fn block_status(&self, offset: u64, len: u64, out: &mut Vec<crate::device::status::StatusExtent>) -> std::io::Result<()> {
+        self.status_questions.fetch_add(1, Ordering::Relaxed);
+        self.inner.block_status(offset, len, out)
+    }
 }
 
 #[test]
-fn chunks_that_follow_one_another_on_a_leg_without_the_ring_go_as_one_write() {
+fn chunks_that_follow_one_another_on_a_leg_without_the_ring_go_as_one_request() {
     // raid1 over two legs the ring cannot take (no file behind them, as a
     // remote leg), 4 KiB chunks: a 64 KiB write is 16 chunks on each leg,
     // which used to be 16 requests per leg, one round trip after another.
-    let legs: Vec<Arc<CountingLeg>> =
-        (0..2).map(|i| Arc::new(CountingLeg { inner: crate::device::mem::MemLeg::new(format!("m{i}"), 1 << 20), requests: Default::default() })).collect();
+    let counting = |name: String| {
+        Arc::new(CountingLeg {
+            inner: crate::device::mem::MemLeg::new(name, 1 << 20),
+            requests: Default::default(),
+            reads: Default::default(),
+            status_questions: Default::default(),
+        })
+    };
+    let legs: Vec<Arc<CountingLeg>> = (0..2).map(|i| counting(format!("m{i}"))).collect();
     let devices: Vec<(Arc<dyn BlockDevice>, u64)> = legs.iter().map(|l| (l.clone() as Arc<dyn BlockDevice>, 0)).collect();
     let loaded = Arc::new(component::load(&SANDBOX, crate::builtins::find("raid1").expect("built-in")).expect("load"));
     let g = Geometry { chunk_sectors: 8, leg_chunks: vec![256; 2], args: String::new() };
@@ -445,15 +463,29 @@ fn chunks_that_follow_one_another_on_a_leg_without_the_ring_go_as_one_write() {
     // Runs are cut where the leg's bytes stop following one another: a
     // raid0 write of two whole stripes over two legs is two runs of two
     // chunks, one per leg.
-    let r0: Vec<Arc<CountingLeg>> =
-        (0..2).map(|i| Arc::new(CountingLeg { inner: crate::device::mem::MemLeg::new(format!("r{i}"), 1 << 20), requests: Default::default() })).collect();
+    let r0: Vec<Arc<CountingLeg>> = (0..2).map(|i| counting(format!("r{i}"))).collect();
     let devices: Vec<(Arc<dyn BlockDevice>, u64)> = r0.iter().map(|l| (l.clone() as Arc<dyn BlockDevice>, 0)).collect();
     let loaded = Arc::new(component::load(&SANDBOX, crate::builtins::find("raid0").expect("built-in")).expect("load"));
     let g = Geometry { chunk_sectors: 8, leg_chunks: vec![256; 2], args: String::new() };
     let b = Array::new("raid0", devices, ProvenLayout::prove(loaded, g).expect("prove"));
     b.write_at(&data[..16_384], 0, false).unwrap();
     assert_eq!(r0.iter().map(|l| l.requests.load(Ordering::Relaxed)).collect::<Vec<_>>(), vec![1, 1]);
+    // Reads the same way: the four chunks are two runs, one request a leg.
     let mut back = vec![0u8; 16_384];
     b.read_at(&mut back, 0).unwrap();
     assert_eq!(back, data[..16_384]);
+    assert_eq!(r0.iter().map(|l| l.reads.load(Ordering::Relaxed)).collect::<Vec<_>>(), vec![1, 1]);
+    // Block status too: 96 KiB of the raid1, whose 24 chunks follow one
+    // another on the copy read, is one question to that leg, and says
+    // what asking chunk by chunk says: data where written, holes after.
+    let mut extents = Vec::new();
+    a.block_status(0, 98_304, &mut extents).unwrap();
+    let asked: usize = legs.iter().map(|l| l.status_questions.load(Ordering::Relaxed)).sum();
+    assert_eq!(asked, 1, "one block status question for a run on one leg");
+    let mut chunk_by_chunk = Vec::new();
+    for c in 0..24u64 {
+        legs[0].inner.block_status(c * 4096, 4096, &mut chunk_by_chunk).unwrap();
+    }
+    assert_eq!(extents, chunk_by_chunk);
+    assert!(extents.iter().any(|e| e.allocation == 0) && extents.iter().any(|e| e.allocation != 0), "{extents:?}");
 }

@@ -36,6 +36,16 @@ pub fn write_each<D: BlockDevice + ?Sized>(device: &D, bufs: &[&[u8]], offset: u
     Ok(())
 }
 
+/// `bufs` filled one after another from `offset`, a `read_at` each.
+pub fn read_each<D: BlockDevice + ?Sized>(device: &D, bufs: &mut [&mut [u8]], offset: u64) -> io::Result<()> {
+    let mut at = offset;
+    for buf in bufs {
+        device.read_at(buf, at)?;
+        at += buf.len() as u64;
+    }
+    Ok(())
+}
+
 /// A byte-addressed block device with synchronous I/O.
 ///
 /// Offsets and lengths are in bytes; callers keep them within `size()`.
@@ -52,6 +62,11 @@ pub trait BlockDevice: Send + Sync {
     /// them as one; `fua` covers every one of them.
     fn write_gathered(&self, bufs: &[&[u8]], offset: u64, fua: bool) -> io::Result<()> {
         write_each(self, bufs, offset, fua)
+    }
+    /// Fill `bufs` one after another from `offset`, as `read_at` of each in
+    /// turn; a device with a round trip per request reads them as one.
+    fn read_scattered(&self, bufs: &mut [&mut [u8]], offset: u64) -> io::Result<()> {
+        read_each(self, bufs, offset)
     }
     /// Make every completed write durable.
     fn flush(&self) -> io::Result<()>;

@@ -334,6 +334,27 @@ impl BlockDevice for NbdLeg {
         buf.copy_from_slice(&whole[from..from + buf.len()]);
         Ok(())
     }
+    fn read_scattered(&self, bufs: &mut [&mut [u8]], offset: u64) -> io::Result<()> {
+        let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        super::check_range(self, offset, len)?;
+        // One request when it is one, as `write_gathered`.
+        if self.widened(offset, len).is_some() || len > self.max_piece() {
+            return super::read_each(self, bufs, offset);
+        }
+        let Payload::Data(data) = self.call(CMD_READ, 0, offset, len, &[])? else {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: a READ of {len} bytes at {offset} answered without its data", self.uri)));
+        };
+        // The reply reader checked the length: exactly `len`.
+        let mut from = 0usize;
+        for buf in bufs {
+            let piece = data
+                .get(from..from + buf.len())
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("{}: a READ of {len} bytes at {offset} answered short", self.uri)))?;
+            buf.copy_from_slice(piece);
+            from += buf.len();
+        }
+        Ok(())
+    }
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
         super::check_range(self, offset, buf.len() as u64)?;
         let Some((start, end)) = self.widened(offset, buf.len() as u64) else {
