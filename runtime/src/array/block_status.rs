@@ -26,7 +26,7 @@ impl Array {
         // with the same health, asked about together: a remote leg answers
         // each question with a round trip (a 1 MiB read of a raid1 of NBD
         // legs asked 16 before it could start).
-        let mut run: Option<LegRun> = None;
+        let mut segments: Vec<Segment> = Vec::new();
         let mut done = 0u64;
         while done < len {
             let at = offset + done;
@@ -50,47 +50,108 @@ impl Array {
                 Some((i, _)) if health & NEEDS_RESYNC == 0 => {
                     let place = view.place(i);
                     let at = self.legs[place.leg as usize].offset + place.chunk * cb + within;
-                    match &mut run {
-                        Some(r) if r.leg == place.leg && r.health == health && r.at + r.len == at => r.len += n,
-                        _ => {
-                            if let Some(r) = run.replace(LegRun { leg: place.leg, at, len: n, health }) {
-                                self.leg_status(r, out)?;
-                            }
-                        }
+                    match segments.last_mut() {
+                        Some(Segment::Leg(r)) if r.leg == place.leg && r.health == health && r.at + r.len == at => r.len += n,
+                        _ => segments.push(Segment::Leg(LegRun { leg: place.leg, at, len: n, health })),
                     }
                 }
                 // Copies that may disagree are read as they are, but
                 // reported as data: a hole in one is no promise.
-                Some(_) => {
-                    if let Some(r) = run.take() {
-                        self.leg_status(r, out)?;
-                    }
-                    status::push(out, StatusExtent { len: n, allocation: 0, health })
-                }
-                None => {
-                    if let Some(r) = run.take() {
-                        self.leg_status(r, out)?;
-                    }
-                    status::push(out, StatusExtent { len: n, allocation: 0, health: health | DEGRADED })
-                }
+                Some(_) => segments.push(Segment::Known(StatusExtent { len: n, allocation: 0, health })),
+                None => segments.push(Segment::Known(StatusExtent { len: n, allocation: 0, health: health | DEGRADED })),
             }
             done += n;
         }
-        if let Some(r) = run.take() {
-            self.leg_status(r, out)?;
+        let answers = self.ask_legs(&segments)?;
+        for segment in segments {
+            match segment {
+                Segment::Known(e) => status::push(out, e),
+                Segment::Leg(r) => {
+                    let asked = answers.iter().find(|a| a.leg == r.leg && a.start <= r.at && r.at + r.len <= a.end);
+                    let Some(Answer { start, extents, .. }) = asked else {
+                        return Err(io::Error::other(format!("{}: leg {} was not asked for its block status", self.name, r.leg)));
+                    };
+                    cut(extents, *start, r.at, r.len, r.health, out);
+                }
+            }
         }
         Ok(())
     }
 
-    /// The holes of `run` on its leg, as the array's.
-    fn leg_status(&self, run: LegRun, out: &mut Vec<StatusExtent>) -> io::Result<()> {
-        let mut leg_status = Vec::new();
-        self.legs[run.leg as usize].device().block_status(run.at, run.len, &mut leg_status)?;
-        for e in leg_status {
-            status::push(out, StatusExtent { len: e.len, allocation: e.allocation, health: run.health });
+    /// Each leg's block status over the span of its segments, asked once
+    /// (a raid0's or raid5's chunks take turns between legs, so a leg's
+    /// runs do not follow one another in the array's order but lie close
+    /// on the leg: a raid5's span holds its parity chunks too). A leg
+    /// whose segments lie far apart (more than `SPAN_SLACK` beyond twice
+    /// what they cover) is asked segment by segment instead.
+    fn ask_legs(&self, segments: &[Segment]) -> io::Result<Vec<Answer>> {
+        // (leg, start, end, bytes covered)
+        let mut spans: Vec<(u32, u64, u64, u64)> = Vec::new();
+        for s in segments {
+            let Segment::Leg(r) = s else { continue };
+            match spans.iter_mut().find(|(leg, ..)| *leg == r.leg) {
+                Some((_, start, end, covered)) => {
+                    *start = (*start).min(r.at);
+                    *end = (*end).max(r.at + r.len);
+                    *covered += r.len;
+                }
+                None => spans.push((r.leg, r.at, r.at + r.len, r.len)),
+            }
         }
-        Ok(())
+        let mut asks: Vec<(u32, u64, u64)> = Vec::new();
+        for (leg, start, end, covered) in spans {
+            if end - start <= covered.saturating_mul(2).saturating_add(SPAN_SLACK) {
+                asks.push((leg, start, end));
+            } else {
+                asks.extend(segments.iter().filter_map(|s| match s {
+                    Segment::Leg(r) if r.leg == leg => Some((leg, r.at, r.at + r.len)),
+                    _ => None,
+                }));
+            }
+        }
+        let mut answers = Vec::with_capacity(asks.len());
+        for (leg, start, end) in asks {
+            let mut extents = Vec::new();
+            self.legs[leg as usize].device().block_status(start, end - start, &mut extents)?;
+            answers.push(Answer { leg, start, end, extents });
+        }
+        Ok(answers)
     }
+}
+
+/// How far apart a leg's segments may lie and still be asked about in one
+/// question.
+const SPAN_SLACK: u64 = 1 << 20;
+
+/// A leg's block status over `start..end`.
+struct Answer {
+    leg: u32,
+    start: u64,
+    end: u64,
+    extents: Vec<StatusExtent>,
+}
+
+/// The part of `extents` (a leg's answer from `start`) at `at..at + len`,
+/// pushed with `health`.
+fn cut(extents: &[StatusExtent], start: u64, at: u64, len: u64, health: u32, out: &mut Vec<StatusExtent>) {
+    let end = at + len;
+    let mut pos = start;
+    for e in extents {
+        let (lo, hi) = (pos.max(at), (pos + e.len).min(end));
+        if lo < hi {
+            status::push(out, StatusExtent { len: hi - lo, allocation: e.allocation, health });
+        }
+        pos += e.len;
+        if pos >= end {
+            break;
+        }
+    }
+}
+
+/// What the array knows of a piece of the range: from a leg, or already.
+enum Segment {
+    Leg(LegRun),
+    Known(StatusExtent),
 }
 
 /// Bytes `at..at + len` of leg `leg`, all with the same health.
