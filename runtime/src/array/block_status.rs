@@ -67,7 +67,9 @@ impl Array {
             match segment {
                 Segment::Known(e) => status::push(out, e),
                 Segment::Leg(r) => {
-                    let asked = answers.iter().find(|a| a.leg == r.leg && a.start <= r.at && r.at + r.len <= a.end);
+                    // The last answer of this leg starting at or before it.
+                    let after = answers.partition_point(|a| (a.leg, a.start) <= (r.leg, r.at));
+                    let asked = after.checked_sub(1).and_then(|i| answers.get(i)).filter(|a| a.leg == r.leg && r.at + r.len <= a.end);
                     let Some(Answer { start, extents, .. }) = asked else {
                         return Err(io::Error::other(format!("{}: leg {} was not asked for its block status", self.name, r.leg)));
                     };
@@ -109,6 +111,9 @@ impl Array {
                 }));
             }
         }
+        // In (leg, start) order, for the lookup in `status_of`; a leg's
+        // answers never overlap.
+        asks.sort_unstable();
         let mut answers = Vec::with_capacity(asks.len());
         for (leg, start, end) in asks {
             let mut extents = Vec::new();
@@ -160,4 +165,31 @@ struct LegRun {
     at: u64,
     len: u64,
     health: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leg_whose_pieces_lie_far_apart_is_asked_piece_by_piece_and_each_found() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two legs of 4,096 chunks of 4 KiB (16 MiB each).
+        let a = crate::array::tests::array(dir.path(), "raid0", 2, 4096, "");
+        let far = 8 << 20;
+        let segments = vec![
+            Segment::Leg(LegRun { leg: 0, at: 8192, len: 4096, health: 0 }),
+            Segment::Leg(LegRun { leg: 1, at: 8192, len: 4096, health: 0 }),
+            Segment::Leg(LegRun { leg: 0, at: far, len: 4096, health: 0 }),
+            Segment::Leg(LegRun { leg: 1, at: 12_288, len: 4096, health: 0 }),
+        ];
+        let answers = a.ask_legs(&segments).unwrap();
+        let asked: Vec<(u32, u64, u64)> = answers.iter().map(|x| (x.leg, x.start, x.end)).collect();
+        // Leg 0's two pieces lie 8 MiB apart: asked one by one; leg 1's
+        // follow one another: one span. In (leg, start) order.
+        assert_eq!(asked, vec![(0, 8192, 12_288), (0, far, far + 4096), (1, 8192, 16_384)]);
+        for x in &answers {
+            assert_eq!(x.extents.iter().map(|e| e.len).sum::<u64>(), x.end - x.start);
+        }
+    }
 }
