@@ -75,8 +75,7 @@ impl Array {
         for run in runs_on_legs(&places, rest) {
             let (leg, (chunk, within)) = (places[run[0]].0, starts[run[0]]);
             let mut run_bufs: Vec<&mut [u8]> = run.iter().filter_map(|&i| bufs[i].take()).collect();
-            let done =
-                if let [buf] = &mut run_bufs[..] { self.leg_read(leg, chunk, within, buf) } else { self.leg_read_scattered(leg, chunk, within, &mut run_bufs) };
+            let done = self.leg_read_scattered(leg, chunk, within, &mut run_bufs);
             for &i in &run {
                 ok[i] = done;
             }
@@ -132,12 +131,8 @@ impl Array {
         let rest: Vec<usize> = (0..writes.len()).filter(|&i| !ok[i]).collect();
         for run in runs_on_legs(&places, rest) {
             let (leg, chunk, _) = writes[run[0]];
-            let done = if let [i] = run[..] {
-                self.leg_write(leg, chunk, within, writes[i].2, fua)
-            } else {
-                let bufs: Vec<&[u8]> = run.iter().map(|&i| writes[i].2).collect();
-                self.leg_write_gathered(leg, chunk, within, &bufs, fua)
-            };
+            let bufs: Vec<&[u8]> = run.iter().map(|&i| writes[i].2).collect();
+            let done = self.leg_write_gathered(leg, chunk, within, &bufs, fua);
             for &i in &run {
                 ok[i] = done;
             }

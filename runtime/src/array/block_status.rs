@@ -70,10 +70,10 @@ impl Array {
                     // The last answer of this leg starting at or before it.
                     let after = answers.partition_point(|a| (a.leg, a.start) <= (r.leg, r.at));
                     let asked = after.checked_sub(1).and_then(|i| answers.get(i)).filter(|a| a.leg == r.leg && r.at + r.len <= a.end);
-                    let Some(Answer { start, extents, .. }) = asked else {
+                    let Some(answer) = asked else {
                         return Err(io::Error::other(format!("{}: leg {} was not asked for its block status", self.name, r.leg)));
                     };
-                    cut(extents, *start, r.at, r.len, r.health, out);
+                    answer.cut(r.at, r.len, r.health, out);
                 }
             }
         }
@@ -118,7 +118,14 @@ impl Array {
         for (leg, start, end) in asks {
             let mut extents = Vec::new();
             self.legs[leg as usize].device().block_status(start, end - start, &mut extents)?;
-            answers.push(Answer { leg, start, end, extents });
+            let ends = extents
+                .iter()
+                .scan(start, |pos, e| {
+                    *pos += e.len;
+                    Some(*pos)
+                })
+                .collect();
+            answers.push(Answer { leg, start, end, extents, ends });
         }
         Ok(answers)
     }
@@ -134,21 +141,24 @@ struct Answer {
     start: u64,
     end: u64,
     extents: Vec<StatusExtent>,
+    /// Where each extent ends on the leg, to find a piece's first extent
+    /// without walking the answer from its start for every piece.
+    ends: Vec<u64>,
 }
 
-/// The part of `extents` (a leg's answer from `start`) at `at..at + len`,
-/// pushed with `health`.
-fn cut(extents: &[StatusExtent], start: u64, at: u64, len: u64, health: u32, out: &mut Vec<StatusExtent>) {
-    let end = at + len;
-    let mut pos = start;
-    for e in extents {
-        let (lo, hi) = (pos.max(at), (pos + e.len).min(end));
-        if lo < hi {
-            status::push(out, StatusExtent { len: hi - lo, allocation: e.allocation, health });
-        }
-        pos += e.len;
-        if pos >= end {
-            break;
+impl Answer {
+    /// The part of the answer at `at..at + len`, pushed with `health`.
+    fn cut(&self, at: u64, len: u64, health: u32, out: &mut Vec<StatusExtent>) {
+        let end = at + len;
+        let first = self.ends.partition_point(|&e| e <= at);
+        for (e, &e_end) in self.extents.iter().zip(&self.ends).skip(first) {
+            let (lo, hi) = ((e_end - e.len).max(at), e_end.min(end));
+            if lo < hi {
+                status::push(out, StatusExtent { len: hi - lo, allocation: e.allocation, health });
+            }
+            if e_end >= end {
+                break;
+            }
         }
     }
 }

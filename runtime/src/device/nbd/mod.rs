@@ -274,6 +274,14 @@ impl NbdLeg {
         if fua && !native_fua { self.flush() } else { Ok(()) }
     }
 
+    /// Whether `len` bytes at `offset` go as one request: the server's
+    /// whole blocks, no larger than its largest (otherwise a gathered read
+    /// or write goes buffer by buffer, through `read_at`/`write_at`, which
+    /// widen or split).
+    fn one_request(&self, offset: u64, len: u64) -> bool {
+        self.widened(offset, len).is_none() && len <= self.max_piece()
+    }
+
     /// The server's whole blocks [start, end) around `len` bytes at
     /// `offset`, when these are not already aligned to its minimum block
     /// (None: send as they are).
@@ -337,8 +345,7 @@ impl BlockDevice for NbdLeg {
     fn read_scattered(&self, bufs: &mut [&mut [u8]], offset: u64) -> io::Result<()> {
         let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         super::check_range(self, offset, len)?;
-        // One request when it is one, as `write_gathered`.
-        if self.widened(offset, len).is_some() || len > self.max_piece() {
+        if !self.one_request(offset, len) {
             return super::read_each(self, bufs, offset);
         }
         let Payload::Data(data) = self.call(CMD_READ, 0, offset, len, &[])? else {
@@ -374,9 +381,7 @@ impl BlockDevice for NbdLeg {
     fn write_gathered(&self, bufs: &[&[u8]], offset: u64, fua: bool) -> io::Result<()> {
         let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         super::check_range(self, offset, len)?;
-        // One request when it is one: the server's whole blocks, no larger
-        // than its largest; otherwise buffer by buffer, as `write_at`.
-        if self.widened(offset, len).is_some() || len > self.max_piece() {
+        if !self.one_request(offset, len) {
             return super::write_each(self, bufs, offset, fua);
         }
         let native_fua = fua && self.has(TFLAG_SEND_FUA);
